@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the CPU throughput benchmark.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Instruction-level x86-64 model.

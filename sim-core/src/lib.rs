@@ -1,0 +1,5 @@
+//! The simulated machine: physical memory, domains and vCPUs, the event queue, the
+//! hypervisor and its virtualization policies, machine profiles (every cost), the timing
+//! model that turns functional reports into cycles, and the serialisable `RunResult`.
+//!
+//! Wires `cpu-model`, `mmu` and `devices` together; those three know nothing of each other.
