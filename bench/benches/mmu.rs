@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the MMU benchmark.
+fn main() {}
