@@ -4,3 +4,17 @@
 //!
 //! Every walker returns the references it made so the timing model can charge each one.
 //! This crate depends on no other hvsim crate.
+
+pub mod addr;
+pub mod assoc;
+pub mod builder;
+pub mod config;
+pub mod ept_entry;
+pub mod error;
+pub mod mem;
+pub mod psc;
+pub mod pte;
+pub mod refs;
+pub mod tlb;
+pub mod translation;
+pub mod walk_native;

@@ -1,0 +1,120 @@
+//! The result of a successful translation: the page it lands in and what it permits.
+//!
+//! One type serves the native, shadow, PV and two-dimensional walkers and the TLB, so a TLB
+//! entry is exactly a cached [`Translation`]. For a 2D walk the permissions combine both
+//! dimensions and the size is the smaller of the guest and EPT page sizes.
+
+use crate::addr::{Access, AccessKind, Gva, Hpa, PageSize};
+use crate::pte::pf_err;
+use serde::Serialize;
+
+/// Effective permissions of a translation, as a small bit set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+pub struct Perms(pub u16);
+
+impl Perms {
+    /// Guest RW=1 at every level.
+    pub const W: u16 = 1 << 0;
+    /// Guest US=1 at every level.
+    pub const U: u16 = 1 << 1;
+    /// Guest NX=0 at every level (or NXE off).
+    pub const X: u16 = 1 << 2;
+    /// EPT read allowed (always set for native translations).
+    pub const EPT_R: u16 = 1 << 3;
+    /// EPT write allowed (always set for native translations).
+    pub const EPT_W: u16 = 1 << 4;
+    /// EPT execute allowed (always set for native translations).
+    pub const EPT_X: u16 = 1 << 5;
+    /// The leaf is dirty (guest D, and EPT D when EPT A/D is on): writes need no walk.
+    pub const DIRTY: u16 = 1 << 6;
+    /// The leaf is global (G=1 with CR4.PGE): survives non-global flushes.
+    pub const GLOBAL: u16 = 1 << 7;
+    /// The starting point of a walk: everything allowed, nothing yet dirty/global.
+    pub const WALK_START: Perms =
+        Perms(Self::W | Self::U | Self::X | Self::EPT_R | Self::EPT_W | Self::EPT_X);
+
+    /// Whether bit(s) `b` are all set.
+    #[inline]
+    pub const fn has(self, b: u16) -> bool {
+        self.0 & b == b
+    }
+    /// With bit(s) `b` set or cleared.
+    #[inline]
+    pub const fn with(self, b: u16, on: bool) -> Perms {
+        if on {
+            Perms(self.0 | b)
+        } else {
+            Perms(self.0 & !b)
+        }
+    }
+
+    /// Check a guest-paging permission for `access` (CR0.WP in `wp`). On failure returns the
+    /// #PF error code (P=1: a protection fault).
+    #[inline]
+    pub fn check_guest(self, access: Access, wp: bool, nxe: bool) -> Result<(), u32> {
+        let ok = match access.kind {
+            AccessKind::Read => true,
+            AccessKind::Write => self.has(Self::W) || (!access.user && !wp),
+            AccessKind::Execute => self.has(Self::X),
+        } && (!access.user || self.has(Self::U));
+        if ok {
+            Ok(())
+        } else {
+            Err(pf_err::P | access_err_bits(access, nxe))
+        }
+    }
+
+    /// Whether the EPT dimension allows `kind`.
+    #[inline]
+    pub const fn ept_allows(self, kind: AccessKind) -> bool {
+        match kind {
+            AccessKind::Read => self.has(Self::EPT_R),
+            AccessKind::Write => self.has(Self::EPT_W),
+            AccessKind::Execute => self.has(Self::EPT_X),
+        }
+    }
+
+    /// Whether a cached translation with these permissions can serve `access` without a
+    /// walk: both dimensions allow it and a write finds the dirty bit already set.
+    #[inline]
+    pub fn serves(self, access: Access, wp: bool) -> bool {
+        self.check_guest(access, wp, true).is_ok()
+            && self.ept_allows(access.kind)
+            && (!access.is_write() || self.has(Self::DIRTY))
+    }
+}
+
+/// The W/U/ID bits of a #PF error code that describe the access itself.
+#[inline]
+pub fn access_err_bits(access: Access, nxe: bool) -> u32 {
+    let mut e = 0;
+    if access.is_write() {
+        e |= pf_err::W;
+    }
+    if access.user {
+        e |= pf_err::U;
+    }
+    if access.is_fetch() && nxe {
+        e |= pf_err::ID;
+    }
+    e
+}
+
+/// A successful translation of a linear (or guest-physical) address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct Translation {
+    /// Host-physical base of the page.
+    pub page: Hpa,
+    /// Size of the page (what a TLB entry for it covers).
+    pub size: PageSize,
+    /// Combined permissions and dirty/global state.
+    pub perms: Perms,
+}
+
+impl Translation {
+    /// The host-physical address of `gva` inside this page.
+    #[inline]
+    pub fn hpa(&self, gva: Gva) -> Hpa {
+        self.page.add(gva.page_offset(self.size))
+    }
+}
