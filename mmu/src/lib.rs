@@ -8,6 +8,7 @@
 pub mod addr;
 pub mod assoc;
 pub mod builder;
+pub mod cache;
 pub mod config;
 pub mod ept_entry;
 pub mod error;
