@@ -16,6 +16,7 @@ pub mod mem;
 pub mod nested_tlb;
 pub mod psc;
 pub mod pte;
+pub mod pv_paging;
 pub mod refs;
 pub mod tlb;
 pub mod translation;
