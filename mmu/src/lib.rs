@@ -18,6 +18,7 @@ pub mod psc;
 pub mod pte;
 pub mod pv_paging;
 pub mod refs;
+pub mod shadow;
 pub mod tlb;
 pub mod translation;
 pub mod walk_2d;
