@@ -50,7 +50,7 @@ impl<T: Copy + Default> SetAssoc<T> {
         self.slots.len()
     }
 
-    #[inline]
+    #[inline(always)]
     fn set_range(&self, index: u64) -> std::ops::Range<usize> {
         let base = (index & self.set_mask) as usize * self.ways;
         base..base + self.ways
@@ -58,7 +58,7 @@ impl<T: Copy + Default> SetAssoc<T> {
 
     /// Find a valid entry in the set selected by `index` that satisfies `pred`, mark it
     /// most recently used and return it.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&mut self, index: u64, pred: impl Fn(&T) -> bool) -> Option<&mut T> {
         if self.ways == 0 {
             return None;

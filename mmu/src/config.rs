@@ -29,7 +29,7 @@ impl ArrayGeometry {
         if self.entries == 0 {
             return Ok(0);
         }
-        if self.ways == 0 || self.entries % self.ways != 0 {
+        if self.ways == 0 || (self.entries / self.ways) * self.ways != self.entries {
             return Err(MmuError::EntriesNotMultipleOfWays {
                 field,
                 entries: u64::from(self.entries),
@@ -247,7 +247,10 @@ impl CacheLevelConfig {
             });
         }
         let lines = self.size_bytes / u64::from(self.line_bytes);
-        if self.ways == 0 || lines == 0 || lines % u64::from(self.ways) != 0 {
+        if self.ways == 0
+            || lines == 0
+            || (lines / u64::from(self.ways)) * u64::from(self.ways) != lines
+        {
             return Err(MmuError::EntriesNotMultipleOfWays {
                 field,
                 entries: lines,

@@ -459,8 +459,8 @@ impl ShadowEngine {
             };
         }
         // Hidden fault: set guest A (and D) bits, then fill the shadow path.
-        for i in 0..=(4 - leaf_level as usize) {
-            let (ea, e) = path[i];
+        for (i, slot) in path.iter_mut().enumerate().take(5 - leaf_level as usize) {
+            let (ea, e) = *slot;
             let lvl = 4 - i as u8;
             let set = PTE_A
                 | if lvl == leaf_level && access.is_write() {
@@ -471,7 +471,7 @@ impl ShadowEngine {
             if e.0 & set != set {
                 mem.write_u64(ea, e.0 | set);
                 push(refs, ea, lvl, RefKind::Write);
-                path[i].1 = Pte(e.0 | set);
+                slot.1 = Pte(e.0 | set);
             }
         }
         self.stats.hidden_faults += 1;

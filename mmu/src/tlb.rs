@@ -130,7 +130,7 @@ struct TlbEntry {
 }
 
 impl TlbEntry {
-    #[inline]
+    #[inline(always)]
     fn matches(&self, ctx: &TlbContext, vpn: u64, size: u8) -> bool {
         self.vpn == vpn
             && self.size == size

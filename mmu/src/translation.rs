@@ -50,7 +50,7 @@ impl Perms {
 
     /// Check a guest-paging permission for `access` (CR0.WP in `wp`). On failure returns the
     /// #PF error code (P=1: a protection fault).
-    #[inline]
+    #[inline(always)]
     pub fn check_guest(self, access: Access, wp: bool, nxe: bool) -> Result<(), u32> {
         let ok = match access.kind {
             AccessKind::Read => true,
@@ -76,7 +76,7 @@ impl Perms {
 
     /// Whether a cached translation with these permissions can serve `access` without a
     /// walk: both dimensions allow it and a write finds the dirty bit already set.
-    #[inline]
+    #[inline(always)]
     pub fn serves(self, access: Access, wp: bool) -> bool {
         self.check_guest(access, wp, true).is_ok()
             && self.ept_allows(access.kind)
