@@ -504,8 +504,15 @@ impl Cpu {
                 let a = self.rd(m, i, i.dst, sz)?;
                 let b = self.rd(m, i, i.src, sz)?;
                 let (r, f) = arith::add(a, b, 0, sz);
-                self.wr(m, i, i.dst, sz, r)?;
-                self.wr(m, i, i.src, sz, a)?;
+                // SRC := DEST then DEST := SUM (so XADD r, r leaves the sum); a memory
+                // destination is written first so a fault changes nothing.
+                if i.dst == Opnd::Mem {
+                    self.wr(m, i, i.dst, sz, r)?;
+                    self.wr(m, i, i.src, sz, a)?;
+                } else {
+                    self.wr(m, i, i.src, sz, a)?;
+                    self.wr(m, i, i.dst, sz, r)?;
+                }
                 self.set_flags(f, ARITH);
             }
             Op::Cmpxchg => {
