@@ -2,10 +2,11 @@
 //!
 //! Entries are tagged with VPID and PCID so address spaces do not need flushing on a switch,
 //! and global entries match any PCID of their VPID, as on Intel hardware. Geometry comes from
-//! [`TlbConfig`]; every array is a flat [`SetAssoc`], so a lookup never allocates.
+//! [`TlbConfig`]. Every array is one flat allocation made at construction, laid out for the
+//! hit path (tags of a set contiguous, a packed tag word per entry, LRU by per-array clock),
+//! so a lookup never allocates.
 
 use crate::addr::{Access, Gva, Hpa, PageSize};
-use crate::assoc::SetAssoc;
 use crate::config::{ArrayGeometry, TlbConfig};
 use crate::error::MmuError;
 use crate::pte::{Cr3, PagingMode};
@@ -119,47 +120,199 @@ pub struct TlbStats {
     pub entries_flushed: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct TlbEntry {
-    vpn: u64,
-    frame: u64,
-    vpid: u16,
-    pcid: u16,
-    size: u8,
-    perms: Perms,
+// Tag word of a TLB slot. The low 36 bits are what a lookup compares (after the VPN, which
+// has a word of its own); the permissions ride in the top 16 bits. A global entry stores the
+// GLOBAL flag instead of its PCID: no lookup, insert or flush ever looks at a global
+// entry's PCID, since global entries match every PCID of their VPID.
+const TAG_VPID_SHIFT: u32 = 16;
+const TAG_GLOBAL: u64 = 1 << 32;
+const TAG_SIZE_SHIFT: u32 = 33;
+const TAG_VALID: u64 = 1 << 35;
+const TAG_MATCH: u64 = (1 << 36) - 1;
+const TAG_PERMS_SHIFT: u32 = 48;
+
+/// What a lookup (or a same-entry check on insert, or an INVLPG) compares a slot's tag
+/// with: a non-global entry of this VPID, PCID and size, or a global one of this VPID and
+/// size.
+#[derive(Debug, Clone, Copy)]
+struct Key {
+    own: u64,
+    global: u64,
 }
 
-impl TlbEntry {
+impl Key {
     #[inline(always)]
-    fn matches(&self, ctx: &TlbContext, vpn: u64, size: u8) -> bool {
-        self.vpn == vpn
-            && self.size == size
-            && self.vpid == ctx.vpid
-            && (self.pcid == ctx.pcid || self.perms.has(Perms::GLOBAL))
-    }
-    #[inline]
-    fn translation(&self) -> Translation {
-        Translation {
-            page: Hpa(self.frame << 12),
-            size: PageSize::ALL[self.size as usize],
-            perms: self.perms,
+    fn new(vpid: u16, pcid: u16, size: usize) -> Key {
+        let base = TAG_VALID | (size as u64) << TAG_SIZE_SHIFT | u64::from(vpid) << TAG_VPID_SHIFT;
+        Key {
+            own: base | u64::from(pcid),
+            global: base | TAG_GLOBAL,
         }
+    }
+    #[inline(always)]
+    fn matches(self, tag: u64) -> bool {
+        let t = tag & TAG_MATCH;
+        (t == self.own) | (t == self.global)
+    }
+}
+
+/// The tag of a valid entry of `ctx` for a page of size index `size` with `perms`.
+fn make_tag(ctx: &TlbContext, size: usize, perms: Perms) -> u64 {
+    let who = if perms.has(Perms::GLOBAL) {
+        TAG_GLOBAL
+    } else {
+        u64::from(ctx.pcid)
+    };
+    Key::new(ctx.vpid, 0, size).own | who | u64::from(perms.0) << TAG_PERMS_SHIFT
+}
+
+#[inline(always)]
+fn tag_perms(tag: u64) -> Perms {
+    Perms((tag >> TAG_PERMS_SHIFT) as u16)
+}
+fn tag_vpid(tag: u64) -> u16 {
+    (tag >> TAG_VPID_SHIFT) as u16
+}
+fn tag_pcid(tag: u64) -> u16 {
+    tag as u16
+}
+fn tag_global(tag: u64) -> bool {
+    tag & TAG_GLOBAL != 0
+}
+
+/// One way of a TLB array: the two words a lookup compares, the host-physical page base and
+/// the array clock at the last use (LRU). 32 bytes, so a 4-way set is two cache lines.
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(32))]
+struct Slot {
+    vpn: u64,
+    tag: u64,
+    page: u64,
+    stamp: u64,
+}
+
+/// One TLB array: set-associative with true LRU (victim: the oldest stamp, first on ties),
+/// laid out for the hit path: the ways of a set are contiguous [`Slot`]s and a lookup
+/// compares one VPN word, then one tag word. Storage is allocated once; an array with no
+/// ways is "off".
+#[derive(Debug, Clone)]
+struct TlbArray {
+    slots: Vec<Slot>,
+    set_mask: u64,
+    ways: usize,
+    clock: u64,
+}
+
+impl TlbArray {
+    fn new(g: ArrayGeometry, field: &'static str) -> Result<TlbArray, MmuError> {
+        let sets = g.sets(field)?;
+        let ways = if sets == 0 { 0 } else { g.ways as usize };
+        Ok(TlbArray {
+            slots: vec![Slot::default(); sets * ways],
+            set_mask: (sets as u64).wrapping_sub(1),
+            ways,
+            clock: 0,
+        })
+    }
+
+    fn is_off(&self) -> bool {
+        self.ways == 0
+    }
+
+    /// The ways of the set `vpn` selects.
+    #[inline(always)]
+    fn set_mut(&mut self, vpn: u64) -> &mut [Slot] {
+        let base = (vpn & self.set_mask) as usize * self.ways;
+        &mut self.slots[base..base + self.ways]
+    }
+
+    /// Look `vpn` up under `key`: the first matching way becomes most recently used and
+    /// its tag and page base are returned.
+    #[inline(always)]
+    fn lookup(&mut self, vpn: u64, key: Key) -> Option<(u64, u64)> {
+        let clock = self.clock + 1;
+        let base = (vpn & self.set_mask) as usize * self.ways;
+        for s in &mut self.slots[base..base + self.ways] {
+            if s.vpn == vpn && key.matches(s.tag) {
+                s.stamp = clock;
+                self.clock = clock;
+                return Some((s.tag, s.page));
+            }
+        }
+        None
+    }
+
+    /// Enter `vpn` with `tag` and `page`: it replaces the entry `key` matches (an update),
+    /// else an invalid slot, else the least recently used one.
+    fn insert(&mut self, vpn: u64, key: Key, tag: u64, page: u64) {
+        if self.is_off() {
+            return;
+        }
+        self.clock += 1;
+        let stamp = self.clock;
+        let set = self.set_mut(vpn);
+        let i = set
+            .iter()
+            .position(|s| s.vpn == vpn && key.matches(s.tag))
+            .or_else(|| set.iter().position(|s| s.tag & TAG_VALID == 0))
+            .unwrap_or_else(|| {
+                let mut p = 0;
+                for (j, s) in set.iter().enumerate() {
+                    if s.stamp < set[p].stamp {
+                        p = j;
+                    }
+                }
+                p
+            });
+        set[i] = Slot {
+            vpn,
+            tag,
+            page,
+            stamp,
+        };
+    }
+
+    /// Invalidate the entries of `vpn` that `key` matches; returns how many.
+    fn invalidate_vpn(&mut self, vpn: u64, key: Key) -> usize {
+        if self.is_off() {
+            return 0;
+        }
+        let mut n = 0;
+        for s in self.set_mut(vpn) {
+            if s.vpn == vpn && key.matches(s.tag) {
+                s.tag = 0;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Invalidate every valid entry whose tag satisfies `pred`; returns how many.
+    fn invalidate_where(&mut self, pred: impl Fn(u64) -> bool) -> usize {
+        let mut n = 0;
+        for s in &mut self.slots {
+            if s.tag & TAG_VALID != 0 && pred(s.tag) {
+                s.tag = 0;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn occupancy(&self) -> usize {
+        self.slots.iter().filter(|s| s.tag & TAG_VALID != 0).count()
     }
 }
 
 /// The TLB hierarchy of one logical CPU.
 #[derive(Debug, Clone)]
 pub struct Tlb {
-    l1i: [SetAssoc<TlbEntry>; 3],
-    l1d: [SetAssoc<TlbEntry>; 3],
-    stlb: SetAssoc<TlbEntry>,
+    l1i: [TlbArray; 3],
+    l1d: [TlbArray; 3],
+    stlb: TlbArray,
     stlb_sizes: [bool; 3],
     /// Counters.
     pub stats: TlbStats,
-}
-
-fn array(g: ArrayGeometry, field: &'static str) -> Result<SetAssoc<TlbEntry>, MmuError> {
-    Ok(SetAssoc::new(g.sets(field)?, g.ways as usize))
 }
 
 impl Tlb {
@@ -167,16 +320,16 @@ impl Tlb {
     pub fn new(cfg: &TlbConfig) -> Result<Tlb, MmuError> {
         Ok(Tlb {
             l1i: [
-                array(cfg.l1i_4k, "tlb.l1i_4k")?,
-                array(cfg.l1i_2m, "tlb.l1i_2m")?,
-                array(cfg.l1i_1g, "tlb.l1i_1g")?,
+                TlbArray::new(cfg.l1i_4k, "tlb.l1i_4k")?,
+                TlbArray::new(cfg.l1i_2m, "tlb.l1i_2m")?,
+                TlbArray::new(cfg.l1i_1g, "tlb.l1i_1g")?,
             ],
             l1d: [
-                array(cfg.l1d_4k, "tlb.l1d_4k")?,
-                array(cfg.l1d_2m, "tlb.l1d_2m")?,
-                array(cfg.l1d_1g, "tlb.l1d_1g")?,
+                TlbArray::new(cfg.l1d_4k, "tlb.l1d_4k")?,
+                TlbArray::new(cfg.l1d_2m, "tlb.l1d_2m")?,
+                TlbArray::new(cfg.l1d_1g, "tlb.l1d_1g")?,
             ],
-            stlb: array(cfg.stlb, "tlb.stlb")?,
+            stlb: TlbArray::new(cfg.stlb, "tlb.stlb")?,
             stlb_sizes: [true, cfg.stlb_holds_2m, cfg.stlb_holds_1g],
             stats: TlbStats::default(),
         })
@@ -185,7 +338,10 @@ impl Tlb {
     /// Look `gva` up for `access` in context `ctx`. A hit returns the translation and the
     /// level that served it and costs no memory reference; `None` means walk, then
     /// [`fill`](Self::fill). An STLB hit is copied into the L1 array of its size.
-    #[inline]
+    ///
+    /// The L1 arrays are probed smallest page first; the 4 KiB probe, by far the most
+    /// frequent hit, is inlined into the caller and everything else is out of line.
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         ctx: &TlbContext,
@@ -193,23 +349,57 @@ impl Tlb {
         access: Access,
     ) -> Option<(Translation, TlbLevel)> {
         let fetch = access.is_fetch();
-        for s in 0..3 {
-            let shift = PageSize::ALL[s].shift();
-            let vpn = gva.raw() >> shift;
+        let l1 = if fetch {
+            &mut self.l1i[0]
+        } else {
+            &mut self.l1d[0]
+        };
+        let Some((tag, page)) = l1.lookup(gva.raw() >> 12, Key::new(ctx.vpid, ctx.pcid, 0)) else {
+            return self.lookup_slow(ctx, gva, access);
+        };
+        let perms = tag_perms(tag);
+        if !perms.serves(access, ctx.wp) {
+            return self.refill_for_permissions(ctx, gva, fetch);
+        }
+        let hits = if fetch {
+            &mut self.stats.l1i_hits
+        } else {
+            &mut self.stats.l1d_hits
+        };
+        hits[0] += 1;
+        let t = Translation {
+            page: Hpa(page),
+            size: PageSize::Size4K,
+            perms,
+        };
+        Some((t, TlbLevel::L1))
+    }
+
+    /// The rest of [`lookup`](Self::lookup) after the 4 KiB L1 array missed.
+    #[inline(never)]
+    fn lookup_slow(
+        &mut self,
+        ctx: &TlbContext,
+        gva: Gva,
+        access: Access,
+    ) -> Option<(Translation, TlbLevel)> {
+        let fetch = access.is_fetch();
+        for s in 1..3 {
+            let vpn = gva.raw() >> PageSize::ALL[s].shift();
             let l1 = if fetch {
                 &mut self.l1i[s]
             } else {
                 &mut self.l1d[s]
             };
-            if let Some(e) = l1.lookup(vpn, |e| e.matches(ctx, vpn, s as u8)) {
-                if e.perms.serves(access, ctx.wp) {
-                    let t = e.translation();
+            if let Some((tag, page)) = l1.lookup(vpn, Key::new(ctx.vpid, ctx.pcid, s)) {
+                let perms = tag_perms(tag);
+                if perms.serves(access, ctx.wp) {
                     if fetch {
                         self.stats.l1i_hits[s] += 1;
                     } else {
                         self.stats.l1d_hits[s] += 1;
                     }
-                    return Some((t, TlbLevel::L1));
+                    return Some((Self::translation(page, s, perms), TlbLevel::L1));
                 }
                 return self.refill_for_permissions(ctx, gva, fetch);
             }
@@ -224,9 +414,10 @@ impl Tlb {
                 continue;
             }
             let vpn = gva.raw() >> PageSize::ALL[s].shift();
-            if let Some(e) = self.stlb.lookup(vpn, |e| e.matches(ctx, vpn, s as u8)) {
-                let e = *e;
-                if !e.perms.serves(access, ctx.wp) {
+            let key = Key::new(ctx.vpid, ctx.pcid, s);
+            if let Some((tag, page)) = self.stlb.lookup(vpn, key) {
+                let perms = tag_perms(tag);
+                if !perms.serves(access, ctx.wp) {
                     return self.refill_for_permissions(ctx, gva, fetch);
                 }
                 self.stats.stlb_hits[s] += 1;
@@ -235,15 +426,25 @@ impl Tlb {
                 } else {
                     &mut self.l1d[s]
                 };
-                l1.insert(vpn, e, |x| x.matches(ctx, vpn, s as u8));
-                return Some((e.translation(), TlbLevel::Stlb));
+                l1.insert(vpn, key, tag, page);
+                return Some((Self::translation(page, s, perms), TlbLevel::Stlb));
             }
         }
         self.stats.stlb_misses += 1;
         None
     }
 
+    #[inline]
+    fn translation(page: u64, size: usize, perms: Perms) -> Translation {
+        Translation {
+            page: Hpa(page),
+            size: PageSize::ALL[size],
+            perms,
+        }
+    }
+
     #[cold]
+    #[inline(never)]
     fn refill_for_permissions(
         &mut self,
         ctx: &TlbContext,
@@ -257,7 +458,7 @@ impl Tlb {
             self.stats.l1d_misses += 1;
         }
         self.stats.stlb_misses += 1;
-        self.remove_address(ctx.vpid, ctx.pcid, gva, true);
+        self.remove_address(ctx.vpid, ctx.pcid, gva);
         None
     }
 
@@ -267,47 +468,41 @@ impl Tlb {
         self.stats.fills[t.size.index()] += 1;
         let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
         if let Some(s) = (0..=t.size.index()).rev().find(|&s| !l1[s].is_off()) {
-            let e = Self::entry(ctx, gva, t, s);
-            l1[s].insert(e.vpn, e, |x| x.matches(ctx, e.vpn, s as u8));
+            let (vpn, key, tag, page) = Self::entry(ctx, gva, t, s);
+            l1[s].insert(vpn, key, tag, page);
         }
         if let Some(s) = (0..=t.size.index()).rev().find(|&s| self.stlb_sizes[s]) {
-            let e = Self::entry(ctx, gva, t, s);
-            self.stlb
-                .insert(e.vpn, e, |x| x.matches(ctx, e.vpn, s as u8));
+            let (vpn, key, tag, page) = Self::entry(ctx, gva, t, s);
+            self.stlb.insert(vpn, key, tag, page);
         }
     }
 
-    fn entry(ctx: &TlbContext, gva: Gva, t: &Translation, s: usize) -> TlbEntry {
+    /// The VPN, same-entry key, tag and page base of `t` entered as a page of size `s`.
+    fn entry(ctx: &TlbContext, gva: Gva, t: &Translation, s: usize) -> (u64, Key, u64, u64) {
         let size = PageSize::ALL[s];
         let page = t.page.add(gva.page_offset(t.size)).page_base(size);
-        TlbEntry {
-            vpn: gva.raw() >> size.shift(),
-            frame: page.frame(),
-            vpid: ctx.vpid,
-            pcid: ctx.pcid,
-            size: s as u8,
-            perms: t.perms,
-        }
+        (
+            gva.raw() >> size.shift(),
+            Key::new(ctx.vpid, ctx.pcid, s),
+            make_tag(ctx, s, t.perms),
+            page.raw() & !0xfff,
+        )
     }
 
-    fn remove_address(&mut self, vpid: u16, pcid: u16, gva: Gva, include_global: bool) -> usize {
+    /// Drop the translations of `gva` in context `vpid`/`pcid`, global ones included.
+    fn remove_address(&mut self, vpid: u16, pcid: u16, gva: Gva) -> usize {
         let mut n = 0;
         for s in 0..3 {
             let vpn = gva.raw() >> PageSize::ALL[s].shift();
-            let pred = |e: &TlbEntry| {
-                e.vpn == vpn
-                    && e.size == s as u8
-                    && e.vpid == vpid
-                    && (e.pcid == pcid || (include_global && e.perms.has(Perms::GLOBAL)))
-            };
-            n += self.l1i[s].invalidate_in_set(vpn, pred);
-            n += self.l1d[s].invalidate_in_set(vpn, pred);
-            n += self.stlb.invalidate_in_set(vpn, pred);
+            let key = Key::new(vpid, pcid, s);
+            n += self.l1i[s].invalidate_vpn(vpn, key);
+            n += self.l1d[s].invalidate_vpn(vpn, key);
+            n += self.stlb.invalidate_vpn(vpn, key);
         }
         n
     }
 
-    fn remove_where(&mut self, pred: impl Fn(&TlbEntry) -> bool + Copy) -> usize {
+    fn remove_where(&mut self, pred: impl Fn(u64) -> bool + Copy) -> usize {
         let mut n = 0;
         for a in self.l1i.iter_mut().chain(self.l1d.iter_mut()) {
             n += a.invalidate_where(pred);
@@ -317,23 +512,22 @@ impl Tlb {
 
     /// Apply an invalidation; returns how many entries it removed.
     pub fn flush(&mut self, f: TlbFlush) -> usize {
-        let global = |e: &TlbEntry| e.perms.has(Perms::GLOBAL);
         let n = match f {
             TlbFlush::Address { vpid, pcid, gva } => {
                 self.stats.flushes_address += 1;
-                self.remove_address(vpid, pcid, gva, true)
+                self.remove_address(vpid, pcid, gva)
             }
             TlbFlush::Pcid { vpid, pcid } => {
                 self.stats.flushes_pcid += 1;
-                self.remove_where(|e| e.vpid == vpid && e.pcid == pcid && !global(e))
+                self.remove_where(|t| tag_vpid(t) == vpid && tag_pcid(t) == pcid && !tag_global(t))
             }
             TlbFlush::Vpid { vpid } => {
                 self.stats.flushes_vpid += 1;
-                self.remove_where(|e| e.vpid == vpid)
+                self.remove_where(|t| tag_vpid(t) == vpid)
             }
             TlbFlush::AllNonGlobal { vpid } => {
                 self.stats.flushes_non_global += 1;
-                self.remove_where(|e| e.vpid == vpid && !global(e))
+                self.remove_where(|t| tag_vpid(t) == vpid && !tag_global(t))
             }
             TlbFlush::All => {
                 self.stats.flushes_all += 1;

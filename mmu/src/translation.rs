@@ -78,9 +78,24 @@ impl Perms {
     /// walk: both dimensions allow it and a write finds the dirty bit already set.
     #[inline(always)]
     pub fn serves(self, access: Access, wp: bool) -> bool {
-        self.check_guest(access, wp, true).is_ok()
-            && self.ept_allows(access.kind)
-            && (!access.is_write() || self.has(Self::DIRTY))
+        let need = Self::needed_to_serve(access, wp);
+        self.0 & need == need
+    }
+
+    /// The bits [`serves`](Self::serves) requires, all of them: what
+    /// [`check_guest`](Self::check_guest) and [`ept_allows`](Self::ept_allows) test for
+    /// `access`, plus DIRTY for a write. A supervisor write with CR0.WP=0 needs no W.
+    #[inline(always)]
+    pub const fn needed_to_serve(access: Access, wp: bool) -> u16 {
+        let user = if access.user { Self::U } else { 0 };
+        user | match access.kind {
+            AccessKind::Read => Self::EPT_R,
+            AccessKind::Write => {
+                let w = if access.user || wp { Self::W } else { 0 };
+                w | Self::EPT_W | Self::DIRTY
+            }
+            AccessKind::Execute => Self::X | Self::EPT_X,
+        }
     }
 }
 
@@ -116,5 +131,29 @@ impl Translation {
     #[inline]
     pub fn hpa(&self, gva: Gva) -> Hpa {
         self.page.add(gva.page_offset(self.size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serves_mask_equals_the_permission_checks() {
+        let kinds = [AccessKind::Read, AccessKind::Write, AccessKind::Execute];
+        for bits in 0..=u16::MAX {
+            let p = Perms(bits);
+            for kind in kinds {
+                for user in [false, true] {
+                    for wp in [false, true] {
+                        let a = Access { kind, user };
+                        let spelled_out = p.check_guest(a, wp, true).is_ok()
+                            && p.ept_allows(kind)
+                            && (!a.is_write() || p.has(Perms::DIRTY));
+                        assert_eq!(p.serves(a, wp), spelled_out, "{p:?} {a:?} wp={wp}");
+                    }
+                }
+            }
+        }
     }
 }
