@@ -230,16 +230,22 @@ impl TlbArray {
     /// its tag and page base are returned.
     #[inline(always)]
     fn lookup(&mut self, vpn: u64, key: Key) -> Option<(u64, u64)> {
-        let clock = self.clock + 1;
         let base = (vpn & self.set_mask) as usize * self.ways;
-        for s in &mut self.slots[base..base + self.ways] {
-            if s.vpn == vpn && key.matches(s.tag) {
-                s.stamp = clock;
-                self.clock = clock;
-                return Some((s.tag, s.page));
-            }
-        }
-        None
+        let set = &mut self.slots[base..base + self.ways];
+        // The usual associativities get a loop the compiler unrolls completely.
+        let s = match set.len() {
+            4 => Self::find::<4>(set.try_into().ok()?, vpn, key),
+            8 => Self::find::<8>(set.try_into().ok()?, vpn, key),
+            _ => set.iter_mut().find(|s| s.vpn == vpn && key.matches(s.tag)),
+        }?;
+        self.clock += 1;
+        s.stamp = self.clock;
+        Some((s.tag, s.page))
+    }
+
+    #[inline(always)]
+    fn find<const W: usize>(set: &mut [Slot; W], vpn: u64, key: Key) -> Option<&mut Slot> {
+        set.iter_mut().find(|s| s.vpn == vpn && key.matches(s.tag))
     }
 
     /// Enter `vpn` with `tag` and `page`: it replaces the entry `key` matches (an update),

@@ -85,17 +85,33 @@ impl Perms {
     /// The bits [`serves`](Self::serves) requires, all of them: what
     /// [`check_guest`](Self::check_guest) and [`ept_allows`](Self::ept_allows) test for
     /// `access`, plus DIRTY for a write. A supervisor write with CR0.WP=0 needs no W.
+    /// A table lookup: the TLB hit path calls this on every access.
     #[inline(always)]
     pub const fn needed_to_serve(access: Access, wp: bool) -> u16 {
-        let user = if access.user { Self::U } else { 0 };
-        user | match access.kind {
-            AccessKind::Read => Self::EPT_R,
-            AccessKind::Write => {
-                let w = if access.user || wp { Self::W } else { 0 };
-                w | Self::EPT_W | Self::DIRTY
-            }
-            AccessKind::Execute => Self::X | Self::EPT_X,
+        const fn needed(kind: AccessKind, user: bool, wp: bool) -> u16 {
+            let user_bit = if user { Perms::U } else { 0 };
+            user_bit
+                | match kind {
+                    AccessKind::Read => Perms::EPT_R,
+                    AccessKind::Write => {
+                        let w = if user || wp { Perms::W } else { 0 };
+                        w | Perms::EPT_W | Perms::DIRTY
+                    }
+                    AccessKind::Execute => Perms::X | Perms::EPT_X,
+                }
         }
+        const KINDS: [AccessKind; 3] = [AccessKind::Read, AccessKind::Write, AccessKind::Execute];
+        // Indexed by kind * 4 + user * 2 + wp.
+        const TABLE: [u16; 12] = {
+            let mut t = [0; 12];
+            let mut i = 0;
+            while i < 12 {
+                t[i] = needed(KINDS[i / 4], i & 2 != 0, i & 1 != 0);
+                i += 1;
+            }
+            t
+        };
+        TABLE[(access.kind as usize) << 2 | (access.user as usize) << 1 | wp as usize]
     }
 }
 
