@@ -137,6 +137,13 @@ struct Link {
     level: u8,
 }
 
+/// The 4 KiB-aligned offset of `gva` inside the guest page a leaf at `level` maps: which
+/// 4 KiB piece of a large guest page the shadow leaf for `gva` covers (0 for a 4 KiB page).
+fn large_page_piece(gva: Gva, level: u8) -> u64 {
+    let size = PageSize::from_leaf_level(level).unwrap_or(PageSize::Size4K);
+    gva.page_offset(size) & !0xfff
+}
+
 /// The shadow-paging engine of one guest.
 #[derive(Debug, Clone)]
 pub struct ShadowEngine {
@@ -363,14 +370,16 @@ impl ShadowEngine {
         })
     }
 
-    /// The shadow leaf value for a guest leaf `e` covering `gva` at guest `level`, or 0 when
-    /// it must stay not-present (guest A clear, no backing memory).
-    fn shadow_leaf(&self, p2m: &impl P2m, mode: &PagingMode, e: Pte, level: u8, gva: Gva) -> u64 {
+    /// The shadow leaf value for a guest leaf `e` at guest `level`, or 0 when it must stay
+    /// not-present (guest A clear, no backing memory). Shadow leaves are 4 KiB, so a large
+    /// guest page is shadowed piece by piece: `piece` is the 4 KiB-aligned offset of the
+    /// wanted piece inside the guest page (see [`large_page_piece`]; 0 at level 1).
+    fn shadow_leaf(&self, p2m: &impl P2m, mode: &PagingMode, e: Pte, level: u8, piece: u64) -> u64 {
         if !e.present() || !e.accessed() || e.0 & mode.reserved_mask(level, level > 1) != 0 {
             return 0;
         }
         let size = PageSize::from_leaf_level(level).unwrap_or(PageSize::Size4K);
-        let gpa = Gpa((e.page_addr(size) & mode.addr_mask()) + (gva.page_offset(size) & !0xfff));
+        let gpa = Gpa((e.page_addr(size) & mode.addr_mask()) + piece);
         let Some(hpa) = p2m.translate(gpa) else {
             return 0;
         };
@@ -500,7 +509,8 @@ impl ShadowEngine {
             let se = Pte(mem.read_u64(sea));
             push(refs, sea, level, RefKind::Read);
             if level == 1 {
-                let v = self.shadow_leaf(p2m, mode, leaf, leaf_level, gva);
+                let piece = large_page_piece(gva, leaf_level);
+                let v = self.shadow_leaf(p2m, mode, leaf, leaf_level, piece);
                 mem.write_u64(sea, v);
                 push(refs, sea, 1, RefKind::Write);
                 self.stats.fills += 1;
@@ -594,8 +604,7 @@ impl ShadowEngine {
         for l in links {
             let sea = Hpa(l.table + idx * 8);
             if l.level == 1 {
-                let va = self.linear_of(l, idx);
-                let v = self.shadow_leaf(p2m, mode, Pte(value), 1, va);
+                let v = self.shadow_leaf(p2m, mode, Pte(value), 1, 0);
                 mem.write_u64(sea, v);
                 push(refs, sea, 1, RefKind::Write);
                 if v & PTE_P != 0 {
@@ -620,12 +629,6 @@ impl ShadowEngine {
         self.flush_needed = true;
     }
 
-    /// The linear address mapped by entry `idx` of a level-1 shadow table. Only the page
-    /// offset within a large page matters for [`Self::shadow_leaf`] at level 1, so 0 works.
-    fn linear_of(&self, _l: Link, _idx: u64) -> Gva {
-        Gva(0)
-    }
-
     fn resync_all(
         &mut self,
         mem: &mut impl PtMemory,
@@ -648,7 +651,7 @@ impl ShadowEngine {
                     let sea = Hpa(l.table + idx * 8);
                     let old = mem.read_u64(sea);
                     push(refs, sea, 1, RefKind::Read);
-                    let v = self.shadow_leaf(p2m, mode, ge, 1, Gva(0));
+                    let v = self.shadow_leaf(p2m, mode, ge, 1, 0);
                     if v != old {
                         mem.write_u64(sea, v);
                         push(refs, sea, 1, RefKind::Write);
