@@ -6,12 +6,16 @@ use serde::{Deserialize, Serialize};
 
 /// A linear (virtual) address as produced by the CPU's address generation, after adding
 /// any FS/GS segment base.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct LinAddr(pub u64);
 
 /// A physical address as seen by this CPU (guest-physical when the CPU runs a guest: the
 /// memory system decides what the CPU's "physical" means).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct PhysAddr(pub u64);
 
 /// Size of a base page; the decode cache tracks code at this granularity.

@@ -4,7 +4,7 @@
 
 use crate::addr::LinAddr;
 use crate::decode::Insn;
-use crate::decode_cache::{DecodeCache, Decoded};
+use crate::decode_cache::{CodeFilter, DecodeCache, Decoded};
 use crate::exception::{Delivery, EventKind, Exc};
 use crate::exec::Flow;
 use crate::memory::Memory;
@@ -45,6 +45,17 @@ pub enum StepOutcome {
     Shutdown,
 }
 
+/// What the block loop does after an instruction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Sequential: continue with the next instruction of the block.
+    Next,
+    /// Control went elsewhere (or an event was delivered): look up the next block.
+    Leave,
+    /// The run ends with `Cpu::stop`.
+    Stop,
+}
+
 /// Result of [`Cpu::run`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunExit {
@@ -63,9 +74,17 @@ pub struct Cpu {
     /// Most string-instruction elements executed per step before RIP stays on the
     /// instruction (bounds interrupt latency; architecturally invisible).
     pub rep_chunk: u64,
-    pub(crate) cache: DecodeCache,
+    /// Decoded blocks; taken out of the CPU while a run executes them (so executing
+    /// instructions can borrow the CPU mutably while reading the block).
+    cache: Option<Box<DecodeCache>>,
+    pub(crate) filter: CodeFilter,
     pub(crate) cur: Retired,
+    /// Record memory references for the retirement report (the platform wants them).
+    pub(crate) track_refs: bool,
     pub(crate) next_rip: u64,
+    /// Payload of the last intercepted instruction.
+    pub(crate) intercepted: Option<Sensitive>,
+    stop: Option<StepOutcome>,
     pending_code: [u64; 4],
     pending_n: usize,
 }
@@ -83,9 +102,13 @@ impl Cpu {
             state,
             stats: CpuStats::default(),
             rep_chunk: 4096,
-            cache: DecodeCache::new(),
+            cache: Some(Box::new(DecodeCache::new())),
+            filter: CodeFilter::new(),
             cur: Retired::empty(),
+            track_refs: true,
             next_rip: 0,
+            intercepted: None,
+            stop: None,
             pending_code: [0; 4],
             pending_n: 0,
         }
@@ -94,7 +117,10 @@ impl Cpu {
     /// Drops decoded code of a physical frame (for writers the CPU does not see: DMA, the
     /// loader, other CPUs). Returns true if the frame held decoded code.
     pub fn invalidate_code_frame(&mut self, frame: u64) -> bool {
-        let hit = self.cache.invalidate_frame(frame);
+        let hit = match self.cache.as_mut() {
+            Some(c) => c.invalidate_frame(frame),
+            None => false,
+        };
         if hit {
             self.stats.code_page_invalidations += 1;
         }
@@ -103,12 +129,16 @@ impl Cpu {
 
     /// Drops the whole decode cache.
     pub fn flush_decode_cache(&mut self) {
-        self.cache.clear();
+        if let Some(c) = self.cache.as_mut() {
+            c.clear();
+        }
+        self.filter.clear();
     }
 
     pub(crate) fn note_code_write(&mut self, f0: u64, f1: u64) {
         for f in [f0, f1] {
-            if self.pending_n < self.pending_code.len() && !self.pending_code[..self.pending_n].contains(&f)
+            if self.pending_n < self.pending_code.len()
+                && !self.pending_code[..self.pending_n].contains(&f)
             {
                 self.pending_code[self.pending_n] = f;
                 self.pending_n += 1;
@@ -116,10 +146,11 @@ impl Cpu {
         }
     }
 
-    fn flush_pending_code<P: Platform>(&mut self, p: &mut P) {
+    fn flush_pending_code<P: Platform>(&mut self, cache: &mut DecodeCache, p: &mut P) {
         for k in 0..self.pending_n {
             let f = self.pending_code[k];
-            if self.invalidate_code_frame(f) {
+            if cache.invalidate_frame(f) {
+                self.stats.code_page_invalidations += 1;
                 p.code_written(f);
             }
         }
@@ -134,14 +165,29 @@ impl Cpu {
     /// Runs until `budget` instructions have retired or something stops the CPU.
     pub fn run<M: Memory, P: Platform>(&mut self, m: &mut M, p: &mut P, budget: u64) -> RunExit {
         let start = self.state.retired;
-        let outcome = self.run_inner(m, p, budget);
+        self.track_refs = P::OBSERVES_RETIREMENT;
+        let mut cache = match self.cache.take() {
+            Some(c) => c,
+            None => Box::new(DecodeCache::new()),
+        };
+        let outcome = self.run_inner(&mut cache, m, p, budget);
+        if self.pending_n != 0 {
+            self.flush_pending_code(&mut cache, p);
+        }
+        self.cache = Some(cache);
         RunExit {
             outcome,
             retired: self.state.retired - start,
         }
     }
 
-    fn run_inner<M: Memory, P: Platform>(&mut self, m: &mut M, p: &mut P, budget: u64) -> StepOutcome {
+    fn run_inner<M: Memory, P: Platform>(
+        &mut self,
+        cache: &mut DecodeCache,
+        m: &mut M,
+        p: &mut P,
+        budget: u64,
+    ) -> StepOutcome {
         let end = self.state.retired.saturating_add(budget);
         loop {
             if self.state.shutdown.is_some() {
@@ -170,99 +216,144 @@ impl Cpu {
                     continue;
                 }
             };
-            let bidx = match self.cache.lookup(phys) {
+            let bidx = match cache.lookup(phys) {
                 Some(b) => {
                     self.stats.decode_hits += 1;
                     b
                 }
                 None => {
                     self.stats.decode_misses += 1;
-                    let (d, n) = self.cache.decode(rip, phys, &mut |a, buf| {
+                    let (d, n) = cache.decode(&mut self.filter, rip, phys, &mut |a, buf| {
                         m.read_code(crate::addr::PhysAddr(a), buf)
                     });
                     self.stats.decoded_instructions += n as u64;
                     match d {
                         Decoded::Block(b) => b,
                         Decoded::CrossesPage => {
-                            match self.decode_crossing(m, rip, phys) {
-                                Ok(insn) => {
-                                    if let Some(o) = self.exec_one(m, p, &insn) {
-                                        return o;
-                                    }
-                                }
-                                Err(e) => {
-                                    if let Some(o) = self.fault(m, p, e, 0) {
-                                        return o;
-                                    }
-                                }
+                            let before = self.state.retired;
+                            let o = match self.decode_crossing(m, rip, phys) {
+                                Ok(insn) => match self.exec_one(m, p, &insn) {
+                                    Step::Stop => self.stop.take(),
+                                    _ => None,
+                                },
+                                Err(e) => self.fault(m, p, e, 0),
+                            };
+                            self.count_retired(before, user);
+                            if self.pending_n != 0 {
+                                self.flush_pending_code(cache, p);
+                            }
+                            if let Some(o) = o {
+                                return o;
                             }
                             continue;
                         }
                     }
                 }
             };
-            let n = self.cache.block(bidx).insns.len();
-            let mut k = 0;
-            while k < n {
-                let insn = self.cache.block(bidx).insns[k];
-                let stop = self.exec_one(m, p, &insn);
-                if let Some(o) = stop {
+            let before = self.state.retired;
+            let insns = &cache.block(bidx).insns[..];
+            let room = end - self.state.retired;
+            let mut stop = false;
+            if room as usize >= insns.len() {
+                for insn in insns {
+                    match self.exec_one(m, p, insn) {
+                        Step::Next if self.pending_n == 0 => {}
+                        Step::Stop => {
+                            stop = true;
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+            } else {
+                for insn in &insns[..room as usize] {
+                    match self.exec_one(m, p, insn) {
+                        Step::Next if self.pending_n == 0 => {}
+                        Step::Stop => {
+                            stop = true;
+                            break;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            self.count_retired(before, user);
+            if self.pending_n != 0 {
+                self.flush_pending_code(cache, p);
+            }
+            if stop {
+                if let Some(o) = self.stop.take() {
                     return o;
                 }
-                if self.pending_n != 0 {
-                    break;
-                }
-                if self.state.rip != self.next_rip || self.state.retired >= end {
-                    break;
-                }
-                k += 1;
             }
         }
     }
 
-    /// Executes one instruction at `state.rip`: returns `Some` when the run must stop.
+    /// Per-block accounting: a block runs at one privilege level (every instruction that
+    /// changes CPL ends its block).
     #[inline(always)]
-    fn exec_one<M: Memory, P: Platform>(
-        &mut self,
-        m: &mut M,
-        p: &mut P,
-        insn: &Insn,
-    ) -> Option<StepOutcome> {
+    fn count_retired(&mut self, before: u64, user: bool) {
+        let n = self.state.retired - before;
+        self.stats.instructions += n;
+        if user {
+            self.stats.user_instructions += n;
+        } else {
+            self.stats.kernel_instructions += n;
+        }
+    }
+
+    /// Executes one instruction at `state.rip`. Returns `Step::Next` when execution may
+    /// continue with the next instruction of the block; otherwise the block ends, and on
+    /// `Step::Stop` the run ends with `self.stop`.
+    #[inline(always)]
+    fn exec_one<M: Memory, P: Platform>(&mut self, m: &mut M, p: &mut P, insn: &Insn) -> Step {
         let rip = self.state.rip;
         self.next_rip = rip.wrapping_add(insn.len as u64);
-        self.cur.nrefs = 0;
-        self.cur.extra_refs = 0;
-        self.cur.elements = 0;
+        if P::OBSERVES_RETIREMENT {
+            self.cur.nrefs = 0;
+            self.cur.extra_refs = 0;
+            self.cur.elements = 0;
+        }
         let cpl = self.state.cpl;
         let r = if crate::cpu::Cpu::lock_ok(insn) {
             self.exec(insn, m, p)
         } else {
             Err(Exc::new(crate::exception::vector::UD))
         };
-        match r {
+        if let Ok(Flow::Next) = r {
+            self.state.rip = self.next_rip;
+            self.retire(p, insn, rip, cpl, false);
+            return Step::Next;
+        }
+        self.exec_rest(m, p, insn, r, rip, cpl)
+    }
+
+    /// Everything but the sequential case, kept out of the hot loop.
+    #[inline(never)]
+    fn exec_rest<M: Memory, P: Platform>(
+        &mut self,
+        m: &mut M,
+        p: &mut P,
+        insn: &Insn,
+        r: Result<Flow, Exc>,
+        rip: u64,
+        cpl: u8,
+    ) -> Step {
+        let stop = match r {
             Ok(Flow::Next) => {
                 self.state.rip = self.next_rip;
                 self.retire(p, insn, rip, cpl, false);
-                if self.pending_n != 0 {
-                    self.flush_pending_code(p);
-                    // Force the block loop to stop: decoded code may be stale.
-                    self.next_rip = !self.state.rip;
-                }
-                None
+                return Step::Next;
             }
             Ok(Flow::Jump(t)) => {
                 self.state.rip = t;
                 let taken = t != self.next_rip;
                 self.retire(p, insn, rip, cpl, taken);
-                if self.pending_n != 0 {
-                    self.flush_pending_code(p);
-                }
-                // Make the block loop stop even for a jump to the next instruction.
-                self.next_rip = !t;
                 if self.state.shutdown.is_some() {
-                    return Some(StepOutcome::Shutdown);
+                    Some(StepOutcome::Shutdown)
+                } else {
+                    None
                 }
-                None
             }
             Ok(Flow::Halt) => {
                 self.state.rip = self.next_rip;
@@ -274,7 +365,7 @@ impl Cpu {
                 let next = self.next_rip;
                 self.retire(p, insn, rip, cpl, true);
                 // INT n is a trap: the pushed RIP is the next instruction.
-                let o = match self.raise(m, p, Exc::new(v), EventKind::Software, next) {
+                match self.raise(m, p, Exc::new(v), EventKind::Software, next) {
                     Delivery::Done => None,
                     Delivery::Intercepted(event) => Some(StepOutcome::Intercepted {
                         event,
@@ -283,48 +374,46 @@ impl Cpu {
                     }),
                     Delivery::Aborted(token) => Some(StepOutcome::MemoryAbort { token, rip }),
                     Delivery::Shutdown => Some(StepOutcome::Shutdown),
-                };
-                self.next_rip = !self.state.rip;
-                o
+                }
             }
-            Ok(Flow::Intercept(event)) => {
+            Ok(Flow::Intercept) => {
                 self.stats.intercepted += 1;
-                Some(StepOutcome::Intercepted {
-                    event,
-                    rip,
-                    len: insn.len,
-                })
+                self.intercepted
+                    .take()
+                    .map(|event| StepOutcome::Intercepted {
+                        event,
+                        rip,
+                        len: insn.len,
+                    })
             }
             Err(e) => {
-                if e.unsupported {
+                if e.is_unsupported() {
                     let name = format!("{:?}", insn.code);
                     *self.stats.unsupported.entry(name).or_insert(0) += 1;
                 }
-                if self.pending_n != 0 {
-                    self.flush_pending_code(p);
-                }
-                let o = self.fault(m, p, e, insn.len);
-                self.next_rip = !self.state.rip;
-                o
+                self.fault(m, p, e, insn.len)
             }
+        };
+        match stop {
+            Some(o) => {
+                self.stop = Some(o);
+                Step::Stop
+            }
+            None => Step::Leave,
         }
     }
 
     #[inline(always)]
     fn retire<P: Platform>(&mut self, p: &mut P, insn: &Insn, rip: u64, cpl: u8, taken: bool) {
         self.state.retired += 1;
-        self.stats.instructions += 1;
-        if cpl == 3 {
-            self.stats.user_instructions += 1;
-        } else {
-            self.stats.kernel_instructions += 1;
+        if P::OBSERVES_RETIREMENT {
+            self.cur.rip = rip;
+            self.cur.len = insn.len;
+            self.cur.class = insn.class;
+            self.cur.taken = taken;
+            self.cur.cpl = cpl;
+            p.retired(&self.cur);
         }
-        self.cur.rip = rip;
-        self.cur.len = insn.len;
-        self.cur.class = insn.class;
-        self.cur.taken = taken;
-        self.cur.cpl = cpl;
-        p.retired(&self.cur);
     }
 
     /// Delivers a fault raised by the instruction at `state.rip` (state unchanged).
@@ -361,15 +450,9 @@ impl Cpu {
         let mut ins = Instruction::default();
         dec.decode_out(&mut ins);
         if dec.last_error() == DecoderError::NoMoreBytes {
-            return Err(Exc::new(crate::exception::vector::GP).with_gp0());
+            return Err(Exc::gp(0));
         }
         self.stats.decoded_instructions += 1;
         Ok(crate::decode::convert(&ins))
-    }
-}
-
-impl Exc {
-    fn with_gp0(self) -> Self {
-        Exc::gp(0)
     }
 }

@@ -137,6 +137,31 @@ pub enum Op {
     Wrgsbase,
     /// Decoded but not implemented (or invalid): raises #UD and is counted by mnemonic.
     Unsupported,
+    // Specialised forms of the commonest instructions (32/64-bit, plain registers),
+    // chosen at decode time so the executor skips operand-kind dispatch.
+    AddRR,
+    AddRI,
+    SubRR,
+    SubRI,
+    CmpRR,
+    CmpRI,
+    AndRR,
+    AndRI,
+    OrRR,
+    OrRI,
+    XorRR,
+    XorRI,
+    TestRR,
+    TestRI,
+    MovRR,
+    MovRI,
+    /// MOV reg, [mem].
+    MovRM,
+    /// MOV [mem], reg.
+    MovMR,
+    IncR,
+    DecR,
+    LeaR,
 }
 
 /// Where an operand lives.
@@ -217,6 +242,10 @@ pub struct Insn {
     pub imm: u64,
     /// Second immediate (ENTER's nesting level).
     pub imm2: u8,
+    /// Destination GPR index for the specialised forms.
+    pub dreg: u8,
+    /// Source GPR index for the specialised forms.
+    pub sreg: u8,
     /// iced's code, kept for diagnostics and the unsupported-instruction counter.
     pub code: Code,
 }
@@ -238,7 +267,8 @@ fn gpr(r: Register) -> Option<(u8, u8, bool)> {
     let size = r.size() as u8;
     let n = r.number() as u8;
     if size == 1 {
-        if (4..8).contains(&n) && matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
+        if (4..8).contains(&n)
+            && matches!(r, Register::AH | Register::CH | Register::DH | Register::BH)
         {
             return Some((n - 4, 1, true));
         }
@@ -486,6 +516,8 @@ fn unsupported(ins: &Instruction) -> Insn {
         mem: NO_MEM,
         imm: 0,
         imm2: 0,
+        dreg: 0,
+        sreg: 0,
         code: ins.code(),
     }
 }
@@ -531,8 +563,13 @@ pub fn convert(ins: &Instruction) -> Insn {
                 k1,
                 OpKind::MemorySegESI | OpKind::MemoryESEDI | OpKind::MemorySegEDI
             );
-            let addr16 = matches!(k0, OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI)
-                || matches!(k1, OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI);
+            let addr16 = matches!(
+                k0,
+                OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI
+            ) || matches!(
+                k1,
+                OpKind::MemorySegSI | OpKind::MemoryESDI | OpKind::MemorySegDI
+            );
             if addr16 {
                 return unsupported(ins);
             }
@@ -690,7 +727,9 @@ pub fn convert(ins: &Instruction) -> Insn {
                             None => return unsupported(ins),
                         }
                     }
-                    if ins.memory_displ_size() == 4 && base == Register::None && index == Register::None
+                    if ins.memory_displ_size() == 4
+                        && base == Register::None
+                        && index == Register::None
                     {
                         // [disp32] with a 0x67 prefix is still a 32-bit address.
                     }
@@ -779,7 +818,54 @@ pub fn convert(ins: &Instruction) -> Insn {
         _ => {}
     }
     out.class = classify(&out);
+    specialize(&mut out);
     out
+}
+
+/// Rewrites the commonest instruction forms into specialised operations.
+fn specialize(i: &mut Insn) {
+    if i.prefix & prefix::LOCK != 0 || !(i.size == 4 || i.size == 8) {
+        return;
+    }
+    let d = match i.dst {
+        Opnd::Reg(r) => Some(r),
+        _ => None,
+    };
+    let s = match i.src {
+        Opnd::Reg(r) => Some(r),
+        _ => None,
+    };
+    let rr = d.is_some() && s.is_some() && i.ssize == i.size;
+    let ri = d.is_some() && i.src == Opnd::Imm && i.src2 == Opnd::None;
+    let new = match (i.op, rr, ri) {
+        (Op::Add, true, _) => Op::AddRR,
+        (Op::Add, _, true) => Op::AddRI,
+        (Op::Sub, true, _) => Op::SubRR,
+        (Op::Sub, _, true) => Op::SubRI,
+        (Op::Cmp, true, _) => Op::CmpRR,
+        (Op::Cmp, _, true) => Op::CmpRI,
+        (Op::And, true, _) => Op::AndRR,
+        (Op::And, _, true) => Op::AndRI,
+        (Op::Or, true, _) => Op::OrRR,
+        (Op::Or, _, true) => Op::OrRI,
+        (Op::Xor, true, _) => Op::XorRR,
+        (Op::Xor, _, true) => Op::XorRI,
+        (Op::Test, true, _) => Op::TestRR,
+        (Op::Test, _, true) => Op::TestRI,
+        (Op::Mov, true, _) => Op::MovRR,
+        (Op::Mov, _, true) => Op::MovRI,
+        (Op::Mov, _, _) if d.is_some() && i.src == Opnd::Mem => Op::MovRM,
+        (Op::Mov, _, _) if i.dst == Opnd::Mem && s.is_some() => Op::MovMR,
+        (Op::Inc, _, _) if d.is_some() => Op::IncR,
+        (Op::Dec, _, _) if d.is_some() => Op::DecR,
+        (Op::Lea, _, _) if d.is_some() => Op::LeaR,
+        _ => return,
+    };
+    i.op = new;
+    i.dreg = d.unwrap_or(0);
+    i.sreg = s.unwrap_or(0);
+    // Immediates are stored sign-extended to 64 bits; the 32-bit forms use the low half.
+    i.imm &= crate::exec::arith::mask(i.size);
 }
 
 fn seg_code(r: Register) -> u8 {
@@ -803,11 +889,9 @@ fn classify(i: &Insn) -> InstrClass {
         Push | Pushfq => InstrClass::Store,
         Pop | Popfq | Leave => InstrClass::Load,
         Syscall | Sysret | Swapgs | Iretq | Int | Int3 | Hlt | Cli | Sti | Lgdt | Lidt | Sgdt
-        | Sidt | Ltr | Str | Lldt | Sldt | MovToCr | MovFromCr | MovToSeg | MovFromSeg
-        | Rdmsr | Wrmsr | Invlpg | Invpcid | In | Out | Wbinvd | Clflush | Vmcall | Rdtsc
-        | Unsupported | Ud2 | Enter | Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase => {
-            InstrClass::System
-        }
+        | Sidt | Ltr | Str | Lldt | Sldt | MovToCr | MovFromCr | MovToSeg | MovFromSeg | Rdmsr
+        | Wrmsr | Invlpg | Invpcid | In | Out | Wbinvd | Clflush | Vmcall | Rdtsc | Unsupported
+        | Ud2 | Enter | Rdfsbase | Rdgsbase | Wrfsbase | Wrgsbase => InstrClass::System,
         _ => {
             if i.dst == Opnd::Mem {
                 InstrClass::Store
@@ -817,5 +901,25 @@ fn classify(i: &Insn) -> InstrClass {
                 InstrClass::Alu
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iced_x86::{Decoder, DecoderOptions};
+
+    fn dec(bytes: &[u8]) -> Insn {
+        let mut d = Decoder::with_ip(64, bytes, 0x1000, DecoderOptions::NONE);
+        convert(&d.decode())
+    }
+
+    #[test]
+    fn mov_load_is_specialised_with_64bit_address() {
+        let i = dec(&[0x8b, 0x43, 0x17]);
+        assert_eq!(i.op, Op::MovRM);
+        assert_eq!(i.mem.base, 3);
+        assert!(!i.mem.addr32, "{i:?}");
+        assert_eq!(i.mem.disp, 0x17);
     }
 }

@@ -37,7 +37,6 @@ pub(crate) struct DecodeCache {
     blocks: Vec<Option<Block>>,
     free: Vec<u32>,
     pages: FxHashMap<u64, Vec<u64>>,
-    filter: Box<[u64]>,
     buf: Box<[u8]>,
     live: usize,
 }
@@ -50,7 +49,6 @@ impl DecodeCache {
             blocks: Vec::new(),
             free: Vec::new(),
             pages: FxHashMap::default(),
-            filter: vec![0u64; FILTER_BITS / 64].into_boxed_slice(),
             buf: vec![0u8; 4096].into_boxed_slice(),
             live: 0,
         }
@@ -75,13 +73,6 @@ impl DecodeCache {
             Some(b) => b,
             None => unreachable_block(),
         }
-    }
-
-    /// Might this frame hold cached code? (false positives possible, no false negatives)
-    #[inline(always)]
-    pub(crate) fn maybe_code(&self, frame: u64) -> bool {
-        let b = (frame as usize) & (FILTER_BITS - 1);
-        self.filter[b / 64] & (1 << (b % 64)) != 0
     }
 
     /// Drops every block that starts in this frame. Returns true if any was dropped.
@@ -112,19 +103,20 @@ impl DecodeCache {
         self.free.clear();
         self.live = 0;
         self.front.iter_mut().for_each(|e| *e = (u64::MAX, 0));
-        self.filter.iter_mut().for_each(|w| *w = 0);
     }
 
     /// Decodes and caches the block at `phys` (code bytes provided by `read`), executing at
     /// linear address `rip`. Returns how many instructions were decoded too.
     pub(crate) fn decode(
         &mut self,
+        filter: &mut CodeFilter,
         rip: u64,
         phys: u64,
         read: &mut dyn FnMut(u64, &mut [u8]),
     ) -> (Decoded, usize) {
         if self.live >= MAX_BLOCKS {
             self.clear();
+            filter.clear();
         }
         let off = (phys & 0xfff) as usize;
         let n = 4096 - off;
@@ -164,8 +156,7 @@ impl DecodeCache {
         self.map.insert(phys, idx);
         let frame = phys >> 12;
         self.pages.entry(frame).or_default().push(phys);
-        let b = (frame as usize) & (FILTER_BITS - 1);
-        self.filter[b / 64] |= 1 << (b % 64);
+        filter.set(frame);
         (Decoded::Block(idx), count)
     }
 }
@@ -174,4 +165,34 @@ impl DecodeCache {
 fn unreachable_block() -> ! {
     // Block indices only come from `map`/`front`, which are cleaned on invalidation.
     panic!("decode cache: stale block index")
+}
+
+/// A bitmap over physical frames (hashed) telling which may hold decoded code; checked on
+/// every store, so it is kept apart from the block storage and costs one load and a test.
+pub(crate) struct CodeFilter {
+    bits: Box<[u64]>,
+}
+
+impl CodeFilter {
+    pub(crate) fn new() -> Self {
+        CodeFilter {
+            bits: vec![0u64; FILTER_BITS / 64].into_boxed_slice(),
+        }
+    }
+
+    /// Might this frame hold cached code? (false positives possible, no false negatives)
+    #[inline(always)]
+    pub(crate) fn maybe_code(&self, frame: u64) -> bool {
+        let b = (frame as usize) & (FILTER_BITS - 1);
+        self.bits[b / 64] & (1 << (b % 64)) != 0
+    }
+
+    fn set(&mut self, frame: u64) {
+        let b = (frame as usize) & (FILTER_BITS - 1);
+        self.bits[b / 64] |= 1 << (b % 64);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.bits.iter_mut().for_each(|w| *w = 0);
+    }
 }

@@ -41,69 +41,87 @@ pub mod vector {
 }
 
 /// An exception raised while executing an instruction, before it is delivered.
+///
+/// Packed into one `u64` so that an instruction's `Result<Flow, Exc>` travels in two
+/// registers on the interpreter's hot path. Layout: bit 63 set means a page fault with
+/// the error code in bits 62..48 (bits 0..14 of the architectural code) and the faulting
+/// linear address in bits 47..0 (sign-extended on read: it is canonical). Otherwise bits
+/// 7..0 are the vector, bit 8 "has error code", bit 9 "unsupported instruction", bit 10
+/// "memory abort", and bits 47..16 the error code or abort token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Exc {
-    /// Vector.
-    pub vector: u8,
-    /// Error code, for the vectors that push one.
-    pub error_code: Option<u32>,
-    /// For #PF: the faulting linear address.
-    pub cr2: u64,
-    /// The memory system aborted the access (token from [`MemFault::Abort`]).
-    pub abort: Option<u32>,
-    /// #UD raised because the instruction is not implemented (counted by mnemonic).
-    pub unsupported: bool,
-}
+pub struct Exc(u64);
+
+const PF_BIT: u64 = 1 << 63;
+const HAS_CODE: u64 = 1 << 8;
+const UNSUPPORTED: u64 = 1 << 9;
+const ABORT: u64 = 1 << 10;
 
 impl Exc {
     /// An exception without error code.
     pub const fn new(vector: u8) -> Self {
-        Exc {
-            vector,
-            error_code: None,
-            cr2: 0,
-            abort: None,
-            unsupported: false,
-        }
+        Exc(vector as u64)
+    }
+    /// An exception with an error code.
+    pub const fn with_code(vector: u8, code: u32) -> Self {
+        Exc(vector as u64 | HAS_CODE | ((code as u64) << 16))
     }
     /// #GP with an error code.
     pub const fn gp(code: u32) -> Self {
-        Exc {
-            vector: vector::GP,
-            error_code: Some(code),
-            cr2: 0,
-            abort: None,
-            unsupported: false,
-        }
+        Self::with_code(vector::GP, code)
     }
     /// #SS with an error code.
     pub const fn ss(code: u32) -> Self {
-        Exc {
-            vector: vector::SS,
-            error_code: Some(code),
-            cr2: 0,
-            abort: None,
-            unsupported: false,
-        }
+        Self::with_code(vector::SS, code)
     }
     /// #UD for an instruction the model does not implement.
     pub const fn unsupported() -> Self {
-        Exc {
-            vector: vector::UD,
-            error_code: None,
-            cr2: 0,
-            abort: None,
-            unsupported: true,
+        Exc(vector::UD as u64 | UNSUPPORTED)
+    }
+    /// #PF at a (canonical) linear address.
+    pub const fn page_fault(addr: u64, code: u32) -> Self {
+        Exc(PF_BIT | (((code as u64) & 0x7fff) << 48) | (addr & 0xffff_ffff_ffff))
+    }
+    /// The memory system aborted the access.
+    pub const fn abort(token: u32) -> Self {
+        Exc(ABORT | ((token as u64) << 16))
+    }
+    /// The vector.
+    pub const fn vector(self) -> u8 {
+        if self.0 & PF_BIT != 0 {
+            vector::PF
+        } else {
+            self.0 as u8
         }
     }
-    fn with_code(vector: u8, code: u32) -> Self {
-        Exc {
-            vector,
-            error_code: Some(code),
-            cr2: 0,
-            abort: None,
-            unsupported: false,
+    /// The error code pushed with the exception, if any.
+    pub const fn error_code(self) -> Option<u32> {
+        if self.0 & PF_BIT != 0 {
+            Some(((self.0 >> 48) & 0x7fff) as u32)
+        } else if self.0 & HAS_CODE != 0 {
+            Some((self.0 >> 16) as u32)
+        } else {
+            None
         }
+    }
+    /// For #PF, the faulting linear address (what CR2 receives); 0 otherwise.
+    pub const fn cr2(self) -> u64 {
+        if self.0 & PF_BIT != 0 {
+            (((self.0 << 16) as i64) >> 16) as u64
+        } else {
+            0
+        }
+    }
+    /// The abort token when the memory system stopped the access.
+    pub const fn abort_token(self) -> Option<u32> {
+        if self.0 & (PF_BIT | ABORT) == ABORT {
+            Some((self.0 >> 16) as u32)
+        } else {
+            None
+        }
+    }
+    /// True for the #UD of an instruction the model does not implement.
+    pub const fn is_unsupported(self) -> bool {
+        self.0 & (PF_BIT | UNSUPPORTED) == UNSUPPORTED
     }
 }
 
@@ -111,21 +129,9 @@ impl From<MemFault> for Exc {
     #[inline]
     fn from(f: MemFault) -> Self {
         match f {
-            MemFault::Page { addr, error_code } => Exc {
-                vector: vector::PF,
-                error_code: Some(error_code),
-                cr2: addr.0,
-                abort: None,
-                unsupported: false,
-            },
+            MemFault::Page { addr, error_code } => Exc::page_fault(addr.0, error_code),
             MemFault::Gp => Exc::gp(0),
-            MemFault::Abort(t) => Exc {
-                vector: 0,
-                error_code: None,
-                cr2: 0,
-                abort: Some(t),
-                unsupported: false,
-            },
+            MemFault::Abort(t) => Exc::abort(t),
         }
     }
 }
@@ -170,47 +176,52 @@ impl Cpu {
         kind: EventKind,
         return_rip: u64,
     ) -> Delivery {
-        if let Some(t) = exc.abort {
+        if let Some(t) = exc.abort_token() {
             return Delivery::Aborted(t);
         }
         let mut cur = exc;
         let mut depth = 0;
         loop {
             if kind == EventKind::Exception || depth > 0 {
-                *self.stats.exceptions.entry(cur.vector).or_insert(0) += 1;
+                *self.stats.exceptions.entry(cur.vector()).or_insert(0) += 1;
                 let ev = Sensitive::Exception {
-                    vector: cur.vector,
-                    error_code: cur.error_code,
-                    cr2_candidate: cur.cr2,
+                    vector: cur.vector(),
+                    error_code: cur.error_code(),
+                    cr2_candidate: cur.cr2(),
                 };
                 if p.intercept(&self.state, &ev) == Disposition::Exit {
                     self.stats.intercepted += 1;
                     return Delivery::Intercepted(ev);
                 }
             }
-            if cur.vector == vector::PF {
-                self.state.cr2 = cur.cr2;
+            if cur.vector() == vector::PF {
+                self.state.cr2 = cur.cr2();
             }
-            let k = if depth == 0 { kind } else { EventKind::Exception };
-            match self.deliver(m, cur.vector, cur.error_code, k, return_rip) {
+            let k = if depth == 0 {
+                kind
+            } else {
+                EventKind::Exception
+            };
+            match self.deliver(m, cur.vector(), cur.error_code(), k, return_rip) {
                 Ok(()) => return Delivery::Done,
                 Err(second) => {
-                    if let Some(t) = second.abort {
+                    if let Some(t) = second.abort_token() {
                         return Delivery::Aborted(t);
                     }
-                    if cur.vector == vector::DF {
+                    if cur.vector() == vector::DF {
                         let rip = self.state.rip;
-                        return self.triple_fault(p, cur.vector, rip);
+                        return self.triple_fault(p, cur.vector(), rip);
                     }
-                    let first_pf = cur.vector == vector::PF;
-                    let first_contrib = is_contributory(cur.vector);
-                    let second_bad = is_contributory(second.vector) || second.vector == vector::PF;
-                    let double = (first_contrib && is_contributory(second.vector))
+                    let first_pf = cur.vector() == vector::PF;
+                    let first_contrib = is_contributory(cur.vector());
+                    let second_bad =
+                        is_contributory(second.vector()) || second.vector() == vector::PF;
+                    let double = (first_contrib && is_contributory(second.vector()))
                         || (first_pf && second_bad);
                     depth += 1;
                     if depth > 3 {
                         let rip = self.state.rip;
-                        return self.triple_fault(p, second.vector, rip);
+                        return self.triple_fault(p, second.vector(), rip);
                     }
                     if double {
                         self.stats.double_faults += 1;
@@ -247,11 +258,7 @@ impl Cpu {
 
     /// Loads CS from a selector for a far transfer (interrupt gate, IRETQ); checks it is a
     /// present 64-bit code segment.
-    pub(crate) fn code_segment<M: Memory>(
-        &mut self,
-        m: &mut M,
-        sel: u16,
-    ) -> Result<Segment, Exc> {
+    pub(crate) fn code_segment<M: Memory>(&mut self, m: &mut M, sel: u16) -> Result<Segment, Exc> {
         if sel & !3 == 0 {
             return Err(Exc::gp(0));
         }
@@ -322,7 +329,12 @@ impl Cpu {
         let old_rsp = self.state.gpr[4];
         let priv_change = new_cpl < self.state.cpl;
         let mut rsp = if ist != 0 {
-            self.load_as(m, self.state.tr.base.wrapping_add(0x24 + (ist - 1) * 8), 8, false)?
+            self.load_as(
+                m,
+                self.state.tr.base.wrapping_add(0x24 + (ist - 1) * 8),
+                8,
+                false,
+            )?
         } else if priv_change {
             self.load_as(
                 m,

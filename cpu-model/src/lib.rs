@@ -29,7 +29,9 @@ pub mod timing;
 pub use addr::{LinAddr, PhysAddr};
 pub use cpu::{Cpu, RunExit, StepOutcome};
 pub use exception::{vector, EventKind, Exc};
-pub use memory::{Access, AccessKind, FlatMemory, Invalidation, MemFault, Memory, PagingControl, Stored};
+pub use memory::{
+    Access, AccessKind, FlatMemory, Invalidation, MemFault, Memory, PagingControl, Stored,
+};
 pub use platform::{BarePlatform, Disposition, Platform, Sensitive};
 pub use state::{CpuState, DescriptorTable, SegReg, Segment, Shutdown};
 pub use stats::CpuStats;

@@ -139,7 +139,10 @@ pub enum Invalidation {
 #[derive(Debug, Default)]
 pub struct FlatMemory {
     regions: Vec<Region>,
+    /// Region of the last data access (fetches use `last_code`, so code and data
+    /// accesses do not evict each other's hint).
     last: usize,
+    last_code: usize,
 }
 
 #[derive(Debug)]
@@ -248,10 +251,16 @@ impl Memory for FlatMemory {
     fn read(&mut self, addr: LinAddr, size: usize, access: Access) -> Result<u64, MemFault> {
         match self.find(addr.0, size) {
             Some((i, off)) => {
-                let b = &self.regions[i].bytes[off..off + size];
-                let mut v = [0u8; 8];
-                v[..size].copy_from_slice(b);
-                Ok(u64::from_le_bytes(v))
+                let b = &self.regions[i].bytes[off..];
+                Ok(match (size, b) {
+                    (8, [a0, a1, a2, a3, a4, a5, a6, a7, ..]) => {
+                        u64::from_le_bytes([*a0, *a1, *a2, *a3, *a4, *a5, *a6, *a7])
+                    }
+                    (4, [a0, a1, a2, a3, ..]) => u32::from_le_bytes([*a0, *a1, *a2, *a3]) as u64,
+                    (2, [a0, a1, ..]) => u16::from_le_bytes([*a0, *a1]) as u64,
+                    (_, [a0, ..]) => *a0 as u64,
+                    _ => 0,
+                })
             }
             None => {
                 let a = self.first_unmapped(addr.0, size);
@@ -274,7 +283,13 @@ impl Memory for FlatMemory {
                 if !r.writable {
                     return Err(Self::fault(addr.0, access, true));
                 }
-                r.bytes[off..off + size].copy_from_slice(&value.to_le_bytes()[..size]);
+                let dst = &mut r.bytes[off..off + size];
+                match size {
+                    8 => dst.copy_from_slice(&value.to_le_bytes()),
+                    4 => dst.copy_from_slice(&(value as u32).to_le_bytes()),
+                    2 => dst.copy_from_slice(&(value as u16).to_le_bytes()),
+                    _ => dst.copy_from_slice(&value.to_le_bytes()[..size]),
+                }
                 Ok(Stored {
                     frame: addr.0 / PAGE_SIZE,
                     last_frame: (addr.0 + size as u64 - 1) / PAGE_SIZE,
@@ -293,7 +308,18 @@ impl Memory for FlatMemory {
             kind: AccessKind::Execute,
             user,
         };
-        match self.find(addr.0, 1) {
+        if let Some(r) = self.regions.get(self.last_code) {
+            if addr.0.wrapping_sub(r.base) < r.bytes.len() as u64 && r.executable {
+                return Ok(PhysAddr(addr.0));
+            }
+        }
+        let saved = self.last;
+        let found = self.find(addr.0, 1);
+        if let Some((i, _)) = found {
+            self.last_code = i;
+        }
+        self.last = saved;
+        match found {
             Some((i, _)) if self.regions[i].executable => Ok(PhysAddr(addr.0)),
             Some(_) => Err(Self::fault(addr.0, access, true)),
             None => Err(Self::fault(addr.0, access, false)),

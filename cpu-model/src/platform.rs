@@ -158,6 +158,10 @@ pub trait Platform {
         let _ = (state, event);
         Disposition::Proceed
     }
+    /// Whether this platform consumes [`Platform::retired`] reports. A purely functional
+    /// platform (tests, fast-forwarding) sets it to `false` and the CPU skips building the
+    /// reports altogether.
+    const OBSERVES_RETIREMENT: bool = true;
     /// Called once per retired instruction with its timing report (the functional model
     /// holds no cycle costs; the timing model charges from this).
     #[inline(always)]
@@ -175,4 +179,6 @@ pub trait Platform {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BarePlatform;
 
-impl Platform for BarePlatform {}
+impl Platform for BarePlatform {
+    const OBSERVES_RETIREMENT: bool = false;
+}

@@ -10,12 +10,11 @@ mod support;
 
 use cpu_model::{BarePlatform, Cpu, CpuState, FlatMemory, StepOutcome};
 use iced_x86::{
-    Code, Encoder, EncodingKind, Instruction, MemoryOperand, Mnemonic, OpCodeOperandKind,
-    Register, RepPrefixKind, RflagsBits,
+    Code, Encoder, EncodingKind, Instruction, MemoryOperand, Mnemonic, OpCodeOperandKind, Register,
+    RepPrefixKind, RflagsBits,
 };
 use support::host_exec::{
-    assemble, with_host_runner, RegFile, CODE_BASE, CODE_SIZE, DATA_BASE, DATA_SIZE,
-    RFLAGS_MASK,
+    assemble, with_host_runner, RegFile, CODE_BASE, CODE_SIZE, DATA_BASE, DATA_SIZE, RFLAGS_MASK,
 };
 
 /// splitmix64: small, seedable, good enough for operand generation.
@@ -129,7 +128,12 @@ impl Model {
         while cpu.state.rip != end {
             match cpu.step(&mut self.mem, &mut plat) {
                 StepOutcome::Retired => {}
-                o => return Err(format!("model stopped: {o:?} at {:#x}", cpu.state.rip)),
+                o => {
+                    return Err(format!(
+                        "model stopped: {o:?} at {:#x}: {:?}, exceptions {:?}, cr2 {:#x}",
+                        cpu.state.rip, cpu.state.shutdown, cpu.stats.exceptions, cpu.state.cr2
+                    ))
+                }
             }
             if !cpu.stats.exceptions.is_empty() || !cpu.stats.unsupported.is_empty() {
                 return Err(format!(
@@ -162,11 +166,16 @@ fn compare(
     let mut hdata = data.to_vec();
     let mut mdata = data.to_vec();
     let h = with_host_runner(|r| r.run(code, input, &mut hdata));
-    let m = model.run(code, input, &mut mdata)?;
+    let m = model
+        .run(code, input, &mut mdata)
+        .map_err(|e| format!("{what}\n  code {code:02x?}\n  input {input:x?}\n  {e}"))?;
     let mut diffs = Vec::new();
     for r in 0..16 {
         if h.gpr[r] != m.gpr[r] {
-            diffs.push(format!("gpr{r}: host {:#x} model {:#x}", h.gpr[r], m.gpr[r]));
+            diffs.push(format!(
+                "gpr{r}: host {:#x} model {:#x}",
+                h.gpr[r], m.gpr[r]
+            ));
         }
     }
     if (h.rflags ^ m.rflags) & flag_mask != 0 {
@@ -176,7 +185,11 @@ fn compare(
         ));
     }
     if hdata != mdata {
-        let off = hdata.iter().zip(&mdata).position(|(a, b)| a != b).unwrap_or(0);
+        let off = hdata
+            .iter()
+            .zip(&mdata)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
         diffs.push(format!("memory differs at data+{off:#x}"));
     }
     if diffs.is_empty() {
@@ -506,7 +519,11 @@ fn gen_case(code: Code, rng: &mut Rng) -> Option<(Vec<u8>, RegFile, Vec<u8>, u64
             input.gpr[0] & mask(sz)
         };
         let neg = lo & (1 << (bits - 1)) != 0;
-        let hi = if m == Mnemonic::Idiv && neg { mask(sz) } else { 0 };
+        let hi = if m == Mnemonic::Idiv && neg {
+            mask(sz)
+        } else {
+            0
+        };
         if sz == 1 {
             input.gpr[0] = (input.gpr[0] & !0xff00) | (hi << 8);
         } else {
@@ -564,7 +581,10 @@ fn gen_case(code: Code, rng: &mut Rng) -> Option<(Vec<u8>, RegFile, Vec<u8>, u64
     }
     // BT* with a memory operand and a register bit offset address a bit string: keep the
     // offset within the data region (positive and negative).
-    if matches!(m, Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc) {
+    if matches!(
+        m,
+        Mnemonic::Bt | Mnemonic::Bts | Mnemonic::Btr | Mnemonic::Btc
+    ) {
         if let (Arg::M(_), Arg::R(r)) = (args[0], args[1]) {
             let off = (rng.below(0x6000) as i64) - 0x3000;
             input.gpr[r.full_register().number()] = off as u64;
@@ -710,8 +730,14 @@ fn generic_instruction_forms_match_host() {
             if std::env::var_os("HVSIM_DIFF_TRACE").is_some() {
                 eprintln!("{code:?} {bytes:02x?} {input:x?}");
             }
-            if let Err(e) = compare(&mut model, &format!("{code:?}"), &bytes, &input, &data, flag_mask)
-            {
+            if let Err(e) = compare(
+                &mut model,
+                &format!("{code:?}"),
+                &bytes,
+                &input,
+                &data,
+                flag_mask,
+            ) {
                 code_failures += 1;
                 if code_failures <= 2 && failures.len() < 40 {
                     failures.push(e);
@@ -724,7 +750,7 @@ fn generic_instruction_forms_match_host() {
     }
     assert!(
         failures.is_empty(),
-        "{} forms, {} cases, failures:\n{}",
+        "{} forms, {} cases, failures (at most two per form shown):\n{}",
         codes.len(),
         total,
         failures.join("\n")
@@ -787,7 +813,11 @@ fn string_instructions_match_host() {
     let mut failures = Vec::new();
     let mut total = 0;
     for (m, size) in ops {
-        for rep in [RepPrefixKind::None, RepPrefixKind::Repe, RepPrefixKind::Repne] {
+        for rep in [
+            RepPrefixKind::None,
+            RepPrefixKind::Repe,
+            RepPrefixKind::Repne,
+        ] {
             let is_cmp = matches!(
                 m,
                 Mnemonic::Cmpsb
@@ -810,7 +840,8 @@ fn string_instructions_match_host() {
                     input.gpr[r] = rng.value();
                 }
                 let df = rng.chance(50);
-                input.rflags = (rng.next() & RFLAGS_MASK & !(1 << 10)) | 2 | if df { 1 << 10 } else { 0 };
+                input.rflags =
+                    (rng.next() & RFLAGS_MASK & !(1 << 10)) | 2 | if df { 1 << 10 } else { 0 };
                 input.gpr[1] = rng.below(40); // rcx
                 input.gpr[6] = DATA_BASE + 0x2000 + rng.below(0x2000); // rsi
                 input.gpr[7] = DATA_BASE + 0x6000 + rng.below(0x2000); // rdi
@@ -823,7 +854,14 @@ fn string_instructions_match_host() {
                 if rng.chance(30) {
                     input.gpr[0] &= !0xff;
                 }
-                if let Err(e) = compare(&mut model, &format!("{m:?} {rep:?}"), &bytes, &input, &data, RFLAGS_MASK) {
+                if let Err(e) = compare(
+                    &mut model,
+                    &format!("{m:?} {rep:?}"),
+                    &bytes,
+                    &input,
+                    &data,
+                    RFLAGS_MASK,
+                ) {
                     if failures.len() < 20 {
                         failures.push(e);
                     }
@@ -832,7 +870,11 @@ fn string_instructions_match_host() {
             }
         }
     }
-    assert!(failures.is_empty(), "{total} cases, failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{total} cases, failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -884,7 +926,10 @@ fn control_flow_matches_host() {
                 a.set_label(&mut skip)?;
                 a.nop()
             });
-            if far && name.starts_with("loop") || far && name.starts_with("jrcxz") || far && name.starts_with("jecxz") {
+            if far && name.starts_with("loop")
+                || far && name.starts_with("jrcxz")
+                || far && name.starts_with("jecxz")
+            {
                 continue; // rel8 only
             }
             for _ in 0..200 {

@@ -136,7 +136,10 @@ fn bit(v: u64, n: u32) -> u64 {
 pub fn shl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted { value: v, rflags: fl };
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     }
     let bits = size as u32 * 8;
     let r = if c < bits { (v << c) & mask(size) } else { 0 };
@@ -153,7 +156,10 @@ pub fn shl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
 pub fn shr(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted { value: v, rflags: fl };
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     }
     let bits = size as u32 * 8;
     let r = if c < bits { v >> c } else { 0 };
@@ -170,7 +176,10 @@ pub fn shr(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
 pub fn sar(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted { value: v, rflags: fl };
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     }
     let s = sext(v, size) as i64;
     let r = (s >> c.min(63)) as u64 & mask(size);
@@ -186,7 +195,10 @@ pub fn sar(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
 pub fn rol(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted { value: v, rflags: fl };
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     }
     let bits = size as u32 * 8;
     let t = c % bits;
@@ -208,7 +220,10 @@ pub fn rol(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
 pub fn ror(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted { value: v, rflags: fl };
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     }
     let bits = size as u32 * 8;
     let t = c % bits;
@@ -230,7 +245,10 @@ pub fn ror(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
 pub fn rcl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted { value: v, rflags: fl };
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     }
     let bits = size as u32 * 8;
     let width = bits + 1;
@@ -261,7 +279,10 @@ pub fn rcl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
 pub fn rcr(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted { value: v, rflags: fl };
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     }
     let bits = size as u32 * 8;
     let width = bits + 1;

@@ -96,7 +96,11 @@ impl Cpu {
                 if !LinAddr(t).is_canonical() {
                     return Err(Exc::gp(0));
                 }
-                let extra = if i.dst == Opnd::Imm { i.imm & 0xffff } else { 0 };
+                let extra = if i.dst == Opnd::Imm {
+                    i.imm & 0xffff
+                } else {
+                    0
+                };
                 self.state.gpr[4] = sp.wrapping_add(8).wrapping_add(extra);
                 Ok(Flow::Jump(t))
             }

@@ -25,8 +25,9 @@ pub(crate) enum Flow {
     Jump(u64),
     /// HLT: the CPU is now halted.
     Halt,
-    /// The platform intercepted a sensitive instruction; nothing was done.
-    Intercept(Sensitive),
+    /// The platform intercepted a sensitive instruction (kept in `Cpu::intercepted`);
+    /// nothing was done.
+    Intercept,
     /// INT n / INT3: deliver this vector as a software interrupt after the instruction.
     SoftInt(u8),
 }
@@ -85,7 +86,9 @@ impl Cpu {
         if !LinAddr(addr).is_canonical() {
             return Err(Exc::gp(0));
         }
-        self.cur.push_ref(addr, size as usize, AccessKind::Read);
+        if self.track_refs {
+            self.cur.push_ref(addr, size as usize, AccessKind::Read);
+        }
         let acc = Access {
             kind: AccessKind::Read,
             user: self.user(),
@@ -118,13 +121,15 @@ impl Cpu {
         if !LinAddr(addr).is_canonical() {
             return Err(Exc::gp(0));
         }
-        self.cur.push_ref(addr, size as usize, AccessKind::Write);
+        if self.track_refs {
+            self.cur.push_ref(addr, size as usize, AccessKind::Write);
+        }
         let acc = Access {
             kind: AccessKind::Write,
             user,
         };
         let s = m.write(LinAddr(addr), size as usize, v, acc)?;
-        if self.cache.maybe_code(s.frame) || self.cache.maybe_code(s.last_frame) {
+        if self.filter.maybe_code(s.frame) || self.filter.maybe_code(s.last_frame) {
             self.note_code_write(s.frame, s.last_frame);
         }
         Ok(())
@@ -142,7 +147,9 @@ impl Cpu {
         if !LinAddr(addr).is_canonical() {
             return Err(Exc::gp(0));
         }
-        self.cur.push_ref(addr, size as usize, AccessKind::Read);
+        if self.track_refs {
+            self.cur.push_ref(addr, size as usize, AccessKind::Read);
+        }
         let acc = Access {
             kind: AccessKind::Read,
             user,
@@ -266,6 +273,95 @@ impl Cpu {
     ) -> Result<Flow, Exc> {
         let sz = i.size;
         match i.op {
+            Op::MovRR => {
+                let v = self.state.gpr[(i.sreg & 15) as usize];
+                self.state.gpr[(i.dreg & 15) as usize] = v & mask(sz);
+            }
+            Op::MovRI => self.state.gpr[(i.dreg & 15) as usize] = i.imm,
+            Op::MovRM => {
+                let a = self.ea(i);
+                let v = self.load(m, a, sz)?;
+                self.state.gpr[(i.dreg & 15) as usize] = v & mask(sz);
+            }
+            Op::MovMR => {
+                let a = self.ea(i);
+                let v = self.state.gpr[(i.sreg & 15) as usize] & mask(sz);
+                self.store(m, a, sz, v)?;
+            }
+            Op::LeaR => {
+                let a = self.ea_nosegment(i);
+                self.state.gpr[(i.dreg & 15) as usize] = a & mask(sz);
+            }
+            Op::AddRR | Op::AddRI => {
+                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let b = if i.op == Op::AddRR {
+                    self.state.gpr[(i.sreg & 15) as usize] & mask(sz)
+                } else {
+                    i.imm
+                };
+                let (r, f) = arith::add(a, b, 0, sz);
+                self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                self.set_flags(f, ARITH);
+            }
+            Op::SubRR | Op::SubRI | Op::CmpRR | Op::CmpRI => {
+                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let b = if matches!(i.op, Op::SubRR | Op::CmpRR) {
+                    self.state.gpr[(i.sreg & 15) as usize] & mask(sz)
+                } else {
+                    i.imm
+                };
+                let (r, f) = arith::sub(a, b, 0, sz);
+                if matches!(i.op, Op::SubRR | Op::SubRI) {
+                    self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                }
+                self.set_flags(f, ARITH);
+            }
+            Op::AndRR
+            | Op::AndRI
+            | Op::OrRR
+            | Op::OrRI
+            | Op::XorRR
+            | Op::XorRI
+            | Op::TestRR
+            | Op::TestRI => {
+                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let b = if matches!(i.op, Op::AndRR | Op::OrRR | Op::XorRR | Op::TestRR) {
+                    self.state.gpr[(i.sreg & 15) as usize] & mask(sz)
+                } else {
+                    i.imm
+                };
+                let r = match i.op {
+                    Op::AndRR | Op::AndRI | Op::TestRR | Op::TestRI => a & b,
+                    Op::OrRR | Op::OrRI => a | b,
+                    _ => a ^ b,
+                };
+                if !matches!(i.op, Op::TestRR | Op::TestRI) {
+                    self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                }
+                self.set_flags(arith::logic(r, sz), ARITH);
+            }
+            Op::IncR | Op::DecR => {
+                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let (r, f) = if i.op == Op::IncR {
+                    arith::add(a, 1, 0, sz)
+                } else {
+                    arith::sub(a, 1, 0, sz)
+                };
+                self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                self.set_flags(f, ARITH & !CF);
+            }
+            Op::Jcc => {
+                return if cond(i.cc, self.state.rflags) {
+                    let t = self.next_rip.wrapping_add(i.imm);
+                    if LinAddr(t).is_canonical() {
+                        Ok(Flow::Jump(t))
+                    } else {
+                        Err(Exc::gp(0))
+                    }
+                } else {
+                    Ok(Flow::Next)
+                };
+            }
             Op::Mov => {
                 let v = self.rd(m, i, i.src, sz)?;
                 self.wr(m, i, i.dst, sz, v)?;
@@ -353,7 +449,11 @@ impl Cpu {
             }
             Op::Cwd => {
                 let a = self.state.gpr[0] & mask(sz);
-                let hi = if a & arith::sign(sz) != 0 { mask(sz) } else { 0 };
+                let hi = if a & arith::sign(sz) != 0 {
+                    mask(sz)
+                } else {
+                    0
+                };
                 self.set_reg(2, sz, hi);
             }
             Op::Lahf => {
@@ -418,10 +518,7 @@ impl Cpu {
                 let (a, b) = if i.src2 == Opnd::Imm {
                     (self.rd(m, i, i.src, sz)?, i.imm & mask(sz))
                 } else {
-                    (
-                        self.rd(m, i, i.dst, sz)?,
-                        self.rd(m, i, i.src, sz)?,
-                    )
+                    (self.rd(m, i, i.dst, sz)?, self.rd(m, i, i.src, sz)?)
                 };
                 let full = (sext(a, sz) as i64 as i128) * (sext(b, sz) as i64 as i128);
                 let r = (full as u64) & mask(sz);
@@ -544,7 +641,6 @@ impl Cpu {
             Op::Movs | Op::Stos | Op::Lods | Op::Cmps | Op::Scas => return self.string(m, i),
             Op::JmpRel
             | Op::JmpInd
-            | Op::Jcc
             | Op::Jrcxz
             | Op::Loop
             | Op::Loope
@@ -645,9 +741,7 @@ impl Cpu {
             // Register bit offset addresses a bit string: signed, may leave the operand.
             let off = sext(off_raw, sz) as i64;
             let word = off.div_euclid(bits as i64);
-            let a = self
-                .ea(i)
-                .wrapping_add((word * sz as i64) as u64);
+            let a = self.ea(i).wrapping_add((word * sz as i64) as u64);
             (Some(a), off.rem_euclid(bits as i64) as u64)
         } else {
             (None, off_raw & (bits - 1))
@@ -735,7 +829,10 @@ impl Cpu {
     pub(crate) fn intercept<P: Platform>(&mut self, p: &mut P, ev: Sensitive) -> Option<Flow> {
         match p.intercept(&self.state, &ev) {
             crate::platform::Disposition::Proceed => None,
-            crate::platform::Disposition::Exit => Some(Flow::Intercept(ev)),
+            crate::platform::Disposition::Exit => {
+                self.intercepted = Some(ev);
+                Some(Flow::Intercept)
+            }
         }
     }
 }

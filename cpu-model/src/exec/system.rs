@@ -269,13 +269,7 @@ impl Cpu {
                     return Err(Exc::gp((sel & !3) as u32));
                 }
                 if lo & (1 << 47) == 0 {
-                    return Err(Exc {
-                        vector: vector::NP,
-                        error_code: Some((sel & !3) as u32),
-                        cr2: 0,
-                        abort: None,
-                        unsupported: false,
-                    });
+                    return Err(Exc::with_code(vector::NP, (sel & !3) as u32));
                 }
                 let base = ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | (hi << 32);
                 let limit = ((lo & 0xffff) | ((lo >> 32) & 0xf_0000)) as u32;
@@ -562,17 +556,12 @@ impl Cpu {
         }
         let d = self.read_descriptor(m, sel)?;
         if d & (1 << 47) == 0 {
-            return Err(Exc {
-                vector: if idx == SegReg::Ss as usize {
-                    vector::SS
-                } else {
-                    vector::NP
-                },
-                error_code: Some((sel & !3) as u32),
-                cr2: 0,
-                abort: None,
-                unsupported: false,
-            });
+            let v = if idx == SegReg::Ss as usize {
+                vector::SS
+            } else {
+                vector::NP
+            };
+            return Err(Exc::with_code(v, (sel & !3) as u32));
         }
         let base = ((d >> 16) & 0xff_ffff) | (((d >> 56) & 0xff) << 24);
         let s = &mut self.state.seg[idx];
