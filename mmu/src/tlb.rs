@@ -14,7 +14,9 @@ use crate::translation::{Perms, Translation};
 use serde::Serialize;
 
 /// The tag half of a TLB lookup: which virtual-processor and process context is running.
+/// (`repr(C)`: VPID and PCID are adjacent, so the hit path reads both at once.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[repr(C)]
 pub struct TlbContext {
     /// VPID (0 for the host / native).
     pub vpid: u16,
@@ -120,18 +122,19 @@ pub struct TlbStats {
     pub entries_flushed: u64,
 }
 
-// Tag word of a TLB slot. The low 36 bits are what a lookup compares (after the VPN, which
-// has a word of its own); the permissions ride in the top 16 bits. A global entry stores the
-// GLOBAL flag instead of its PCID: no lookup, insert or flush ever looks at a global
-// entry's PCID, since global entries match every PCID of their VPID.
-const TAG_VPID_SHIFT: u32 = 16;
-const TAG_GLOBAL: u64 = 1 << 32;
-const TAG_SIZE_SHIFT: u32 = 33;
-const TAG_VALID: u64 = 1 << 35;
-const TAG_MATCH: u64 = (1 << 36) - 1;
-const TAG_PERMS_SHIFT: u32 = 48;
+// Tag word of a TLB slot: the permissions in the low 16 bits, above them what a lookup
+// compares (after the VPN, which has a word of its own): VPID, PCID, a global flag and the
+// page size. A global entry stores the flag instead of its PCID: no lookup, insert or flush
+// ever looks at a global entry's PCID, since global entries match every PCID of their VPID.
+// The VPID/PCID order matches `TlbContext`'s, so a key is built from one load.
+const TAG_KEY_SHIFT: u32 = 16;
+const KEY_PCID_SHIFT: u32 = 16;
+const KEY_GLOBAL: u64 = 1 << 32;
+const KEY_SIZE_SHIFT: u32 = 33;
+/// The tag of an empty slot: its key part is wider than any real key, so it never matches.
+const TAG_INVALID: u64 = u64::MAX;
 
-/// What a lookup (or a same-entry check on insert, or an INVLPG) compares a slot's tag
+/// What a lookup (or a same-entry check on insert, or an INVLPG) compares a slot's key
 /// with: a non-global entry of this VPID, PCID and size, or a global one of this VPID and
 /// size.
 #[derive(Debug, Clone, Copy)]
@@ -143,52 +146,65 @@ struct Key {
 impl Key {
     #[inline(always)]
     fn new(vpid: u16, pcid: u16, size: usize) -> Key {
-        let base = TAG_VALID | (size as u64) << TAG_SIZE_SHIFT | u64::from(vpid) << TAG_VPID_SHIFT;
+        let base = (size as u64) << KEY_SIZE_SHIFT | u64::from(vpid);
         Key {
-            own: base | u64::from(pcid),
-            global: base | TAG_GLOBAL,
+            own: base | u64::from(pcid) << KEY_PCID_SHIFT,
+            global: base | KEY_GLOBAL,
         }
     }
     #[inline(always)]
     fn matches(self, tag: u64) -> bool {
-        let t = tag & TAG_MATCH;
-        (t == self.own) | (t == self.global)
+        let k = tag >> TAG_KEY_SHIFT;
+        k == self.own || k == self.global
     }
 }
 
-/// The tag of a valid entry of `ctx` for a page of size index `size` with `perms`.
+/// The tag of an entry of `ctx` for a page of size index `size` with `perms`.
 fn make_tag(ctx: &TlbContext, size: usize, perms: Perms) -> u64 {
-    let who = if perms.has(Perms::GLOBAL) {
-        TAG_GLOBAL
+    let key = Key::new(ctx.vpid, ctx.pcid, size);
+    let key = if perms.has(Perms::GLOBAL) {
+        key.global
     } else {
-        u64::from(ctx.pcid)
+        key.own
     };
-    Key::new(ctx.vpid, 0, size).own | who | u64::from(perms.0) << TAG_PERMS_SHIFT
+    key << TAG_KEY_SHIFT | u64::from(perms.0)
 }
 
 #[inline(always)]
 fn tag_perms(tag: u64) -> Perms {
-    Perms((tag >> TAG_PERMS_SHIFT) as u16)
+    Perms(tag as u16)
 }
 fn tag_vpid(tag: u64) -> u16 {
-    (tag >> TAG_VPID_SHIFT) as u16
+    (tag >> TAG_KEY_SHIFT) as u16
 }
 fn tag_pcid(tag: u64) -> u16 {
-    tag as u16
+    (tag >> (TAG_KEY_SHIFT + KEY_PCID_SHIFT)) as u16
 }
 fn tag_global(tag: u64) -> bool {
-    tag & TAG_GLOBAL != 0
+    (tag >> TAG_KEY_SHIFT) & KEY_GLOBAL != 0
+}
+fn tag_valid(tag: u64) -> bool {
+    tag != TAG_INVALID
 }
 
 /// One way of a TLB array: the two words a lookup compares, the host-physical page base and
 /// the array clock at the last use (LRU). 32 bytes, so a 4-way set is two cache lines.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 #[repr(align(32))]
 struct Slot {
     vpn: u64,
     tag: u64,
     page: u64,
     stamp: u64,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        vpn: 0,
+        tag: TAG_INVALID,
+        page: 0,
+        stamp: 0,
+    };
 }
 
 /// One TLB array: set-associative with true LRU (victim: the oldest stamp, first on ties),
@@ -208,7 +224,7 @@ impl TlbArray {
         let sets = g.sets(field)?;
         let ways = if sets == 0 { 0 } else { g.ways as usize };
         Ok(TlbArray {
-            slots: vec![Slot::default(); sets * ways],
+            slots: vec![Slot::EMPTY; sets * ways],
             set_mask: (sets as u64).wrapping_sub(1),
             ways,
             clock: 0,
@@ -260,7 +276,7 @@ impl TlbArray {
         let i = set
             .iter()
             .position(|s| s.vpn == vpn && key.matches(s.tag))
-            .or_else(|| set.iter().position(|s| s.tag & TAG_VALID == 0))
+            .or_else(|| set.iter().position(|s| !tag_valid(s.tag)))
             .unwrap_or_else(|| {
                 let mut p = 0;
                 for (j, s) in set.iter().enumerate() {
@@ -286,7 +302,7 @@ impl TlbArray {
         let mut n = 0;
         for s in self.set_mut(vpn) {
             if s.vpn == vpn && key.matches(s.tag) {
-                s.tag = 0;
+                s.tag = TAG_INVALID;
                 n += 1;
             }
         }
@@ -297,8 +313,8 @@ impl TlbArray {
     fn invalidate_where(&mut self, pred: impl Fn(u64) -> bool) -> usize {
         let mut n = 0;
         for s in &mut self.slots {
-            if s.tag & TAG_VALID != 0 && pred(s.tag) {
-                s.tag = 0;
+            if tag_valid(s.tag) && pred(s.tag) {
+                s.tag = TAG_INVALID;
                 n += 1;
             }
         }
@@ -306,7 +322,7 @@ impl TlbArray {
     }
 
     fn occupancy(&self) -> usize {
-        self.slots.iter().filter(|s| s.tag & TAG_VALID != 0).count()
+        self.slots.iter().filter(|s| tag_valid(s.tag)).count()
     }
 }
 
