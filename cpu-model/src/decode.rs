@@ -775,15 +775,13 @@ pub fn convert(ins: &Instruction) -> Insn {
     out.ssize = if sizes[1] != 0 { sizes[1] } else { out.size };
 
     match op {
-        Op::Push | Op::Pop => {
-            // PUSH imm: the operand size is the stack width (8, or 2 with 0x66).
-            if out.dst == Opnd::Imm {
-                out.size = if ins.code() == Code::Pushw_imm8 || ins.code() == Code::Push_imm16 {
-                    2
-                } else {
-                    8
-                };
-            }
+        // PUSH imm: the operand size is the stack width (8, or 2 with 0x66).
+        Op::Push | Op::Pop if out.dst == Opnd::Imm => {
+            out.size = if ins.code() == Code::Pushw_imm8 || ins.code() == Code::Push_imm16 {
+                2
+            } else {
+                8
+            };
         }
         Op::Cbw | Op::Cwd => {
             out.size = match ins.code() {
@@ -807,11 +805,7 @@ pub fn convert(ins: &Instruction) -> Insn {
             out.size = if sizes[1] != 0 { sizes[1] } else { 8 };
         }
         Op::Int3 => out.imm = 3,
-        Op::Ret => {
-            if out.dst != Opnd::Imm {
-                out.imm = 0;
-            }
-        }
+        Op::Ret if out.dst != Opnd::Imm => out.imm = 0,
         Op::Invpcid => {
             out.size = 8;
         }

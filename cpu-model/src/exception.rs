@@ -313,7 +313,7 @@ impl Cpu {
         }
         let target = (gate_lo & 0xffff) | ((gate_lo >> 32) & 0xffff_0000) | (gate_hi << 32);
         let sel = ((gate_lo >> 16) & 0xffff) as u16;
-        let ist = ((gate_lo >> 32) & 7) as u64;
+        let ist = (gate_lo >> 32) & 7;
         let cs = self.code_segment(m, sel)?;
         if !cs.long {
             return Err(Exc::gp((sel & !3) as u32));

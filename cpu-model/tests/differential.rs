@@ -395,7 +395,7 @@ fn gen_case(code: Code, rng: &mut Rng) -> Option<(Vec<u8>, RegFile, Vec<u8>, u64
     }
     input.rflags = rng.next() & (RFLAGS_MASK & !(1 << 10)) | 2;
     // Memory operand: rbx = data base + offset, optional index in r13.
-    let mem_off = 0x1000 + rng.below(0x6000) & !0xf;
+    let mem_off = (0x1000 + rng.below(0x6000)) & !0xf;
     let use_index = rng.chance(30);
     input.gpr[BASE_REG] = DATA_BASE + mem_off;
     input.gpr[INDEX_REG] = rng.below(64);
@@ -926,10 +926,7 @@ fn control_flow_matches_host() {
                 a.set_label(&mut skip)?;
                 a.nop()
             });
-            if far && name.starts_with("loop")
-                || far && name.starts_with("jrcxz")
-                || far && name.starts_with("jecxz")
-            {
+            if far && (name.starts_with("loop") || name.starts_with("jrcxz")) {
                 continue; // rel8 only
             }
             for _ in 0..200 {

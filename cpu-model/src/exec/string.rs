@@ -96,12 +96,8 @@ impl Cpu {
 
     #[inline(always)]
     fn adv(&mut self, r: usize, step: u64, amask: u64) {
-        let v = self.state.gpr[r].wrapping_add(step) & amask;
-        if amask != u64::MAX {
-            self.state.gpr[r] = v;
-        } else {
-            self.state.gpr[r] = v;
-        }
+        // With 32-bit addressing the register is written as a 32-bit value (zero-extended).
+        self.state.gpr[r] = self.state.gpr[r].wrapping_add(step) & amask;
     }
 
     /// REPE stops when ZF is clear; REPNE stops when ZF is set.
