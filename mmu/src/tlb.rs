@@ -209,13 +209,18 @@ impl Slot {
 
 /// One TLB array: set-associative with true LRU (victim: the oldest stamp, first on ties),
 /// laid out for the hit path: the ways of a set are contiguous [`Slot`]s and a lookup
-/// compares one VPN word, then one tag word. Storage is allocated once; an array with no
-/// ways is "off".
+/// compares one VPN word, then one tag word. A 4-way array (the usual L1 DTLB) keeps each
+/// set as a `[Slot; 4]`, so finding the set is one masked index whose bounds check also
+/// selects the layout, and the way compares unroll; any other associativity is stored
+/// flat. Storage is allocated once; an array with no ways is "off".
 #[derive(Debug, Clone)]
 struct TlbArray {
-    slots: Vec<Slot>,
-    set_mask: u64,
+    /// The sets of a 4-way array; empty otherwise.
+    sets4: Vec<[Slot; 4]>,
+    /// The slots of an array of any other associativity, `ways` per set; empty otherwise.
+    flat: Vec<Slot>,
     ways: usize,
+    set_mask: u64,
     clock: u64,
 }
 
@@ -223,10 +228,16 @@ impl TlbArray {
     fn new(g: ArrayGeometry, field: &'static str) -> Result<TlbArray, MmuError> {
         let sets = g.sets(field)?;
         let ways = if sets == 0 { 0 } else { g.ways as usize };
+        let (sets4, flat) = if ways == 4 {
+            (vec![[Slot::EMPTY; 4]; sets], Vec::new())
+        } else {
+            (Vec::new(), vec![Slot::EMPTY; sets * ways])
+        };
         Ok(TlbArray {
-            slots: vec![Slot::EMPTY; sets * ways],
-            set_mask: (sets as u64).wrapping_sub(1),
+            sets4,
+            flat,
             ways,
+            set_mask: (sets as u64).wrapping_sub(1),
             clock: 0,
         })
     }
@@ -238,30 +249,45 @@ impl TlbArray {
     /// The ways of the set `vpn` selects.
     #[inline(always)]
     fn set_mut(&mut self, vpn: u64) -> &mut [Slot] {
-        let base = (vpn & self.set_mask) as usize * self.ways;
-        &mut self.slots[base..base + self.ways]
+        let set = (vpn & self.set_mask) as usize;
+        if self.ways == 4 {
+            &mut self.sets4[set]
+        } else {
+            &mut self.flat[set * self.ways..(set + 1) * self.ways]
+        }
+    }
+
+    /// Every slot.
+    fn slots_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        self.sets4.iter_mut().flatten().chain(&mut self.flat)
     }
 
     /// Look `vpn` up under `key`: the first matching way becomes most recently used and
     /// its tag and page base are returned.
     #[inline(always)]
     fn lookup(&mut self, vpn: u64, key: Key) -> Option<(u64, u64)> {
-        let base = (vpn & self.set_mask) as usize * self.ways;
-        let set = &mut self.slots[base..base + self.ways];
-        // The usual associativities get a loop the compiler unrolls completely.
-        let s = match set.len() {
-            4 => Self::find::<4>(set.try_into().ok()?, vpn, key),
-            8 => Self::find::<8>(set.try_into().ok()?, vpn, key),
-            _ => set.iter_mut().find(|s| s.vpn == vpn && key.matches(s.tag)),
+        let set = (vpn & self.set_mask) as usize;
+        let s = match self.sets4.get_mut(set) {
+            Some(ways) => ways.iter_mut().find(|s| s.vpn == vpn && key.matches(s.tag)),
+            None => Self::lookup_flat(&mut self.flat, self.ways, set, vpn, key),
         }?;
         self.clock += 1;
         s.stamp = self.clock;
         Some((s.tag, s.page))
     }
 
-    #[inline(always)]
-    fn find<const W: usize>(set: &mut [Slot; W], vpn: u64, key: Key) -> Option<&mut Slot> {
-        set.iter_mut().find(|s| s.vpn == vpn && key.matches(s.tag))
+    #[inline]
+    fn lookup_flat(
+        slots: &mut [Slot],
+        ways: usize,
+        set: usize,
+        vpn: u64,
+        key: Key,
+    ) -> Option<&mut Slot> {
+        slots
+            .get_mut(set * ways..(set + 1) * ways)?
+            .iter_mut()
+            .find(|s| s.vpn == vpn && key.matches(s.tag))
     }
 
     /// Enter `vpn` with `tag` and `page`: it replaces the entry `key` matches (an update),
@@ -312,7 +338,7 @@ impl TlbArray {
     /// Invalidate every valid entry whose tag satisfies `pred`; returns how many.
     fn invalidate_where(&mut self, pred: impl Fn(u64) -> bool) -> usize {
         let mut n = 0;
-        for s in &mut self.slots {
+        for s in self.slots_mut() {
             if tag_valid(s.tag) && pred(s.tag) {
                 s.tag = TAG_INVALID;
                 n += 1;
@@ -322,7 +348,8 @@ impl TlbArray {
     }
 
     fn occupancy(&self) -> usize {
-        self.slots.iter().filter(|s| tag_valid(s.tag)).count()
+        let slots = self.sets4.iter().flatten().chain(&self.flat);
+        slots.filter(|s| tag_valid(s.tag)).count()
     }
 }
 
