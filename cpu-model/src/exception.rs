@@ -197,17 +197,32 @@ impl Cpu {
             if cur.vector() == vector::PF {
                 self.state.cr2 = cur.cr2();
             }
-            let k = if depth == 0 {
-                kind
+            // A fault raised while delivering the event (for example #GP for INT n
+            // through a gate of too low a DPL, or #NP/#DF) points back at the
+            // instruction that started it, not at the trap's return address.
+            let (k, ret) = if depth == 0 {
+                (kind, return_rip)
             } else {
-                EventKind::Exception
+                (EventKind::Exception, self.state.rip)
             };
-            match self.deliver(m, cur.vector(), cur.error_code(), k, return_rip) {
+            match self.deliver(m, cur.vector(), cur.error_code(), k, ret) {
                 Ok(()) => return Delivery::Done,
                 Err(second) => {
                     if let Some(t) = second.abort_token() {
                         return Delivery::Aborted(t);
                     }
+                    // EXT: a fault while delivering anything but a software interrupt
+                    // (an external interrupt or an earlier exception) sets bit 0 of its
+                    // error code (page-fault codes have their own format).
+                    let second = match second.error_code() {
+                        Some(ec)
+                            if second.vector() != vector::PF
+                                && (kind != EventKind::Software || depth > 0) =>
+                        {
+                            Exc::with_code(second.vector(), ec | 1)
+                        }
+                        _ => second,
+                    };
                     if cur.vector() == vector::DF {
                         let rip = self.state.rip;
                         return self.triple_fault(p, cur.vector(), rip);
@@ -291,8 +306,8 @@ impl Cpu {
         kind: EventKind,
         return_rip: u64,
     ) -> Result<(), Exc> {
-        let ext = if kind == EventKind::External { 1 } else { 0 };
-        let idt_err = (vec as u32) * 8 + 2 + ext;
+        // The EXT bit (bit 0) is added by `raise` for events not caused by INT n.
+        let idt_err = (vec as u32) * 8 + 2;
         let off = vec as u64 * 16;
         if off + 15 > self.state.idtr.limit as u64 {
             return Err(Exc::gp(idt_err));

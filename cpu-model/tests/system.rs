@@ -145,10 +145,9 @@ fn assemble(ip: u64, f: impl FnOnce(&mut Asm) -> Result<(), IcedError>) -> Code 
         marks: Vec::new(),
     };
     f(&mut a).unwrap();
-    let r = a
-        .a
-        .assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
-        .unwrap();
+    let r =
+        a.a.assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+            .unwrap();
     let marks = a.marks.iter().map(|l| r.label_ip(l).unwrap()).collect();
     Code {
         bytes: r.inner.code_buffer,
@@ -387,7 +386,12 @@ impl Machine {
     /// Runs until the CPU halts (the default handlers halt); fails otherwise.
     fn run_to_halt(&mut self) {
         let exit = self.run(1000);
-        assert_eq!(exit.outcome, StepOutcome::Halted, "state: {:#x?}", self.cpu.state);
+        assert_eq!(
+            exit.outcome,
+            StepOutcome::Halted,
+            "state: {:#x?}",
+            self.cpu.state
+        );
     }
 
     fn deliver(&mut self, v: u8) -> Option<StepOutcome> {
@@ -454,7 +458,10 @@ fn user_gp0(f: impl FnOnce(&mut Asm) -> Result<(), IcedError>) -> Machine {
 
 /// Runs user code whose first instruction page-faults and returns (CR2, error code,
 /// pushed RIP).
-fn user_pf(rbx_value: u64, f: impl FnOnce(&mut Asm) -> Result<(), IcedError>) -> (Machine, u64, u64, u64) {
+fn user_pf(
+    rbx_value: u64,
+    f: impl FnOnce(&mut Asm) -> Result<(), IcedError>,
+) -> (Machine, u64, u64, u64) {
     let mut m = Machine::user();
     m.cpu.state.gpr[3] = rbx_value;
     m.cpu.state.gpr[0] = 0x5555;
@@ -553,7 +560,11 @@ fn kernel_exception_stays_on_current_stack() {
     m.run_to_halt();
     m.assert_in_handler(UD);
     assert_eq!(m.rsp(), KERNEL_RSP - 16 - 40, "aligned down to 16, 5 words");
-    assert_eq!(m.ss(), KERNEL_DS as u16, "no SS change without a privilege change");
+    assert_eq!(
+        m.ss(),
+        KERNEL_DS as u16,
+        "no SS change without a privilege change"
+    );
     assert_eq!(
         m.stack(5),
         vec![KCODE, KERNEL_CS, USER_FLAGS, KERNEL_RSP - 8, KERNEL_DS]
@@ -658,7 +669,8 @@ fn not_present_gate_raises_np_with_idt_error_code() {
     assert_eq!(
         m.stack(6),
         vec![
-            UD as u64 * 8 + 2,
+            // IDT flag (bit 1) and EXT (bit 0): delivering a processor exception.
+            UD as u64 * 8 + 2 + 1,
             KCODE,
             KERNEL_CS,
             USER_FLAGS,
@@ -667,6 +679,42 @@ fn not_present_gate_raises_np_with_idt_error_code() {
         ]
     );
     assert_eq!(m.exceptions(), vec![(UD, 1), (11, 1)]);
+}
+
+#[test]
+fn external_interrupt_through_not_present_gate_raises_np_with_ext() {
+    let mut m = Machine::kernel();
+    m.set_gate(0x30, INT_GATE, 0, 0, false);
+    m.code(|a| a.nop());
+    assert_eq!(m.deliver(0x30), Some(StepOutcome::Retired));
+    assert_eq!(m.cpu.state.rip, handler(11));
+    assert_eq!(
+        m.stack(6),
+        vec![
+            0x30 * 8 + 2 + 1,
+            KCODE,
+            KERNEL_CS,
+            USER_FLAGS,
+            KERNEL_RSP,
+            KERNEL_DS
+        ]
+    );
+    assert_eq!(m.exceptions(), vec![(11, 1)]);
+}
+
+#[test]
+#[ignore = "cpu.rs retires INT n before its delivery, so an INT n that faults (#GP for a \
+            DPL-0 gate) is counted as retired and reported to the timing model; a faulting \
+            instruction should not retire"]
+fn int_n_that_faults_does_not_retire() {
+    let mut m = Machine::user();
+    m.code(|a| {
+        a.nop()?;
+        a.int(0x80u32)
+    });
+    m.run_to_halt();
+    m.assert_in_handler(GP);
+    assert_eq!(m.cpu.stats.user_instructions, 1, "only the nop retired");
 }
 
 #[test]
@@ -705,8 +753,18 @@ fn unsupported_sse_instruction_raises_ud_and_is_counted() {
     m.run_to_halt();
     m.assert_in_handler(UD);
     assert_eq!(m.stack(5), user_frame(UCODE, USER_FLAGS));
-    let want: BTreeMap<String, u64> = [("Addps_xmm_xmmm128".to_string(), 1)].into();
-    assert_eq!(m.cpu.stats.unsupported, want);
+    // Keyed by mnemonic (or by the full instruction code name): one entry, count 1.
+    let counts: Vec<(&str, u64)> = m
+        .cpu
+        .stats
+        .unsupported
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert!(
+        counts == [("Addps", 1)] || counts == [("Addps_xmm_xmmm128", 1)],
+        "unsupported: {counts:?}"
+    );
     assert_eq!(m.exceptions(), vec![(UD, 1)]);
 }
 
@@ -810,7 +868,11 @@ fn syscall_enters_kernel_at_lstar() {
     assert_eq!(s.rip, SYSCALL_ENTRY);
     assert_eq!(s.gpr[1], UCODE + 2, "RCX = next RIP");
     assert_eq!(s.gpr[11], flags, "R11 = old RFLAGS");
-    assert_eq!(s.rflags, rflags::FIXED1 | rflags::CF, "SFMASK cleared IF and DF");
+    assert_eq!(
+        s.rflags,
+        rflags::FIXED1 | rflags::CF,
+        "SFMASK cleared IF and DF"
+    );
     assert_eq!(s.cpl, 0);
     assert_eq!(m.cs(), 0x08);
     assert_eq!(m.ss(), 0x10);
@@ -1359,7 +1421,11 @@ fn ltr_loads_the_tss_and_marks_it_busy() {
     assert_eq!(tr.base, FAR_TSS);
     assert_eq!(tr.limit, 0x2067);
     assert!(tr.present);
-    assert_eq!(m.r64(GDT + 0x30), lo | (0x2 << 40), "type 9 -> 0xb, nothing else");
+    assert_eq!(
+        m.r64(GDT + 0x30),
+        lo | (0x2 << 40),
+        "type 9 -> 0xb, nothing else"
+    );
     assert_eq!((m.r64(GDT + 0x30) >> 40) & 0xf, 0xb);
     assert_eq!(m.r64(GDT + 0x38), hi);
 }
@@ -1845,8 +1911,5 @@ fn instruction_ending_at_the_page_end_does_not_touch_the_next_page() {
     m.run_to_halt();
     m.assert_in_handler(PF);
     assert_eq!(m.cpu.state.cr2, EDGE + 0x1000);
-    assert_eq!(
-        m.stack(2),
-        vec![pf_error::FETCH as u64, EDGE + 0x1000]
-    );
+    assert_eq!(m.stack(2), vec![pf_error::FETCH as u64, EDGE + 0x1000]);
 }
