@@ -356,8 +356,8 @@ impl TlbArray {
 /// The TLB hierarchy of one logical CPU.
 #[derive(Debug, Clone)]
 pub struct Tlb {
-    l1i: [TlbArray; 3],
-    l1d: [TlbArray; 3],
+    /// The L1 arrays per page size, data side first: `l1[fetch as usize]`.
+    l1: [[TlbArray; 3]; 2],
     stlb: TlbArray,
     stlb_sizes: [bool; 3],
     /// Counters.
@@ -367,17 +367,19 @@ pub struct Tlb {
 impl Tlb {
     /// Build the hierarchy from its geometry.
     pub fn new(cfg: &TlbConfig) -> Result<Tlb, MmuError> {
+        // Checked in configuration order, so the first bad field is the one reported.
+        let l1i = [
+            TlbArray::new(cfg.l1i_4k, "tlb.l1i_4k")?,
+            TlbArray::new(cfg.l1i_2m, "tlb.l1i_2m")?,
+            TlbArray::new(cfg.l1i_1g, "tlb.l1i_1g")?,
+        ];
+        let l1d = [
+            TlbArray::new(cfg.l1d_4k, "tlb.l1d_4k")?,
+            TlbArray::new(cfg.l1d_2m, "tlb.l1d_2m")?,
+            TlbArray::new(cfg.l1d_1g, "tlb.l1d_1g")?,
+        ];
         Ok(Tlb {
-            l1i: [
-                TlbArray::new(cfg.l1i_4k, "tlb.l1i_4k")?,
-                TlbArray::new(cfg.l1i_2m, "tlb.l1i_2m")?,
-                TlbArray::new(cfg.l1i_1g, "tlb.l1i_1g")?,
-            ],
-            l1d: [
-                TlbArray::new(cfg.l1d_4k, "tlb.l1d_4k")?,
-                TlbArray::new(cfg.l1d_2m, "tlb.l1d_2m")?,
-                TlbArray::new(cfg.l1d_1g, "tlb.l1d_1g")?,
-            ],
+            l1: [l1d, l1i],
             stlb: TlbArray::new(cfg.stlb, "tlb.stlb")?,
             stlb_sizes: [true, cfg.stlb_holds_2m, cfg.stlb_holds_1g],
             stats: TlbStats::default(),
@@ -398,11 +400,7 @@ impl Tlb {
         access: Access,
     ) -> Option<(Translation, TlbLevel)> {
         let fetch = access.is_fetch();
-        let l1 = if fetch {
-            &mut self.l1i[0]
-        } else {
-            &mut self.l1d[0]
-        };
+        let l1 = &mut self.l1[usize::from(fetch)][0];
         let Some((tag, page)) = l1.lookup(gva.raw() >> 12, Key::new(ctx.vpid, ctx.pcid, 0)) else {
             return self.lookup_slow(ctx, gva, access);
         };
@@ -435,11 +433,7 @@ impl Tlb {
         let fetch = access.is_fetch();
         for s in 1..3 {
             let vpn = gva.raw() >> PageSize::ALL[s].shift();
-            let l1 = if fetch {
-                &mut self.l1i[s]
-            } else {
-                &mut self.l1d[s]
-            };
+            let l1 = &mut self.l1[usize::from(fetch)][s];
             if let Some((tag, page)) = l1.lookup(vpn, Key::new(ctx.vpid, ctx.pcid, s)) {
                 let perms = tag_perms(tag);
                 if perms.serves(access, ctx.wp) {
@@ -470,11 +464,7 @@ impl Tlb {
                     return self.refill_for_permissions(ctx, gva, fetch);
                 }
                 self.stats.stlb_hits[s] += 1;
-                let l1 = if fetch {
-                    &mut self.l1i[s]
-                } else {
-                    &mut self.l1d[s]
-                };
+                let l1 = &mut self.l1[usize::from(fetch)][s];
                 l1.insert(vpn, key, tag, page);
                 return Some((Self::translation(page, s, perms), TlbLevel::Stlb));
             }
@@ -515,7 +505,7 @@ impl Tlb {
     /// absent, the page is entered as the largest smaller size that has one (splintering).
     pub fn fill(&mut self, ctx: &TlbContext, gva: Gva, t: &Translation, fetch: bool) {
         self.stats.fills[t.size.index()] += 1;
-        let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
+        let l1 = &mut self.l1[usize::from(fetch)];
         if let Some(s) = (0..=t.size.index()).rev().find(|&s| !l1[s].is_off()) {
             let (vpn, key, tag, page) = Self::entry(ctx, gva, t, s);
             l1[s].insert(vpn, key, tag, page);
@@ -544,8 +534,8 @@ impl Tlb {
         for s in 0..3 {
             let vpn = gva.raw() >> PageSize::ALL[s].shift();
             let key = Key::new(vpid, pcid, s);
-            n += self.l1i[s].invalidate_vpn(vpn, key);
-            n += self.l1d[s].invalidate_vpn(vpn, key);
+            n += self.l1[0][s].invalidate_vpn(vpn, key);
+            n += self.l1[1][s].invalidate_vpn(vpn, key);
             n += self.stlb.invalidate_vpn(vpn, key);
         }
         n
@@ -553,7 +543,7 @@ impl Tlb {
 
     fn remove_where(&mut self, pred: impl Fn(u64) -> bool + Copy) -> usize {
         let mut n = 0;
-        for a in self.l1i.iter_mut().chain(self.l1d.iter_mut()) {
+        for a in self.l1.iter_mut().flatten() {
             n += a.invalidate_where(pred);
         }
         n + self.stlb.invalidate_where(pred)
@@ -595,16 +585,16 @@ impl Tlb {
 
     #[cfg(test)]
     fn flush_l1_for_test(&mut self) {
-        for a in self.l1i.iter_mut().chain(self.l1d.iter_mut()) {
+        for a in self.l1.iter_mut().flatten() {
             a.invalidate_where(|_| true);
         }
     }
 
     /// Valid entries across all arrays (for tests and occupancy reports).
     pub fn occupancy(&self) -> usize {
-        self.l1i
+        self.l1
             .iter()
-            .chain(self.l1d.iter())
+            .flatten()
             .map(|a| a.occupancy())
             .sum::<usize>()
             + self.stlb.occupancy()
