@@ -3,3 +3,10 @@
 //! model that turns functional reports into cycles, and the serialisable `RunResult`.
 //!
 //! Wires `cpu-model`, `mmu` and `devices` together; those three know nothing of each other.
+
+pub mod error;
+pub mod phys_mem;
+pub mod profile;
+
+pub use error::SimError;
+pub use profile::MachineProfile;

@@ -1,0 +1,184 @@
+//! Guest physical memory: sparse, allocated page by page on first write, sized from the
+//! scenario. Reads of never-written memory return zeros without allocating. Accesses
+//! beyond the configured size read as all ones and are dropped on write (an unbacked
+//! physical address, as on real hardware), and are counted.
+
+use crate::error::SimError;
+use serde::Serialize;
+
+const PAGE: usize = 4096;
+
+/// Counters of the physical memory.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct PhysMemStats {
+    /// Pages allocated (first write).
+    pub pages_allocated: u64,
+    /// Accesses beyond the configured memory size.
+    pub out_of_range: u64,
+}
+
+/// Sparse guest physical memory.
+pub struct PhysMem {
+    pages: Vec<Option<Box<[u8; PAGE]>>>,
+    size: u64,
+    /// Counters.
+    pub stats: PhysMemStats,
+}
+
+/// Largest memory a machine may be given (1 TiB): bounds the page index table.
+pub const MAX_BYTES: u64 = 1 << 40;
+
+impl PhysMem {
+    /// Memory of `size` bytes (a positive multiple of 4 KiB, at most [`MAX_BYTES`]).
+    pub fn new(size: u64) -> Result<Self, SimError> {
+        if size == 0 || size % PAGE as u64 != 0 || size > MAX_BYTES {
+            return Err(SimError::Config(format!(
+                "memory size {size} bytes: must be a positive multiple of 4096 up to {MAX_BYTES}"
+            )));
+        }
+        let mut pages = Vec::new();
+        pages.resize_with((size / PAGE as u64) as usize, || None);
+        Ok(PhysMem {
+            pages,
+            size,
+            stats: PhysMemStats::default(),
+        })
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    #[inline(always)]
+    fn page_mut(&mut self, frame: u64) -> Option<&mut [u8; PAGE]> {
+        let slot = self.pages.get_mut(frame as usize)?;
+        if slot.is_none() {
+            *slot = Some(Box::new([0u8; PAGE]));
+            self.stats.pages_allocated += 1;
+        }
+        slot.as_deref_mut()
+    }
+
+    /// Reads `size` (1, 2, 4 or 8) bytes at a physical address, little-endian.
+    #[inline(always)]
+    pub fn read_sized(&mut self, pa: u64, size: usize) -> u64 {
+        let off = (pa as usize) & (PAGE - 1);
+        if off + size <= PAGE {
+            match self.pages.get((pa >> 12) as usize) {
+                Some(Some(p)) => {
+                    let b = &p[off..off + size];
+                    let mut v = [0u8; 8];
+                    v[..size].copy_from_slice(b);
+                    u64::from_le_bytes(v)
+                }
+                Some(None) => 0,
+                None => {
+                    self.stats.out_of_range += 1;
+                    u64::MAX >> (64 - size * 8)
+                }
+            }
+        } else {
+            let mut v = [0u8; 8];
+            self.read(pa, &mut v[..size]);
+            u64::from_le_bytes(v)
+        }
+    }
+
+    /// Writes the low `size` bytes of `v` at a physical address.
+    #[inline(always)]
+    pub fn write_sized(&mut self, pa: u64, size: usize, v: u64) {
+        let off = (pa as usize) & (PAGE - 1);
+        if off + size <= PAGE {
+            match self.page_mut(pa >> 12) {
+                Some(p) => p[off..off + size].copy_from_slice(&v.to_le_bytes()[..size]),
+                None => self.stats.out_of_range += 1,
+            }
+        } else {
+            self.write(pa, &v.to_le_bytes()[..size]);
+        }
+    }
+
+    /// Reads bytes (any length, any alignment).
+    pub fn read(&mut self, pa: u64, buf: &mut [u8]) {
+        let mut done = 0;
+        while done < buf.len() {
+            let a = pa.wrapping_add(done as u64);
+            let off = (a as usize) & (PAGE - 1);
+            let n = (PAGE - off).min(buf.len() - done);
+            match self.pages.get((a >> 12) as usize) {
+                Some(Some(p)) => buf[done..done + n].copy_from_slice(&p[off..off + n]),
+                Some(None) => buf[done..done + n].fill(0),
+                None => {
+                    self.stats.out_of_range += 1;
+                    buf[done..done + n].fill(0xff)
+                }
+            }
+            done += n;
+        }
+    }
+
+    /// Writes bytes (any length, any alignment).
+    pub fn write(&mut self, pa: u64, data: &[u8]) {
+        let mut done = 0;
+        while done < data.len() {
+            let a = pa.wrapping_add(done as u64);
+            let off = (a as usize) & (PAGE - 1);
+            let n = (PAGE - off).min(data.len() - done);
+            match self.page_mut(a >> 12) {
+                Some(p) => p[off..off + n].copy_from_slice(&data[done..done + n]),
+                None => self.stats.out_of_range += 1,
+            }
+            done += n;
+        }
+    }
+}
+
+impl mmu::mem::PtMemory for PhysMem {
+    #[inline]
+    fn read_u64(&mut self, addr: mmu::addr::Hpa) -> u64 {
+        self.read_sized(addr.0 & !7, 8)
+    }
+    #[inline]
+    fn write_u64(&mut self, addr: mmu::addr::Hpa, v: u64) {
+        self.write_sized(addr.0 & !7, 8, v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn untouched_reads_zero_without_allocating() {
+        let mut m = PhysMem::new(1 << 20).unwrap();
+        assert_eq!(m.read_sized(0x1234, 8), 0);
+        assert_eq!(m.stats.pages_allocated, 0);
+        m.write_sized(0x1234, 4, 0xdead_beef);
+        assert_eq!(m.read_sized(0x1234, 4), 0xdead_beef);
+        assert_eq!(m.stats.pages_allocated, 1);
+    }
+
+    #[test]
+    fn page_crossing_access_spans_two_frames() {
+        let mut m = PhysMem::new(1 << 20).unwrap();
+        m.write_sized(0x1ffc, 8, 0x1122_3344_5566_7788);
+        assert_eq!(m.read_sized(0x1ffc, 8), 0x1122_3344_5566_7788);
+        assert_eq!(m.stats.pages_allocated, 2);
+    }
+
+    #[test]
+    fn beyond_memory_reads_ones_and_counts() {
+        let mut m = PhysMem::new(1 << 20).unwrap();
+        assert_eq!(m.read_sized(1 << 20, 4), 0xffff_ffff);
+        m.write_sized(1 << 20, 4, 1);
+        assert_eq!(m.stats.out_of_range, 2);
+    }
+
+    #[test]
+    fn bad_sizes_are_rejected() {
+        assert!(PhysMem::new(0).is_err());
+        assert!(PhysMem::new(4097).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! Machine profiles: every cost and geometry the model uses, loaded from TOML. Two real
+//! generations are embedded in the binary; any other profile is read from a file. Code
+//! holds no cost constants: if a number matters, it is here, with its source in the TOML.
+
+use crate::error::SimError;
+use mmu::config::MmuConfig;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The embedded profiles: (name, TOML text).
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "nehalem-x5570",
+        include_str!("../profiles/nehalem-x5570.toml"),
+    ),
+    (
+        "skylake-sp-6148",
+        include_str!("../profiles/skylake-sp-6148.toml"),
+    ),
+];
+
+/// A machine profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineProfile {
+    /// Short name (what scenarios refer to).
+    pub name: String,
+    /// One line describing the machine.
+    pub description: String,
+    /// Core clock and per-class instruction costs.
+    pub core: CoreProfile,
+    /// Platform clocks.
+    pub platform: PlatformProfile,
+    /// TLB, walk-cache and cache geometry and latencies.
+    pub mmu: MmuConfig,
+}
+
+/// The core: clock and instruction costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreProfile {
+    /// Core clock in MHz (cycles are converted to time with it).
+    pub freq_mhz: u32,
+    /// Cycles per retired instruction by timing class.
+    pub cost: ClassCosts,
+}
+
+/// Cycles charged per retired instruction of each timing class, before memory stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassCosts {
+    /// Simple integer operations and moves.
+    pub alu: u32,
+    /// Integer multiply.
+    pub mul: u32,
+    /// Integer divide.
+    pub div: u32,
+    /// Load (issue; the cache model adds the access latency).
+    pub load: u32,
+    /// Store (issue).
+    pub store: u32,
+    /// Branch not taken.
+    pub branch_not_taken: u32,
+    /// Branch taken.
+    pub branch_taken: u32,
+    /// CALL/RET.
+    pub call_ret: u32,
+    /// Start-up of a string instruction.
+    pub string_setup: u32,
+    /// Per element of a string instruction.
+    pub string_per_element: u32,
+    /// Serializing/fencing instructions.
+    pub serializing: u32,
+    /// System instructions (SYSCALL, SYSRET, IRETQ, MOV CR, WRMSR, ...).
+    pub system: u32,
+    /// NOP, PAUSE, ENDBR64.
+    pub nop: u32,
+}
+
+/// Platform clocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformProfile {
+    /// Time-stamp counter frequency.
+    pub tsc_hz: u64,
+    /// Local APIC timer input frequency (before the divide configuration).
+    pub apic_timer_hz: u64,
+}
+
+impl MachineProfile {
+    /// Names of the embedded profiles.
+    pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+        BUILTIN.iter().map(|(n, _)| *n)
+    }
+
+    /// Parses a profile from TOML text; `origin` names the file in error messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, SimError> {
+        let p: MachineProfile = toml::from_str(text).map_err(|e| SimError::Profile {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        p.validate(origin)?;
+        Ok(p)
+    }
+
+    /// An embedded profile by name, or a profile file by path.
+    pub fn load(name_or_path: &str) -> Result<Self, SimError> {
+        if let Some((n, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::from_toml(text, &format!("built-in profile {n}"));
+        }
+        let path = Path::new(name_or_path);
+        if path.exists() {
+            let text = std::fs::read_to_string(path).map_err(|e| SimError::Profile {
+                origin: name_or_path.to_string(),
+                message: e.to_string(),
+            })?;
+            return Self::from_toml(&text, name_or_path);
+        }
+        Err(SimError::UnknownProfile {
+            name: name_or_path.to_string(),
+            known: Self::builtin_names().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), SimError> {
+        let bad = |field: &str, why: &str| SimError::Profile {
+            origin: origin.to_string(),
+            message: format!("{field}: {why}"),
+        };
+        if self.core.freq_mhz == 0 {
+            return Err(bad("core.freq_mhz", "must be positive"));
+        }
+        if self.platform.tsc_hz == 0 || self.platform.apic_timer_hz == 0 {
+            return Err(bad("platform", "clock frequencies must be positive"));
+        }
+        self.mmu.validate().map_err(|e| bad("mmu", &e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn builtin_profiles_parse_and_validate() {
+        for name in MachineProfile::builtin_names() {
+            let p = MachineProfile::load(name).unwrap();
+            assert_eq!(p.name, name);
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let text = BUILTIN[0].1.replace("nop = 1", "nop = 1\nbogus = 2");
+        let e = MachineProfile::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn unknown_profile_lists_choices() {
+        let e = MachineProfile::load("pentium-4").unwrap_err().to_string();
+        assert!(e.contains("nehalem-x5570") && e.contains("skylake-sp-6148"), "{e}");
+    }
+}
