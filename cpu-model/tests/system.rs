@@ -171,6 +171,8 @@ struct TestPlatform {
     exit_when: Option<fn(&Sensitive) -> bool>,
     /// Every event offered to `intercept`.
     seen: Vec<Sensitive>,
+    /// Frames reported through `code_written`.
+    code_written: Vec<u64>,
 }
 
 fn io_in_value(port: u16) -> u32 {
@@ -204,6 +206,9 @@ impl Platform for TestPlatform {
     }
     fn tsc(&mut self) -> u64 {
         self.tsc
+    }
+    fn code_written(&mut self, frame: u64) {
+        self.code_written.push(frame);
     }
     fn intercept(&mut self, _state: &CpuState, event: &Sensitive) -> Disposition {
         self.seen.push(*event);
@@ -1846,6 +1851,7 @@ fn patching_an_executed_block_and_jumping_back_runs_the_new_code() {
     assert_eq!(m.cpu.state.gpr[3], 1, "first call ran the original code");
     assert_eq!(m.cpu.state.gpr[0], 2, "second call ran the patched code");
     assert_eq!(m.cpu.stats.code_page_invalidations, 1);
+    assert_eq!(m.plat.code_written, vec![func >> 12]);
 }
 
 // =======================================================================================
@@ -1912,4 +1918,180 @@ fn instruction_ending_at_the_page_end_does_not_touch_the_next_page() {
     m.assert_in_handler(PF);
     assert_eq!(m.cpu.state.cr2, EDGE + 0x1000);
     assert_eq!(m.stack(2), vec![pf_error::FETCH as u64, EDGE + 0x1000]);
+}
+
+// =======================================================================================
+// More privilege and shadow rules.
+
+#[test]
+fn swapgs_at_cpl3_is_gp0() {
+    let m = user_gp0(|a| a.swapgs());
+    assert_eq!(m.cpu.state.kernel_gs_base, 0);
+}
+
+#[test]
+fn rdtsc_at_cpl3_with_cr4_tsd_is_gp0() {
+    let mut m = Machine::user();
+    m.cpu.state.cr4 |= 1 << 2; // CR4.TSD
+    m.plat.tsc = 1234;
+    m.code(|a| a.rdtsc());
+    m.run_to_halt();
+    m.assert_in_handler(GP);
+    assert_eq!(m.stack(2), vec![0, UCODE]);
+    assert_eq!(m.cpu.state.gpr[0], 0);
+}
+
+#[test]
+fn rdtscp_returns_tsc_and_tsc_aux() {
+    let mut m = Machine::user();
+    m.plat.tsc = 0x3_0000_0042;
+    m.cpu.state.tsc_offset = 0x10;
+    m.cpu.state.tsc_aux = 0x0102;
+    m.cpu.state.gpr[1] = u64::MAX;
+    m.code(|a| a.rdtscp());
+    assert_eq!(m.cpu.step(&mut m.mem, &mut m.plat), StepOutcome::Retired);
+    assert_eq!(m.cpu.state.gpr[0], 0x52);
+    assert_eq!(m.cpu.state.gpr[2], 3);
+    assert_eq!(m.cpu.state.gpr[1], 0x0102);
+}
+
+#[test]
+fn wrmsr_of_non_canonical_lstar_is_gp0() {
+    let mut m = Machine::kernel();
+    let marks = m.code(|a| {
+        a.mov(ecx, msr::LSTAR)?;
+        a.xor(eax, eax)?;
+        a.mov(edx, 0x0000_8000)?;
+        a.mark()?;
+        a.wrmsr()?;
+        a.hlt()
+    });
+    m.run_to_halt();
+    m.assert_in_handler(GP);
+    assert_eq!(m.stack(2), vec![0, marks[0]]);
+    assert_eq!(m.cpu.state.lstar, SYSCALL_ENTRY);
+}
+
+#[test]
+fn sti_then_hlt_halts_and_wakes_after_hlt() {
+    let mut m = Machine::kernel();
+    m.cpu.state.rflags = rflags::FIXED1;
+    m.code(|a| {
+        a.sti()?;
+        a.hlt()?;
+        a.nop()
+    });
+    let exit = m.run(100);
+    assert_eq!(exit.outcome, StepOutcome::Halted);
+    assert_eq!(exit.retired, 2);
+    assert!(
+        !m.cpu.state.in_interrupt_shadow(),
+        "HLT ended the STI shadow"
+    );
+    assert_eq!(m.deliver(0x22), Some(StepOutcome::Retired));
+    assert_eq!(m.cpu.state.rip, handler(0x22));
+    assert_eq!(m.stack(1), vec![KCODE + 2]);
+}
+
+#[test]
+fn mov_ss_blocks_interrupts_for_one_instruction() {
+    let mut m = Machine::kernel();
+    let marks = m.code(|a| {
+        a.mov(ax, KERNEL_DS as u32)?;
+        a.mov(ss_reg(), ax)?;
+        a.nop()?;
+        a.mark()?;
+        a.nop()
+    });
+    assert_eq!(m.run(2).retired, 2);
+    assert_eq!(m.deliver(0x20), None, "blocked after MOV SS");
+    assert_eq!(m.run(1).retired, 1);
+    assert_eq!(m.deliver(0x20), Some(StepOutcome::Retired));
+    assert_eq!(m.stack(1), vec![marks[0]]);
+}
+
+fn ss_reg() -> iced_x86::code_asm::AsmRegisterSegment {
+    iced_x86::code_asm::registers::segment::ss
+}
+
+#[test]
+fn iretq_to_user_with_ss_rpl_mismatch_is_gp() {
+    let mut m = Machine::kernel();
+    // Frame: RIP, CS 0x2b, RFLAGS, RSP, SS 0x20 (RPL 0 while returning to CPL 3).
+    let sp = KERNEL_RSP - 40;
+    for (k, v) in [UCODE, USER_CS, USER_FLAGS, USER_RSP, 0x20]
+        .iter()
+        .enumerate()
+    {
+        m.w64(sp + k as u64 * 8, *v);
+    }
+    m.cpu.state.gpr[4] = sp;
+    m.code(|a| a.iretq());
+    m.run_to_halt();
+    m.assert_in_handler(GP);
+    assert_eq!(m.cpu.state.gpr[4], KERNEL_RSP - 48 - 48);
+    assert_eq!(m.stack(3), vec![0x20, KCODE, KERNEL_CS]);
+    assert_eq!(m.cpu.stats.irets, 0);
+}
+
+#[test]
+fn triple_fault_can_be_intercepted() {
+    let mut m = Machine::kernel();
+    m.plat.exit_when = Some(|e| *e == Sensitive::TripleFault);
+    m.cpu.state.idtr.limit = 0;
+    m.code(|a| a.ud2());
+    let exit = m.run(100);
+    assert_eq!(
+        exit.outcome,
+        StepOutcome::Intercepted {
+            event: Sensitive::TripleFault,
+            rip: KCODE,
+            len: 2
+        }
+    );
+    assert_eq!(m.cpu.state.shutdown, None);
+}
+
+#[test]
+fn int3_through_dpl3_gate_pushes_next_rip() {
+    let mut m = Machine::user();
+    m.set_gate(3, TRAP_GATE, 3, 0, true);
+    m.code(|a| a.int3());
+    m.run_to_halt();
+    m.assert_in_handler(3);
+    assert_eq!(m.stack(5), user_frame(UCODE + 1, USER_FLAGS));
+    assert_eq!(m.cpu.stats.software_interrupts, 1);
+}
+
+#[test]
+fn rep_stosb_faulting_midway_keeps_the_progress_made() {
+    let mut m = Machine::kernel();
+    // DATA ends where the read-only page starts: 4 bytes fit, the 5th faults.
+    let start = RODATA - 4;
+    m.cpu.state.gpr[7] = start;
+    m.cpu.state.gpr[1] = 10;
+    m.cpu.state.gpr[0] = 0xab;
+    m.code(|a| a.rep().stosb());
+    m.run_to_halt();
+    m.assert_in_handler(PF);
+    assert_eq!(m.cpu.state.cr2, RODATA);
+    assert_eq!(
+        m.stack(6),
+        vec![
+            (pf_error::PRESENT | pf_error::WRITE) as u64,
+            KCODE,
+            KERNEL_CS,
+            USER_FLAGS,
+            KERNEL_RSP,
+            KERNEL_DS
+        ]
+    );
+    assert_eq!(
+        m.cpu.state.gpr[7], RODATA,
+        "RDI advanced past the 4 stored bytes"
+    );
+    assert_eq!(m.cpu.state.gpr[1], 6, "RCX counts the 4 stored bytes");
+    let mut b = [0u8; 4];
+    assert!(m.mem.inner.read_bytes(start, &mut b));
+    assert_eq!(b, [0xab; 4]);
 }
