@@ -2095,3 +2095,26 @@ fn rep_stosb_faulting_midway_keeps_the_progress_made() {
     assert!(m.mem.inner.read_bytes(start, &mut b));
     assert_eq!(b, [0xab; 4]);
 }
+
+#[test]
+fn gate_to_a_32_bit_code_segment_is_gp_with_selector_and_ext() {
+    let mut m = Machine::kernel();
+    let [lo, hi] = gate(handler(UD), 0x18, INT_GATE, 0, 0, true);
+    m.w64(IDT + UD as u64 * 16, lo);
+    m.w64(IDT + UD as u64 * 16 + 8, hi);
+    m.code(|a| a.ud2());
+    m.run_to_halt();
+    m.assert_in_handler(GP);
+    assert_eq!(
+        m.stack(6),
+        vec![
+            0x18 | 1,
+            KCODE,
+            KERNEL_CS,
+            USER_FLAGS,
+            KERNEL_RSP,
+            KERNEL_DS
+        ]
+    );
+    assert_eq!(m.exceptions(), vec![(UD, 1), (GP, 1)]);
+}
