@@ -2,9 +2,10 @@
 //!
 //! Entries are tagged with VPID and PCID so address spaces do not need flushing on a switch,
 //! and global entries match any PCID of their VPID, as on Intel hardware. Geometry comes from
-//! [`TlbConfig`]. Every array is one flat allocation made at construction, laid out for the
-//! hit path (tags of a set contiguous, a packed tag word per entry, LRU by per-array clock),
-//! so a lookup never allocates.
+//! [`TlbConfig`]. Every array is allocated once at construction and laid out for the hit
+//! path: the ways of a set are contiguous 32-byte slots (VPN, packed tag, page, LRU stamp),
+//! 4-way sets are fixed-size arrays, and the 4 KiB L1 probe is the only one inlined into
+//! callers. A lookup never allocates.
 
 use crate::addr::{Access, Gva, Hpa, PageSize};
 use crate::config::{ArrayGeometry, TlbConfig};
@@ -14,9 +15,7 @@ use crate::translation::{Perms, Translation};
 use serde::Serialize;
 
 /// The tag half of a TLB lookup: which virtual-processor and process context is running.
-/// (`repr(C)`: VPID and PCID are adjacent, so the hit path reads both at once.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[repr(C)]
 pub struct TlbContext {
     /// VPID (0 for the host / native).
     pub vpid: u16,
@@ -126,7 +125,6 @@ pub struct TlbStats {
 // compares (after the VPN, which has a word of its own): VPID, PCID, a global flag and the
 // page size. A global entry stores the flag instead of its PCID: no lookup, insert or flush
 // ever looks at a global entry's PCID, since global entries match every PCID of their VPID.
-// The VPID/PCID order matches `TlbContext`'s, so a key is built from one load.
 const TAG_KEY_SHIFT: u32 = 16;
 const KEY_PCID_SHIFT: u32 = 16;
 const KEY_GLOBAL: u64 = 1 << 32;
@@ -817,5 +815,380 @@ mod tests {
             hit.map(|(t, _)| (t.size, t.hpa(Gva(0x4020_1234)))),
             Some((PageSize::Size2M, Hpa(0x4020_1234)))
         );
+    }
+
+    /// The implementation this file replaced (array of `TlbEntry` structs in the shared
+    /// `SetAssoc`, LRU by timestamp), kept as the reference the layout must agree with.
+    mod reference {
+        use super::super::{TlbContext, TlbFlush, TlbLevel, TlbStats};
+        use crate::addr::{Access, Gva, Hpa, PageSize};
+        use crate::assoc::SetAssoc;
+        use crate::config::{ArrayGeometry, TlbConfig};
+        use crate::error::MmuError;
+        use crate::pte::PagingMode;
+        use crate::translation::{Perms, Translation};
+
+        #[derive(Debug, Clone, Copy, Default)]
+        struct TlbEntry {
+            vpn: u64,
+            frame: u64,
+            vpid: u16,
+            pcid: u16,
+            size: u8,
+            perms: Perms,
+        }
+
+        impl TlbEntry {
+            fn matches(&self, ctx: &TlbContext, vpn: u64, size: u8) -> bool {
+                self.vpn == vpn
+                    && self.size == size
+                    && self.vpid == ctx.vpid
+                    && (self.pcid == ctx.pcid || self.perms.has(Perms::GLOBAL))
+            }
+            fn translation(&self) -> Translation {
+                Translation {
+                    page: Hpa(self.frame << 12),
+                    size: PageSize::ALL[self.size as usize],
+                    perms: self.perms,
+                }
+            }
+        }
+        #[derive(Debug, Clone)]
+        pub(super) struct Tlb {
+            l1i: [SetAssoc<TlbEntry>; 3],
+            l1d: [SetAssoc<TlbEntry>; 3],
+            stlb: SetAssoc<TlbEntry>,
+            stlb_sizes: [bool; 3],
+            pub(super) stats: TlbStats,
+        }
+
+        fn array(g: ArrayGeometry, field: &'static str) -> Result<SetAssoc<TlbEntry>, MmuError> {
+            Ok(SetAssoc::new(g.sets(field)?, g.ways as usize))
+        }
+
+        impl Tlb {
+            pub(super) fn new(cfg: &TlbConfig) -> Result<Tlb, MmuError> {
+                Ok(Tlb {
+                    l1i: [
+                        array(cfg.l1i_4k, "tlb.l1i_4k")?,
+                        array(cfg.l1i_2m, "tlb.l1i_2m")?,
+                        array(cfg.l1i_1g, "tlb.l1i_1g")?,
+                    ],
+                    l1d: [
+                        array(cfg.l1d_4k, "tlb.l1d_4k")?,
+                        array(cfg.l1d_2m, "tlb.l1d_2m")?,
+                        array(cfg.l1d_1g, "tlb.l1d_1g")?,
+                    ],
+                    stlb: array(cfg.stlb, "tlb.stlb")?,
+                    stlb_sizes: [true, cfg.stlb_holds_2m, cfg.stlb_holds_1g],
+                    stats: TlbStats::default(),
+                })
+            }
+            pub(super) fn lookup(
+                &mut self,
+                ctx: &TlbContext,
+                gva: Gva,
+                access: Access,
+            ) -> Option<(Translation, TlbLevel)> {
+                let fetch = access.is_fetch();
+                for s in 0..3 {
+                    let shift = PageSize::ALL[s].shift();
+                    let vpn = gva.raw() >> shift;
+                    let l1 = if fetch {
+                        &mut self.l1i[s]
+                    } else {
+                        &mut self.l1d[s]
+                    };
+                    if let Some(e) = l1.lookup(vpn, |e| e.matches(ctx, vpn, s as u8)) {
+                        if e.perms.serves(access, ctx.wp) {
+                            let t = e.translation();
+                            if fetch {
+                                self.stats.l1i_hits[s] += 1;
+                            } else {
+                                self.stats.l1d_hits[s] += 1;
+                            }
+                            return Some((t, TlbLevel::L1));
+                        }
+                        return self.refill_for_permissions(ctx, gva, fetch);
+                    }
+                }
+                if fetch {
+                    self.stats.l1i_misses += 1;
+                } else {
+                    self.stats.l1d_misses += 1;
+                }
+                for s in 0..3 {
+                    if !self.stlb_sizes[s] {
+                        continue;
+                    }
+                    let vpn = gva.raw() >> PageSize::ALL[s].shift();
+                    if let Some(e) = self.stlb.lookup(vpn, |e| e.matches(ctx, vpn, s as u8)) {
+                        let e = *e;
+                        if !e.perms.serves(access, ctx.wp) {
+                            return self.refill_for_permissions(ctx, gva, fetch);
+                        }
+                        self.stats.stlb_hits[s] += 1;
+                        let l1 = if fetch {
+                            &mut self.l1i[s]
+                        } else {
+                            &mut self.l1d[s]
+                        };
+                        l1.insert(vpn, e, |x| x.matches(ctx, vpn, s as u8));
+                        return Some((e.translation(), TlbLevel::Stlb));
+                    }
+                }
+                self.stats.stlb_misses += 1;
+                None
+            }
+
+            fn refill_for_permissions(
+                &mut self,
+                ctx: &TlbContext,
+                gva: Gva,
+                fetch: bool,
+            ) -> Option<(Translation, TlbLevel)> {
+                self.stats.permission_refills += 1;
+                if fetch {
+                    self.stats.l1i_misses += 1;
+                } else {
+                    self.stats.l1d_misses += 1;
+                }
+                self.stats.stlb_misses += 1;
+                self.remove_address(ctx.vpid, ctx.pcid, gva, true);
+                None
+            }
+            pub(super) fn fill(
+                &mut self,
+                ctx: &TlbContext,
+                gva: Gva,
+                t: &Translation,
+                fetch: bool,
+            ) {
+                self.stats.fills[t.size.index()] += 1;
+                let l1 = if fetch { &mut self.l1i } else { &mut self.l1d };
+                if let Some(s) = (0..=t.size.index()).rev().find(|&s| !l1[s].is_off()) {
+                    let e = Self::entry(ctx, gva, t, s);
+                    l1[s].insert(e.vpn, e, |x| x.matches(ctx, e.vpn, s as u8));
+                }
+                if let Some(s) = (0..=t.size.index()).rev().find(|&s| self.stlb_sizes[s]) {
+                    let e = Self::entry(ctx, gva, t, s);
+                    self.stlb
+                        .insert(e.vpn, e, |x| x.matches(ctx, e.vpn, s as u8));
+                }
+            }
+
+            fn entry(ctx: &TlbContext, gva: Gva, t: &Translation, s: usize) -> TlbEntry {
+                let size = PageSize::ALL[s];
+                let page = t.page.add(gva.page_offset(t.size)).page_base(size);
+                TlbEntry {
+                    vpn: gva.raw() >> size.shift(),
+                    frame: page.frame(),
+                    vpid: ctx.vpid,
+                    pcid: ctx.pcid,
+                    size: s as u8,
+                    perms: t.perms,
+                }
+            }
+
+            fn remove_address(
+                &mut self,
+                vpid: u16,
+                pcid: u16,
+                gva: Gva,
+                include_global: bool,
+            ) -> usize {
+                let mut n = 0;
+                for s in 0..3 {
+                    let vpn = gva.raw() >> PageSize::ALL[s].shift();
+                    let pred = |e: &TlbEntry| {
+                        e.vpn == vpn
+                            && e.size == s as u8
+                            && e.vpid == vpid
+                            && (e.pcid == pcid || (include_global && e.perms.has(Perms::GLOBAL)))
+                    };
+                    n += self.l1i[s].invalidate_in_set(vpn, pred);
+                    n += self.l1d[s].invalidate_in_set(vpn, pred);
+                    n += self.stlb.invalidate_in_set(vpn, pred);
+                }
+                n
+            }
+
+            fn remove_where(&mut self, pred: impl Fn(&TlbEntry) -> bool + Copy) -> usize {
+                let mut n = 0;
+                for a in self.l1i.iter_mut().chain(self.l1d.iter_mut()) {
+                    n += a.invalidate_where(pred);
+                }
+                n + self.stlb.invalidate_where(pred)
+            }
+            pub(super) fn flush(&mut self, f: TlbFlush) -> usize {
+                let global = |e: &TlbEntry| e.perms.has(Perms::GLOBAL);
+                let n = match f {
+                    TlbFlush::Address { vpid, pcid, gva } => {
+                        self.stats.flushes_address += 1;
+                        self.remove_address(vpid, pcid, gva, true)
+                    }
+                    TlbFlush::Pcid { vpid, pcid } => {
+                        self.stats.flushes_pcid += 1;
+                        self.remove_where(|e| e.vpid == vpid && e.pcid == pcid && !global(e))
+                    }
+                    TlbFlush::Vpid { vpid } => {
+                        self.stats.flushes_vpid += 1;
+                        self.remove_where(|e| e.vpid == vpid)
+                    }
+                    TlbFlush::AllNonGlobal { vpid } => {
+                        self.stats.flushes_non_global += 1;
+                        self.remove_where(|e| e.vpid == vpid && !global(e))
+                    }
+                    TlbFlush::All => {
+                        self.stats.flushes_all += 1;
+                        self.remove_where(|_| true)
+                    }
+                };
+                self.stats.entries_flushed += n as u64;
+                n
+            }
+            pub(super) fn cr3_load(&mut self, vpid: u16, value: u64, mode: &PagingMode) -> usize {
+                self.stats.cr3_loads += 1;
+                TlbFlush::for_cr3_load(vpid, value, mode).map_or(0, |f| self.flush(f))
+            }
+            pub(super) fn occupancy(&self) -> usize {
+                self.l1i
+                    .iter()
+                    .chain(self.l1d.iter())
+                    .map(|a| a.occupancy())
+                    .sum::<usize>()
+                    + self.stlb.occupancy()
+            }
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Random fills, lookups, flushes and CR3 loads over a few pages, contexts and page sizes
+    /// (so sets overflow, global and non-global entries of one page coexist, permissions
+    /// refill and large pages splinter) give the same results, counts and occupancy as the
+    /// reference implementation, for 4-way (fixed-size set) and other geometries.
+    #[test]
+    fn agrees_with_the_reference_implementation() {
+        let g = test_configs::geom;
+        let configs = [
+            test_configs::tlb(),
+            TlbConfig {
+                l1i_4k: g(8, 2),
+                l1i_2m: g(4, 4),
+                l1i_1g: ArrayGeometry::OFF,
+                l1d_4k: g(16, 4),
+                l1d_2m: g(8, 8),
+                l1d_1g: g(4, 4),
+                stlb: g(48, 12),
+                stlb_holds_2m: true,
+                stlb_holds_1g: true,
+            },
+            TlbConfig {
+                l1i_4k: g(4, 1),
+                l1i_2m: ArrayGeometry::OFF,
+                l1i_1g: ArrayGeometry::OFF,
+                l1d_4k: g(8, 8),
+                l1d_2m: ArrayGeometry::OFF,
+                l1d_1g: ArrayGeometry::OFF,
+                stlb: g(16, 4),
+                stlb_holds_2m: false,
+                stlb_holds_1g: false,
+            },
+        ];
+        let accesses = [
+            Access::READ,
+            Access::WRITE,
+            Access::FETCH,
+            Access::user(crate::addr::AccessKind::Read),
+            Access::user(crate::addr::AccessKind::Write),
+        ];
+        for (ci, cfg) in configs.iter().enumerate() {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + ci as u64);
+            let mut new = Tlb::new(cfg).unwrap();
+            let mut old = reference::Tlb::new(cfg).unwrap();
+            for step in 0..200_000 {
+                let c = TlbContext {
+                    vpid: rng.below(3) as u16,
+                    pcid: rng.below(3) as u16,
+                    wp: rng.below(4) != 0,
+                };
+                // 48 4 KiB pages spread over 3 GiB: collisions in every array.
+                let gva = Gva((rng.below(3) << 30)
+                    | (rng.below(4) << 21)
+                    | (rng.below(4) << 12)
+                    | rng.below(0x1000));
+                let what = rng.below(1000);
+                if what < 300 {
+                    let size = PageSize::ALL[rng.below(3) as usize];
+                    let t = Translation {
+                        page: Hpa(rng.below(1 << 20) << 30),
+                        size,
+                        // Mostly entries that serve every access, global or not; else noise.
+                        perms: if rng.below(4) != 0 {
+                            Perms::WALK_START
+                                .with(Perms::DIRTY, true)
+                                .with(Perms::GLOBAL, rng.below(4) == 0)
+                        } else {
+                            Perms(rng.next() as u16)
+                        },
+                    };
+                    let fetch = rng.below(3) == 0;
+                    new.fill(&c, gva, &t, fetch);
+                    old.fill(&c, gva, &t, fetch);
+                } else if what < 990 {
+                    let a = accesses[rng.below(accesses.len() as u64) as usize];
+                    assert_eq!(
+                        new.lookup(&c, gva, a),
+                        old.lookup(&c, gva, a),
+                        "step {step}"
+                    );
+                } else if what < 995 {
+                    let f = match rng.below(5) {
+                        0 => TlbFlush::Address {
+                            vpid: c.vpid,
+                            pcid: c.pcid,
+                            gva,
+                        },
+                        1 => TlbFlush::Pcid {
+                            vpid: c.vpid,
+                            pcid: c.pcid,
+                        },
+                        2 => TlbFlush::Vpid { vpid: c.vpid },
+                        3 => TlbFlush::AllNonGlobal { vpid: c.vpid },
+                        _ => TlbFlush::All,
+                    };
+                    assert_eq!(new.flush(f), old.flush(f), "step {step}");
+                } else {
+                    let mode = PagingMode {
+                        maxphyaddr: 46,
+                        nxe: true,
+                        wp: true,
+                        pcide: rng.below(2) == 0,
+                        pge: true,
+                    };
+                    let value = (rng.below(2) << 63) | rng.below(4);
+                    assert_eq!(
+                        new.cr3_load(c.vpid, value, &mode),
+                        old.cr3_load(c.vpid, value, &mode),
+                        "step {step}"
+                    );
+                }
+                assert_eq!(new.occupancy(), old.occupancy(), "step {step}");
+            }
+            assert_eq!(format!("{:?}", new.stats), format!("{:?}", old.stats));
+        }
     }
 }

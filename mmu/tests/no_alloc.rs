@@ -2,8 +2,8 @@
 //! native page walk recording into a fixed-capacity `RefList`, with or without
 //! paging-structure caches.
 //!
-//! A counting global allocator counts the allocations made by the measuring thread while it
-//! is armed, so the test harness's own threads cannot disturb the count.
+//! A counting global allocator counts the allocations each thread makes while it is armed,
+//! per thread, so neither the harness nor the tests running alongside disturb a count.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,22 +18,18 @@ use mmu::translation::{Perms, Translation};
 use mmu::walk_native::{NativeWalker, WalkContext};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `System`, counting allocations (and reallocations) of armed threads.
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Allocations of this thread while armed; `None` while disarmed.
+    static ALLOCS: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
 fn note() {
     // `try_with`: the allocator may run while thread-locals are being torn down.
-    if ARMED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
+    let _ = ALLOCS.try_with(|n| n.set(n.get().map(|n| n + 1)));
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
@@ -66,11 +62,9 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations `f` makes on this thread.
 fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCS.load(Ordering::Relaxed);
-    ARMED.with(|a| a.set(true));
+    ALLOCS.with(|n| n.set(Some(0)));
     f();
-    ARMED.with(|a| a.set(false));
-    ALLOCS.load(Ordering::Relaxed) - before
+    ALLOCS.with(|n| n.replace(None)).unwrap_or(0)
 }
 
 fn g(entries: u32, ways: u32) -> ArrayGeometry {
