@@ -85,6 +85,9 @@ pub struct Cpu {
     /// Payload of the last intercepted instruction.
     pub(crate) intercepted: Option<Sensitive>,
     stop: Option<StepOutcome>,
+    /// Set by exception delivery when the original event was replaced by a fault raised
+    /// while delivering it.
+    pub(crate) nested_fault: bool,
     pending_code: [u64; 4],
     pending_n: usize,
 }
@@ -109,6 +112,7 @@ impl Cpu {
             next_rip: 0,
             intercepted: None,
             stop: None,
+            nested_fault: false,
             pending_code: [0; 4],
             pending_n: 0,
         }
@@ -361,11 +365,17 @@ impl Cpu {
                 Some(StepOutcome::Halted)
             }
             Ok(Flow::SoftInt(v)) => {
-                self.stats.software_interrupts += 1;
                 let next = self.next_rip;
-                self.retire(p, insn, rip, cpl, true);
-                // INT n is a trap: the pushed RIP is the next instruction.
-                match self.raise(m, p, Exc::new(v), EventKind::Software, next) {
+                // INT n is a trap: the pushed RIP is the next instruction. It retires only
+                // if its own delivery succeeds; a fault during delivery (say #GP for a DPL
+                // violation) is reported on the INT, which then has not executed.
+                self.nested_fault = false;
+                let d = self.raise(m, p, Exc::new(v), EventKind::Software, next);
+                if d == Delivery::Done && !self.nested_fault {
+                    self.stats.software_interrupts += 1;
+                    self.retire(p, insn, rip, cpl, true);
+                }
+                match d {
                     Delivery::Done => None,
                     Delivery::Intercepted(event) => Some(StepOutcome::Intercepted {
                         event,
@@ -388,7 +398,7 @@ impl Cpu {
             }
             Err(e) => {
                 if e.is_unsupported() {
-                    let name = format!("{:?}", insn.code);
+                    let name = format!("{:?}", insn.code.mnemonic());
                     *self.stats.unsupported.entry(name).or_insert(0) += 1;
                 }
                 self.fault(m, p, e, insn.len)

@@ -234,6 +234,7 @@ impl Cpu {
                     let double = (first_contrib && is_contributory(second.vector()))
                         || (first_pf && second_bad);
                     depth += 1;
+                    self.nested_fault = true;
                     if depth > 3 {
                         let rip = self.state.rip;
                         return self.triple_fault(p, second.vector(), rip);
