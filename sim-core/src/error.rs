@@ -14,7 +14,9 @@ pub enum SimError {
         message: String,
     },
     /// A profile name that is neither built in nor a file.
-    #[error("unknown profile '{name}' (built-in profiles: {known}; or give a path to a TOML file)")]
+    #[error(
+        "unknown profile '{name}' (built-in profiles: {known}; or give a path to a TOML file)"
+    )]
     UnknownProfile {
         /// The name given.
         name: String,

@@ -5,6 +5,8 @@
 //! Wires `cpu-model`, `mmu` and `devices` together; those three know nothing of each other.
 
 pub mod error;
+pub mod loader;
+pub mod native_mmu;
 pub mod phys_mem;
 pub mod profile;
 

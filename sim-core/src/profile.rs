@@ -153,13 +153,18 @@ mod tests {
     #[test]
     fn unknown_field_is_rejected_with_its_name() {
         let text = BUILTIN[0].1.replace("nop = 1", "nop = 1\nbogus = 2");
-        let e = MachineProfile::from_toml(&text, "x.toml").unwrap_err().to_string();
+        let e = MachineProfile::from_toml(&text, "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml") && e.contains("bogus"), "{e}");
     }
 
     #[test]
     fn unknown_profile_lists_choices() {
         let e = MachineProfile::load("pentium-4").unwrap_err().to_string();
-        assert!(e.contains("nehalem-x5570") && e.contains("skylake-sp-6148"), "{e}");
+        assert!(
+            e.contains("nehalem-x5570") && e.contains("skylake-sp-6148"),
+            "{e}"
+        );
     }
 }

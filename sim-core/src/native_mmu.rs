@@ -1,0 +1,322 @@
+//! Native (one-dimensional) address translation for one vCPU, and the CPU's view of
+//! memory built on it: every access goes through the TLB hierarchy, misses walk the page
+//! tables with the native walker, and both the walk's references and the data access
+//! are charged through the cache hierarchy. The virtualized modes add their own
+//! translation front ends; this one is also what a PV guest's validated tables use.
+
+use crate::phys_mem::PhysMem;
+use cpu_model::{
+    Access as CpuAccess, AccessKind as CpuKind, Invalidation, LinAddr, MemFault, Memory,
+    PagingControl, PhysAddr, Stored,
+};
+use mmu::addr::{Access, AccessKind, Gva, Hpa};
+use mmu::cache::{CacheHierarchy, CacheStats, Source};
+use mmu::config::MmuConfig;
+use mmu::pte::{Cr3, PagingMode};
+use mmu::refs::{Dimension, RefList};
+use mmu::tlb::{Tlb, TlbContext, TlbFlush, TlbStats};
+use mmu::walk_native::{NativeWalker, WalkContext, WalkStats};
+use serde::Serialize;
+
+/// Cycles the memory system added, by cause.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct MemCycles {
+    /// Page-walk references charged through the cache hierarchy.
+    pub walk: u64,
+    /// Data loads and stores (full access latency, L1 hits included).
+    pub data: u64,
+    /// Instruction fetch at block entry (I-cache access of the block's first line).
+    pub fetch: u64,
+}
+
+impl MemCycles {
+    /// Total cycles.
+    pub fn total(&self) -> u64 {
+        self.walk + self.data + self.fetch
+    }
+}
+
+/// Statistics of one vCPU's native translation path.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct NativeMmuStats {
+    /// TLB hierarchy counters.
+    pub tlb: TlbStats,
+    /// Walker counters.
+    pub walks: WalkStats,
+    /// Cache hierarchy counters.
+    pub cache: CacheStats,
+    /// Page-walk references made (all levels).
+    pub walk_refs: u64,
+    /// Page faults the walker reported to the CPU.
+    pub page_faults: u64,
+    /// CR3 loads seen.
+    pub cr3_loads: u64,
+    /// INVLPG/INVPCID requests seen.
+    pub invalidations: u64,
+}
+
+/// The translation state of one vCPU in native mode.
+pub struct NativeMmu {
+    tlb: Tlb,
+    walker: NativeWalker,
+    cache: CacheHierarchy,
+    refs: RefList,
+    mode: PagingMode,
+    cr3: u64,
+    vpid: u16,
+    ctx: TlbContext,
+    /// Cycles the memory system added so far.
+    pub cycles: MemCycles,
+    walk_refs: u64,
+    page_faults: u64,
+    cr3_loads: u64,
+    invalidations: u64,
+}
+
+impl NativeMmu {
+    /// Translation state for a vCPU with the profile's geometry.
+    pub fn new(cfg: &MmuConfig) -> Result<Self, mmu::error::MmuError> {
+        let mode = PagingMode {
+            maxphyaddr: cfg.maxphyaddr,
+            nxe: true,
+            wp: true,
+            pcide: false,
+            pge: true,
+        };
+        Ok(NativeMmu {
+            tlb: Tlb::new(&cfg.tlb)?,
+            walker: NativeWalker::new(&cfg.psc)?,
+            cache: CacheHierarchy::new(&cfg.cache)?,
+            refs: RefList::new(),
+            mode,
+            cr3: 0,
+            vpid: 0,
+            ctx: TlbContext {
+                vpid: 0,
+                pcid: 0,
+                wp: true,
+            },
+            cycles: MemCycles::default(),
+            walk_refs: 0,
+            page_faults: 0,
+            cr3_loads: 0,
+            invalidations: 0,
+        })
+    }
+
+    /// Sets the paging controls directly (the loader's initial state).
+    pub fn set_paging(&mut self, ctl: &PagingControl) {
+        self.mode.nxe = ctl.efer & (1 << 11) != 0;
+        self.mode.wp = ctl.cr0 & (1 << 16) != 0;
+        self.mode.pcide = ctl.cr4 & (1 << 17) != 0;
+        self.mode.pge = ctl.cr4 & (1 << 7) != 0;
+        self.cr3 = ctl.cr3;
+        self.ctx = TlbContext {
+            vpid: self.vpid,
+            pcid: Cr3(self.cr3).pcid(self.mode.pcide),
+            wp: self.mode.wp,
+        };
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> NativeMmuStats {
+        NativeMmuStats {
+            tlb: self.tlb.stats.clone(),
+            walks: self.walker.stats.clone(),
+            cache: self.cache.stats.clone(),
+            walk_refs: self.walk_refs,
+            page_faults: self.page_faults,
+            cr3_loads: self.cr3_loads,
+            invalidations: self.invalidations,
+        }
+    }
+
+    /// Translates a linear address for an access: TLB, then a walk on a miss.
+    #[inline(always)]
+    fn translate(&mut self, phys: &mut PhysMem, lin: u64, access: Access) -> Result<u64, MemFault> {
+        let gva = Gva(lin);
+        if let Some((t, _)) = self.tlb.lookup(&self.ctx, gva, access) {
+            return Ok(t.hpa(gva).0);
+        }
+        self.walk(phys, lin, access)
+    }
+
+    #[cold]
+    fn walk(&mut self, phys: &mut PhysMem, lin: u64, access: Access) -> Result<u64, MemFault> {
+        let gva = Gva(lin);
+        self.refs.clear();
+        let wctx = WalkContext {
+            mode: self.mode,
+            cr3: Cr3(self.cr3),
+            vpid: self.vpid,
+        };
+        let r = self
+            .walker
+            .walk(phys, &wctx, gva, access, Dimension::Native, &mut self.refs);
+        self.walk_refs += self.refs.len() as u64;
+        self.cycles.walk += self.cache.charge_refs(self.refs.as_slice());
+        match r {
+            Ok(t) => {
+                self.tlb
+                    .fill(&self.ctx, gva, &t, access.kind == AccessKind::Execute);
+                Ok(t.hpa(gva).0)
+            }
+            Err(pf) => {
+                self.page_faults += 1;
+                Err(MemFault::Page {
+                    addr: LinAddr(pf.addr.0),
+                    error_code: pf.error_code,
+                })
+            }
+        }
+    }
+
+    fn flush_for_cr3(&mut self) {
+        let pcid = Cr3(self.cr3).pcid(self.mode.pcide);
+        self.tlb.flush(TlbFlush::Pcid {
+            vpid: self.vpid,
+            pcid,
+        });
+        self.walker.psc.flush_all();
+    }
+}
+
+fn access(a: CpuAccess) -> Access {
+    Access {
+        kind: match a.kind {
+            CpuKind::Read => AccessKind::Read,
+            CpuKind::Write => AccessKind::Write,
+            CpuKind::Execute => AccessKind::Execute,
+        },
+        user: a.user,
+    }
+}
+
+/// The CPU's view of memory in native mode: one vCPU's translation state over the
+/// machine's physical memory.
+pub struct NativeMemory<'a> {
+    /// Physical memory.
+    pub phys: &'a mut PhysMem,
+    /// This vCPU's translation state.
+    pub mmu: &'a mut NativeMmu,
+}
+
+impl NativeMemory<'_> {
+    /// Translates both pages of an access that may cross a page boundary; returns the
+    /// physical address of the first byte and, when it crosses, of the first byte on the
+    /// second page.
+    #[inline(always)]
+    fn translate2(
+        &mut self,
+        lin: u64,
+        size: usize,
+        a: Access,
+    ) -> Result<(u64, Option<u64>), MemFault> {
+        let p0 = self.mmu.translate(self.phys, lin, a)?;
+        if (lin & 0xfff) as usize + size > 4096 {
+            let second = (lin | 0xfff).wrapping_add(1);
+            let p1 = self.mmu.translate(self.phys, second, a)?;
+            Ok((p0, Some(p1)))
+        } else {
+            Ok((p0, None))
+        }
+    }
+}
+
+impl Memory for NativeMemory<'_> {
+    #[inline(always)]
+    fn read(&mut self, addr: LinAddr, size: usize, a: CpuAccess) -> Result<u64, MemFault> {
+        let (p0, p1) = self.translate2(addr.0, size, access(a))?;
+        self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), false, Source::Data) as u64;
+        match p1 {
+            None => Ok(self.phys.read_sized(p0, size)),
+            Some(p1) => {
+                let first = 4096 - (addr.0 & 0xfff) as usize;
+                let mut b = [0u8; 8];
+                self.phys.read(p0, &mut b[..first]);
+                self.phys.read(p1, &mut b[first..size]);
+                Ok(u64::from_le_bytes(b))
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn write(
+        &mut self,
+        addr: LinAddr,
+        size: usize,
+        value: u64,
+        a: CpuAccess,
+    ) -> Result<Stored, MemFault> {
+        let (p0, p1) = self.translate2(addr.0, size, access(a))?;
+        self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), true, Source::Data) as u64;
+        match p1 {
+            None => {
+                self.phys.write_sized(p0, size, value);
+                Ok(Stored {
+                    frame: p0 >> 12,
+                    last_frame: p0 >> 12,
+                })
+            }
+            Some(p1) => {
+                let first = 4096 - (addr.0 & 0xfff) as usize;
+                let b = value.to_le_bytes();
+                self.phys.write(p0, &b[..first]);
+                self.phys.write(p1, &b[first..size]);
+                Ok(Stored {
+                    frame: p0 >> 12,
+                    last_frame: p1 >> 12,
+                })
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn translate_fetch(&mut self, addr: LinAddr, user: bool) -> Result<PhysAddr, MemFault> {
+        let a = Access {
+            kind: AccessKind::Execute,
+            user,
+        };
+        let p = self.mmu.translate(self.phys, addr.0, a)?;
+        self.mmu.cycles.fetch += self.mmu.cache.access(Hpa(p), false, Source::Ifetch) as u64;
+        Ok(PhysAddr(p))
+    }
+
+    fn read_code(&mut self, addr: PhysAddr, buf: &mut [u8]) {
+        self.phys.read(addr.0, buf);
+    }
+
+    fn paging_changed(&mut self, ctl: &PagingControl, flush: bool) {
+        let cr3_changed = ctl.cr3 != self.mmu.cr3;
+        self.mmu.set_paging(ctl);
+        if cr3_changed || flush {
+            self.mmu.cr3_loads += 1;
+        }
+        if flush {
+            self.mmu.flush_for_cr3();
+        }
+    }
+
+    fn invalidate(&mut self, what: Invalidation) {
+        self.mmu.invalidations += 1;
+        let vpid = self.mmu.vpid;
+        let cur = self.mmu.ctx.pcid;
+        let f = match what {
+            Invalidation::Address(a) => TlbFlush::Address {
+                vpid,
+                pcid: cur,
+                gva: Gva(a.0),
+            },
+            Invalidation::PcidAddress { pcid, addr } => TlbFlush::Address {
+                vpid,
+                pcid,
+                gva: Gva(addr.0),
+            },
+            Invalidation::Pcid(pcid) => TlbFlush::Pcid { vpid, pcid },
+            Invalidation::AllIncludingGlobal => TlbFlush::All,
+            Invalidation::AllNonGlobal => TlbFlush::AllNonGlobal { vpid },
+        };
+        self.mmu.tlb.flush(f);
+        self.mmu.walker.psc.flush_all();
+    }
+}
