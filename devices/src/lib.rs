@@ -1,3 +1,26 @@
-//! Platform devices seen by guests: interrupt controllers (LAPIC, IOAPIC, MSI), Xen event
-//! channels and grant tables, shared rings, timers, and NIC/disk models. Devices see only
-//! register offsets behind a bus; they know nothing of CPUs or memory translation.
+//! Platform devices seen by guests, as register models behind a bus. Devices see only
+//! register offsets (or MSR indices) and the time the caller gives them in TSC ticks; they
+//! know nothing of CPUs, memory translation or the event queue. The simulator core owns the
+//! clock, routes what devices produce (IPIs, EOIs) and charges each access per policy.
+//!
+//! This crate depends on no other hvsim crate.
+//!
+//! - [`bus`]: port-I/O and MMIO buses mapping address ranges to [`bus::DeviceId`]s,
+//!   refusing overlaps; the [`bus::PortDevice`] / [`bus::MmioDevice`] traits devices
+//!   implement; unclaimed accesses read all ones and are counted.
+//! - [`console`]: the port-0xE9 debug console the guest kernel prints through.
+//! - [`lapic`]: the local APIC (one per vCPU): xAPIC MMIO and x2APIC MSR forms, IRR/ISR/TMR
+//!   and priority, EOI, the one-shot/periodic/TSC-deadline timer, ICR writes as
+//!   [`lapic::Ipi`] values for the core to route.
+//! - [`error`]: [`DeviceError`], for platform descriptions that cannot be built and for
+//!   guest accesses the architecture answers with `#GP`.
+//!
+//! Still to come here: IOAPIC and MSI, Xen event channels and grant tables, shared rings,
+//! and NIC/disk models (emulated, PV split, pass-through).
+
+pub mod bus;
+pub mod console;
+pub mod error;
+pub mod lapic;
+
+pub use error::DeviceError;

@@ -1,0 +1,121 @@
+//! The crate's error type.
+//!
+//! Two kinds of failure live here: platform descriptions that cannot be built (overlapping
+//! bus ranges, a zero timer rate), and guest register accesses the architecture answers with
+//! a fault (an x2APIC MSR touched in xAPIC mode, a non-zero EOI write). The second kind is
+//! returned to the caller, which turns it into `#GP(0)`: a guest can never panic the host.
+
+use crate::bus::DeviceId;
+use thiserror::Error;
+
+/// Why a device could not be set up, or why a guest register access faults.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DeviceError {
+    /// A bus mapping of zero length: it would claim nothing and is surely a mistake.
+    #[error("{bus} bus: empty range at {base:#x}")]
+    EmptyRange {
+        /// Which bus ("port" or "mmio").
+        bus: &'static str,
+        /// Requested base.
+        base: u64,
+    },
+    /// A bus mapping whose end runs past the top of the bus's address space.
+    #[error("{bus} bus: range {base:#x} + {len:#x} runs past the end of the address space")]
+    RangeWraps {
+        /// Which bus ("port" or "mmio").
+        bus: &'static str,
+        /// Requested base.
+        base: u64,
+        /// Requested length.
+        len: u64,
+    },
+    /// A bus mapping that overlaps one already present; two devices decoding the same
+    /// address would make every access ambiguous.
+    #[error(
+        "{bus} bus: range {base:#x}..={last:#x} for device {device} overlaps \
+         {existing_base:#x}..={existing_last:#x} of device {existing}"
+    )]
+    Overlap {
+        /// Which bus ("port" or "mmio").
+        bus: &'static str,
+        /// First address of the rejected range.
+        base: u64,
+        /// Last address (inclusive) of the rejected range.
+        last: u64,
+        /// Device the rejected range was for.
+        device: DeviceId,
+        /// First address of the range already mapped.
+        existing_base: u64,
+        /// Last address (inclusive) of the range already mapped.
+        existing_last: u64,
+        /// Device that owns the existing range.
+        existing: DeviceId,
+    },
+    /// An unmap of a base address that starts no mapping.
+    #[error("{bus} bus: nothing mapped at {base:#x}")]
+    NotMapped {
+        /// Which bus ("port" or "mmio").
+        bus: &'static str,
+        /// Base that was asked for.
+        base: u64,
+    },
+    /// An access size the bus cannot carry (ports: 1, 2, 4; MMIO: 1, 2, 4, 8). The CPU model
+    /// decodes sizes, so this is a caller bug, reported rather than panicking.
+    #[error("{bus} bus: access size {size} is not supported")]
+    BadAccessSize {
+        /// Which bus ("port" or "mmio").
+        bus: &'static str,
+        /// Offending size in bytes.
+        size: u8,
+    },
+    /// A local APIC timer rate of zero core ticks per timer tick: time would not advance.
+    #[error("local APIC: core ticks per timer tick must be at least 1")]
+    ZeroTimerRate,
+    /// An x2APIC MSR (0x800..=0x8FF) accessed while the APIC is not in x2APIC mode.
+    /// Architecturally `#GP(0)`.
+    #[error("MSR {msr:#x}: x2APIC mode is not enabled")]
+    X2ApicDisabled {
+        /// MSR index.
+        msr: u32,
+    },
+    /// An MSR the local APIC does not implement (a hole in the x2APIC range, or an index
+    /// outside it). Architecturally `#GP(0)`.
+    #[error("MSR {msr:#x}: not implemented by the local APIC")]
+    NoSuchMsr {
+        /// MSR index.
+        msr: u32,
+    },
+    /// A read of a write-only x2APIC register (EOI, SELF_IPI). Architecturally `#GP(0)`.
+    #[error("MSR {msr:#x}: register is write-only")]
+    WriteOnlyMsr {
+        /// MSR index.
+        msr: u32,
+    },
+    /// A write to a read-only x2APIC register (ID, version, PPR, ISR/TMR/IRR, LDR, current
+    /// count). Architecturally `#GP(0)`.
+    #[error("MSR {msr:#x}: register is read-only")]
+    ReadOnlyMsr {
+        /// MSR index.
+        msr: u32,
+    },
+    /// A write that sets bits the register reserves (a non-zero EOI or ESR write in x2APIC
+    /// mode, reserved APIC_BASE bits, high bits of a 32-bit x2APIC register).
+    /// Architecturally `#GP(0)`.
+    #[error("MSR {msr:#x}: value {value:#x} sets reserved bits")]
+    ReservedBits {
+        /// MSR index.
+        msr: u32,
+        /// Value the guest tried to write.
+        value: u64,
+    },
+    /// An APIC_BASE write asking for a mode transition the SDM forbids (x2APIC straight to
+    /// xAPIC, disabled straight to x2APIC, or x2APIC-enable without global enable).
+    /// Architecturally `#GP(0)`.
+    #[error("APIC_BASE {from:#x} -> {to:#x}: invalid APIC mode transition")]
+    InvalidModeTransition {
+        /// APIC_BASE before the write.
+        from: u64,
+        /// Value the guest tried to write.
+        to: u64,
+    },
+}
