@@ -12,6 +12,11 @@
 //! asks [`Lapic::next_event`] when to call [`Lapic::advance`], and drives the CPU side with
 //! [`Lapic::highest_pending`] (is there something to take?), [`Lapic::ack`] (take it) and
 //! the EOI the guest writes (whose [`Eoi`] tells the core whether to notify an IOAPIC).
+//!
+//! It is deliberately not a [`crate::bus::MmioDevice`]: its page is per vCPU and relocatable
+//! (APIC_BASE), and its writes return a [`WriteEffect`] that a bus write would drop. NMI,
+//! INIT and SIPI messages never touch the IRR; the core hands them to the CPU model (an
+//! arriving INIT also calls [`Lapic::init_reset`]).
 
 mod ipi;
 mod stats;
@@ -168,7 +173,8 @@ pub enum Acceptance {
     IllegalVector,
 }
 
-/// One local APIC.
+/// One local APIC: the per-vCPU interrupt state a guest kernel programs directly (or
+/// through a policy that intercepts it).
 #[derive(Debug, Clone)]
 pub struct Lapic {
     id: u32,
