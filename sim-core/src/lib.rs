@@ -6,9 +6,12 @@
 
 pub mod error;
 pub mod loader;
+pub mod machine;
 pub mod native_mmu;
 pub mod phys_mem;
 pub mod profile;
+pub mod timing;
 
 pub use error::SimError;
+pub use machine::{Machine, MachineConfig, RunEnd, RunResult};
 pub use profile::MachineProfile;

@@ -199,6 +199,9 @@ pub struct NativeMemory<'a> {
     pub phys: &'a mut PhysMem,
     /// This vCPU's translation state.
     pub mmu: &'a mut NativeMmu,
+    /// The vCPU's running count of memory-stall cycles, shared with the platform so the
+    /// TSC includes them.
+    pub stall: &'a std::cell::Cell<u64>,
 }
 
 impl NativeMemory<'_> {
@@ -226,8 +229,11 @@ impl NativeMemory<'_> {
 impl Memory for NativeMemory<'_> {
     #[inline(always)]
     fn read(&mut self, addr: LinAddr, size: usize, a: CpuAccess) -> Result<u64, MemFault> {
-        let (p0, p1) = self.translate2(addr.0, size, access(a))?;
+        let t = self.translate2(addr.0, size, access(a));
+        self.stall.set(self.mmu.cycles.total());
+        let (p0, p1) = t?;
         self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), false, Source::Data) as u64;
+        self.stall.set(self.mmu.cycles.total());
         match p1 {
             None => Ok(self.phys.read_sized(p0, size)),
             Some(p1) => {
@@ -248,8 +254,11 @@ impl Memory for NativeMemory<'_> {
         value: u64,
         a: CpuAccess,
     ) -> Result<Stored, MemFault> {
-        let (p0, p1) = self.translate2(addr.0, size, access(a))?;
+        let t = self.translate2(addr.0, size, access(a));
+        self.stall.set(self.mmu.cycles.total());
+        let (p0, p1) = t?;
         self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), true, Source::Data) as u64;
+        self.stall.set(self.mmu.cycles.total());
         match p1 {
             None => {
                 self.phys.write_sized(p0, size, value);
@@ -277,8 +286,11 @@ impl Memory for NativeMemory<'_> {
             kind: AccessKind::Execute,
             user,
         };
-        let p = self.mmu.translate(self.phys, addr.0, a)?;
+        let p = self.mmu.translate(self.phys, addr.0, a);
+        self.stall.set(self.mmu.cycles.total());
+        let p = p?;
         self.mmu.cycles.fetch += self.mmu.cache.access(Hpa(p), false, Source::Ifetch) as u64;
+        self.stall.set(self.mmu.cycles.total());
         Ok(PhysAddr(p))
     }
 

@@ -31,7 +31,7 @@ pub const MAX_BYTES: u64 = 1 << 40;
 impl PhysMem {
     /// Memory of `size` bytes (a positive multiple of 4 KiB, at most [`MAX_BYTES`]).
     pub fn new(size: u64) -> Result<Self, SimError> {
-        if size == 0 || size % PAGE as u64 != 0 || size > MAX_BYTES {
+        if size == 0 || !size.is_multiple_of(PAGE as u64) || size > MAX_BYTES {
             return Err(SimError::Config(format!(
                 "memory size {size} bytes: must be a positive multiple of 4096 up to {MAX_BYTES}"
             )));

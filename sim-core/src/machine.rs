@@ -1,0 +1,728 @@
+//! The machine in native mode: physical memory, vCPUs each with its CPU model, translation
+//! path, timing and local APIC, a debug console, and the deterministic scheduler that
+//! interleaves vCPUs in fixed instruction quanta.
+//!
+//! Time. Each vCPU has a local clock in core cycles: instruction-class cycles (from the
+//! profile) plus memory-stall cycles (walks and cache accesses through the cache model)
+//! plus idle cycles while halted. The TSC a vCPU reads is its local clock scaled to the
+//! TSC frequency. vCPUs run round-robin, `quantum` instructions at a time; a halted vCPU's
+//! clock jumps to its next timer event, or to the running vCPUs' time. Everything is a
+//! function of the configuration: the same machine gives the same result on any host.
+//!
+//! Interrupts are taken between chunks of at most `interrupt_check` instructions; IPIs
+//! are routed at the end of the sender's chunk.
+
+use crate::error::SimError;
+use crate::loader::{self, boot_info, BootParams, BOOT_INFO_PHYS, BOOT_STACK_TOP, KERNEL_MAP};
+use crate::native_mmu::{NativeMemory, NativeMmu, NativeMmuStats};
+use crate::phys_mem::{PhysMem, PhysMemStats};
+use crate::profile::MachineProfile;
+use crate::timing::{CoreTiming, CycleBreakdown};
+use cpu_model::{
+    Cpu, CpuStats, DescriptorTable, Disposition, PagingControl, Platform, Retired, Sensitive,
+    Shutdown, StepOutcome,
+};
+use devices::console::{DebugConsole, DEBUG_CONSOLE_PORT};
+use devices::lapic::{DeliveryMode, Destination, Ipi, Lapic, LapicConfig, LapicStats, TriggerMode};
+use serde::Serialize;
+use std::cell::Cell;
+
+/// Port whose output powers the machine off with the written value as exit status.
+pub const EXIT_PORT: u16 = 0xf4;
+
+/// How a machine is built.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineConfig {
+    /// Costs and geometry.
+    pub profile: MachineProfile,
+    /// Guest physical memory in bytes.
+    pub mem_bytes: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Kernel command line: workload name and arguments.
+    pub cmdline: String,
+    /// Stop after this many instructions (all vCPUs together).
+    pub max_instructions: u64,
+    /// Instructions a vCPU runs before the next one gets its turn.
+    pub quantum: u64,
+    /// Most instructions between two checks for pending interrupts.
+    pub interrupt_check: u64,
+}
+
+impl MachineConfig {
+    /// A configuration with the usual defaults (256 MiB, 1 vCPU, quantum 10,000).
+    pub fn new(profile: MachineProfile, cmdline: impl Into<String>) -> Self {
+        MachineConfig {
+            profile,
+            mem_bytes: 256 << 20,
+            vcpus: 1,
+            cmdline: cmdline.into(),
+            max_instructions: 2_000_000_000,
+            quantum: 10_000,
+            interrupt_check: 1_000,
+        }
+    }
+
+    fn validate(&self) -> Result<(), SimError> {
+        if self.vcpus == 0 || self.vcpus > 64 {
+            return Err(SimError::Config(format!(
+                "vcpus = {}: must be 1..=64",
+                self.vcpus
+            )));
+        }
+        if self.mem_bytes < 16 << 20 {
+            return Err(SimError::Config(format!(
+                "memory = {} bytes: at least 16 MiB",
+                self.mem_bytes
+            )));
+        }
+        if self.quantum == 0 || self.interrupt_check == 0 {
+            return Err(SimError::Config(
+                "quantum and interrupt_check must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RunEnd {
+    /// The guest powered off through the exit port.
+    Exited {
+        /// Exit status written by the guest.
+        code: u32,
+    },
+    /// The instruction budget ran out.
+    InstructionBudget,
+    /// Every vCPU is halted with nothing that could wake it.
+    AllHalted,
+    /// A vCPU shut down on a triple fault.
+    TripleFault {
+        /// vCPU index.
+        cpu: u32,
+        /// RIP where the cascade started.
+        rip: u64,
+        /// Last vector.
+        vector: u8,
+    },
+    /// The guest did something the model does not support.
+    Unsupported {
+        /// vCPU index.
+        cpu: u32,
+        /// What.
+        what: String,
+        /// Where.
+        rip: u64,
+    },
+}
+
+impl RunEnd {
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        match self {
+            RunEnd::Exited { code } => format!("guest exited with code {code}"),
+            RunEnd::InstructionBudget => "instruction budget exhausted".into(),
+            RunEnd::AllHalted => "all vCPUs halted with no pending event (guest hang)".into(),
+            RunEnd::TripleFault { cpu, rip, vector } => {
+                format!("vCPU {cpu} triple-faulted (last vector {vector}) at {rip:#x}")
+            }
+            RunEnd::Unsupported { cpu, what, rip } => {
+                format!("vCPU {cpu}: unsupported: {what} at {rip:#x}")
+            }
+        }
+    }
+}
+
+/// Counters of the platform glue.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct MachineStats {
+    /// Port reads/writes to ports nothing claims.
+    pub unclaimed_port_accesses: u64,
+    /// RDMSR/WRMSR of MSRs nothing implements (each raised #GP in the guest).
+    pub unknown_msr_accesses: u64,
+    /// IPIs routed between vCPUs, by delivery mode fixed.
+    pub ipis_fixed: u64,
+    /// INIT IPIs delivered.
+    pub ipis_init: u64,
+    /// Start-up IPIs that started a vCPU.
+    pub ipis_startup: u64,
+    /// IPIs whose destination matched no vCPU.
+    pub ipis_dropped: u64,
+    /// External interrupts delivered to vCPUs.
+    pub interrupts_delivered: u64,
+    /// Scheduling slices run.
+    pub slices: u64,
+}
+
+/// Results of one vCPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct VcpuResult {
+    /// Cycle breakdown.
+    pub cycles: CycleBreakdown,
+    /// CPU-model counters.
+    pub cpu: CpuStats,
+    /// Translation-path counters.
+    pub mmu: NativeMmuStats,
+    /// Local APIC counters.
+    pub lapic: LapicStats,
+}
+
+/// Everything a run produced (serialisable; deterministic for a given configuration).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    /// The configuration that ran.
+    pub config: MachineConfig,
+    /// Virtualization mode (only `native` so far).
+    pub mode: String,
+    /// Why the run ended.
+    pub end: RunEnd,
+    /// The same, as one line.
+    pub end_reason: String,
+    /// Instructions retired, all vCPUs.
+    pub instructions: u64,
+    /// Of which at CPL 3.
+    pub user_instructions: u64,
+    /// Of which at CPL 0.
+    pub kernel_instructions: u64,
+    /// Cycle breakdown summed over vCPUs.
+    pub cycles: CycleBreakdown,
+    /// Simulated time: the furthest vCPU clock, in seconds.
+    pub simulated_seconds: f64,
+    /// Per-vCPU results.
+    pub per_vcpu: Vec<VcpuResult>,
+    /// Platform glue counters.
+    pub machine: MachineStats,
+    /// Physical memory counters.
+    pub memory: PhysMemStats,
+    /// Everything the guest printed on the debug console.
+    pub console: String,
+}
+
+struct Vcpu {
+    cpu: Cpu,
+    mmu: NativeMmu,
+    timing: CoreTiming,
+    lapic: Lapic,
+    stall: Cell<u64>,
+    idle: u64,
+    started: bool,
+    init_seen: bool,
+}
+
+impl Vcpu {
+    fn cycles(&self) -> u64 {
+        self.timing.user + self.timing.kernel + self.stall.get() + self.idle
+    }
+}
+
+/// CPUID values the platform reports (native: no hypervisor leaves).
+fn cpuid(leaf: u32, subleaf: u32, maxphyaddr: u8, apic_id: u32) -> [u32; 4] {
+    let _ = subleaf;
+    match leaf {
+        // Max leaf 1, vendor "GenuineIntel".
+        0 => [1, 0x756e_6547, 0x6c65_746e, 0x4965_6e69],
+        // Family 6. EDX: FPU(0) TSC(4) MSR(5) PAE(6) CX8(8) APIC(9) SEP(11) PGE(13)
+        // CMOV(15) CLFSH(19). ECX: CX16(13) x2APIC(21) POPCNT(23). EBX: APIC ID.
+        1 => [
+            0x0001_06a5,
+            apic_id << 24,
+            (1 << 13) | (1 << 21) | (1 << 23),
+            (1 << 4)
+                | (1 << 5)
+                | (1 << 6)
+                | (1 << 8)
+                | (1 << 9)
+                | (1 << 11)
+                | (1 << 13)
+                | (1 << 15)
+                | (1 << 19),
+        ],
+        0x8000_0000 => [0x8000_0008, 0, 0, 0],
+        // SYSCALL(11), NX(20), LM(29); LAHF(0) in ECX.
+        0x8000_0001 => [0, 0, 1, (1 << 11) | (1 << 20) | (1 << 29)],
+        0x8000_0008 => [u32::from(maxphyaddr) | (48 << 8), 0, 0, 0],
+        _ => [0; 4],
+    }
+}
+
+/// The platform a vCPU sees during one chunk.
+struct SlicePlatform<'a> {
+    timing: &'a mut CoreTiming,
+    lapic: &'a mut Lapic,
+    console: &'a mut DebugConsole,
+    ipis: &'a mut Vec<Ipi>,
+    stats: &'a mut MachineStats,
+    exit: &'a mut Option<u32>,
+    stall: &'a Cell<u64>,
+    idle: u64,
+    tsc_num: u64,
+    tsc_den: u64,
+    maxphyaddr: u8,
+}
+
+impl SlicePlatform<'_> {
+    fn now(&self) -> u64 {
+        let cycles = self.timing.user + self.timing.kernel + self.stall.get() + self.idle;
+        ((cycles as u128 * self.tsc_num as u128) / self.tsc_den as u128) as u64
+    }
+}
+
+impl Platform for SlicePlatform<'_> {
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        cpuid(leaf, subleaf, self.maxphyaddr, self.lapic.id())
+    }
+
+    fn rdmsr(&mut self, msr: u32) -> Option<u64> {
+        if Lapic::handles_msr(msr) {
+            let now = self.now();
+            match self.lapic.read_msr(msr, now) {
+                Ok(v) => return Some(v),
+                Err(_) => return None,
+            }
+        }
+        self.stats.unknown_msr_accesses += 1;
+        None
+    }
+
+    fn wrmsr(&mut self, msr: u32, value: u64) -> bool {
+        if Lapic::handles_msr(msr) {
+            let now = self.now();
+            return match self.lapic.write_msr(msr, value, now) {
+                Ok(devices::lapic::WriteEffect::Ipi(ipi)) => {
+                    self.ipis.push(ipi);
+                    true
+                }
+                Ok(_) => true,
+                Err(_) => false,
+            };
+        }
+        self.stats.unknown_msr_accesses += 1;
+        false
+    }
+
+    fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        if port == DEBUG_CONSOLE_PORT {
+            return 0xe9;
+        }
+        self.stats.unclaimed_port_accesses += 1;
+        u32::MAX >> (32 - 8 * u32::from(size.clamp(1, 4)))
+    }
+
+    fn io_out(&mut self, port: u16, _size: u8, value: u32) {
+        if port == DEBUG_CONSOLE_PORT {
+            self.console.push(value as u8);
+        } else {
+            self.stats.unclaimed_port_accesses += 1;
+        }
+    }
+
+    fn tsc(&mut self) -> u64 {
+        self.now()
+    }
+
+    fn intercept(&mut self, state: &cpu_model::CpuState, event: &Sensitive) -> Disposition {
+        // The power-off port stops the machine before the OUT completes.
+        if let Sensitive::Io {
+            port: EXIT_PORT,
+            input: false,
+            size,
+            ..
+        } = *event
+        {
+            let mask = u64::MAX >> (64 - 8 * u64::from(size.clamp(1, 4)));
+            *self.exit = Some((state.gpr[0] & mask) as u32);
+            return Disposition::Exit;
+        }
+        Disposition::Proceed
+    }
+
+    #[inline(always)]
+    fn retired(&mut self, info: &Retired) {
+        self.timing.charge(info);
+    }
+}
+
+/// A machine in native mode, built and ready to run.
+pub struct Machine {
+    cfg: MachineConfig,
+    phys: PhysMem,
+    vcpus: Vec<Vcpu>,
+    console: DebugConsole,
+    gdtr: DescriptorTable,
+    ipis: Vec<Ipi>,
+    stats: MachineStats,
+    end: Option<RunEnd>,
+    exit: Option<u32>,
+}
+
+impl Machine {
+    /// Builds the machine and boots `kernel_elf` on vCPU 0 (the others wait for INIT/SIPI).
+    pub fn new(cfg: MachineConfig, kernel_elf: &[u8], origin: &str) -> Result<Self, SimError> {
+        cfg.validate()?;
+        let mut phys = PhysMem::new(cfg.mem_bytes)?;
+        let k = loader::load_kernel(&mut phys, kernel_elf, origin)?;
+        let cr3 = loader::build_boot_tables(&mut phys)?;
+        let gdtr = loader::write_gdt(&mut phys);
+        let p = &cfg.profile;
+        loader::write_boot_info(
+            &mut phys,
+            &BootParams {
+                ncpus: u64::from(cfg.vcpus),
+                tsc_hz: p.platform.tsc_hz,
+                apic_timer_hz: p.platform.apic_timer_hz,
+                first_free_phys: k.end_phys,
+                cmdline: cfg.cmdline.clone(),
+            },
+        )?;
+        let ticks = (p.platform.tsc_hz / p.platform.apic_timer_hz).max(1);
+        let mut vcpus = Vec::new();
+        for i in 0..cfg.vcpus {
+            let mut lapic = Lapic::new(LapicConfig {
+                apic_id: i,
+                bsp: i == 0,
+                core_ticks_per_timer_tick: ticks,
+            })
+            .map_err(|e| SimError::Config(e.to_string()))?;
+            let base = 0xfee0_0000 | (1 << 11) | (1 << 10) | if i == 0 { 1 << 8 } else { 0 };
+            lapic
+                .write_msr(0x1b, base, 0)
+                .map_err(|e| SimError::Config(format!("x2APIC enable: {e}")))?;
+            let state = loader::boot_state(gdtr, k.entry, KERNEL_MAP + BOOT_STACK_TOP, 0);
+            let mut mmu = NativeMmu::new(&p.mmu).map_err(|e| SimError::Config(e.to_string()))?;
+            mmu.set_paging(&PagingControl {
+                cr0: state.cr0,
+                cr3,
+                cr4: state.cr4,
+                efer: state.efer,
+            });
+            vcpus.push(Vcpu {
+                cpu: Cpu::new(state),
+                mmu,
+                timing: CoreTiming::new(p.core.cost),
+                lapic,
+                stall: Cell::new(0),
+                idle: 0,
+                started: i == 0,
+                init_seen: false,
+            });
+        }
+        Ok(Machine {
+            cfg,
+            phys,
+            vcpus,
+            console: DebugConsole::new(DebugConsole::DEFAULT_CAPACITY),
+            gdtr,
+            ipis: Vec::new(),
+            stats: MachineStats::default(),
+            end: None,
+            exit: None,
+        })
+    }
+
+    fn tsc_ratio(&self) -> (u64, u64) {
+        (
+            self.cfg.profile.platform.tsc_hz,
+            u64::from(self.cfg.profile.core.freq_mhz) * 1_000_000,
+        )
+    }
+
+    fn tsc_of(&self, cycles: u64) -> u64 {
+        let (n, d) = self.tsc_ratio();
+        ((cycles as u128 * n as u128) / d as u128) as u64
+    }
+
+    fn cycles_of_tsc(&self, tsc: u64) -> u64 {
+        let (n, d) = self.tsc_ratio();
+        ((tsc as u128 * d as u128).div_ceil(n as u128)) as u64
+    }
+
+    /// Runs one vCPU for at most `budget` instructions; returns instructions retired.
+    fn run_vcpu(&mut self, i: usize, budget: u64) -> u64 {
+        let (tsc_num, tsc_den) = self.tsc_ratio();
+        let maxphyaddr = self.cfg.profile.mmu.maxphyaddr;
+        let v = &mut self.vcpus[i];
+        // Take a pending interrupt if the CPU can.
+        let now = {
+            let c = v.cycles();
+            ((c as u128 * tsc_num as u128) / tsc_den as u128) as u64
+        };
+        v.lapic.advance(now);
+        let mut plat = SlicePlatform {
+            timing: &mut v.timing,
+            lapic: &mut v.lapic,
+            console: &mut self.console,
+            ipis: &mut self.ipis,
+            stats: &mut self.stats,
+            exit: &mut self.exit,
+            stall: &v.stall,
+            idle: v.idle,
+            tsc_num,
+            tsc_den,
+            maxphyaddr,
+        };
+        let mut mem = NativeMemory {
+            phys: &mut self.phys,
+            mmu: &mut v.mmu,
+            stall: &v.stall,
+        };
+        if let Some(vec) = plat.lapic.highest_pending() {
+            if v.cpu.state.interrupts_enabled() {
+                match v.cpu.deliver_interrupt(&mut mem, &mut plat, vec) {
+                    Some(StepOutcome::Retired) => {
+                        plat.lapic.ack();
+                        plat.stats.interrupts_delivered += 1;
+                    }
+                    Some(StepOutcome::Shutdown) => {
+                        self.end = Some(shutdown_end(i, &v.cpu));
+                        return 0;
+                    }
+                    Some(o) => {
+                        self.end = Some(RunEnd::Unsupported {
+                            cpu: i as u32,
+                            what: format!("interrupt delivery stopped: {o:?}"),
+                            rip: v.cpu.state.rip,
+                        });
+                        return 0;
+                    }
+                    None => {}
+                }
+            }
+        }
+        if v.cpu.state.halted {
+            return 0;
+        }
+        let r = v.cpu.run(&mut mem, &mut plat, budget);
+        match r.outcome {
+            StepOutcome::Retired | StepOutcome::Halted => {}
+            StepOutcome::Intercepted { .. } if self.exit.is_some() => {
+                self.end = Some(RunEnd::Exited {
+                    code: self.exit.unwrap_or(0),
+                });
+            }
+            StepOutcome::Shutdown => self.end = Some(shutdown_end(i, &v.cpu)),
+            o => {
+                self.end = Some(RunEnd::Unsupported {
+                    cpu: i as u32,
+                    what: format!("{o:?}"),
+                    rip: v.cpu.state.rip,
+                })
+            }
+        }
+        r.retired
+    }
+
+    /// Routes the IPIs sent during the last chunk by vCPU `from`.
+    fn route_ipis(&mut self, from: usize) {
+        let ipis = std::mem::take(&mut self.ipis);
+        let sender_cycles = self.vcpus[from].cycles();
+        for ipi in ipis {
+            let targets: Vec<usize> = (0..self.vcpus.len())
+                .filter(|&t| match ipi.dest {
+                    Destination::Physical(id) => self.vcpus[t].lapic.accepts_physical(id),
+                    Destination::Logical(mask) => self.vcpus[t].lapic.accepts_logical(mask),
+                    Destination::SelfOnly => t == from,
+                    Destination::AllIncludingSelf => true,
+                    Destination::AllExcludingSelf => t != from,
+                })
+                .collect();
+            if targets.is_empty() {
+                self.stats.ipis_dropped += 1;
+            }
+            for t in targets {
+                match ipi.delivery {
+                    DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                        self.stats.ipis_fixed += 1;
+                        self.vcpus[t].lapic.accept(ipi.vector, ipi.trigger);
+                    }
+                    DeliveryMode::Init => {
+                        self.stats.ipis_init += 1;
+                        if !self.vcpus[t].started {
+                            self.vcpus[t].init_seen = true;
+                        }
+                    }
+                    DeliveryMode::StartUp => {
+                        if !self.vcpus[t].started && self.vcpus[t].init_seen {
+                            self.start_ap(t, sender_cycles);
+                        }
+                    }
+                    DeliveryMode::Nmi | DeliveryMode::Smi => {
+                        self.end = Some(RunEnd::Unsupported {
+                            cpu: from as u32,
+                            what: format!("{:?} IPI", ipi.delivery),
+                            rip: self.vcpus[from].cpu.state.rip,
+                        });
+                    }
+                }
+            }
+            let _ = TriggerMode::Edge;
+        }
+    }
+
+    /// Starts an application processor per the boot contract (entry, stack and index from
+    /// `boot_info`), with its clock set to the sender's.
+    fn start_ap(&mut self, t: usize, sender_cycles: u64) {
+        let b = BOOT_INFO_PHYS;
+        let entry = self.phys.read_sized(b + boot_info::AP_ENTRY, 8);
+        let stack = self.phys.read_sized(b + boot_info::AP_STACK, 8);
+        let index = self.phys.read_sized(b + boot_info::AP_CPU, 8);
+        let mut state = loader::boot_state(self.gdtr, entry, stack, index);
+        state.apic_base = 0xfee0_0000 | (1 << 11) | (1 << 10);
+        let v = &mut self.vcpus[t];
+        v.cpu.state = state;
+        v.started = true;
+        let c = v.cycles();
+        if sender_cycles > c {
+            v.idle += sender_cycles - c;
+        }
+        self.stats.ipis_startup += 1;
+    }
+
+    /// Runs until the guest exits, the budget runs out, or the machine stops.
+    pub fn run(mut self) -> RunResult {
+        let n = self.vcpus.len();
+        let mut total: u64 = 0;
+        while self.end.is_none() {
+            if total >= self.cfg.max_instructions {
+                self.end = Some(RunEnd::InstructionBudget);
+                break;
+            }
+            let mut any_ran = false;
+            for i in 0..n {
+                if !self.vcpus[i].started || self.end.is_some() {
+                    continue;
+                }
+                self.stats.slices += 1;
+                let mut slice = 0;
+                while slice < self.cfg.quantum && self.end.is_none() {
+                    let left = (self.cfg.max_instructions - total).min(self.cfg.quantum - slice);
+                    if left == 0 {
+                        break;
+                    }
+                    let chunk = left.min(self.cfg.interrupt_check);
+                    let done = self.run_vcpu(i, chunk);
+                    total += done;
+                    slice += done;
+                    if !self.ipis.is_empty() {
+                        self.route_ipis(i);
+                    }
+                    if done == 0 || self.vcpus[i].cpu.state.halted {
+                        break;
+                    }
+                }
+                if slice > 0 {
+                    any_ran = true;
+                }
+            }
+            if self.end.is_some() {
+                break;
+            }
+            // Halted vCPUs: jump their clocks to their next timer event, bounded by the
+            // time of the vCPUs that are running.
+            let horizon = self
+                .vcpus
+                .iter()
+                .filter(|v| v.started && !v.cpu.state.halted)
+                .map(|v| v.cycles())
+                .max();
+            let mut woke = false;
+            for i in 0..n {
+                let v = &self.vcpus[i];
+                if !v.started || !v.cpu.state.halted {
+                    continue;
+                }
+                if v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled() {
+                    woke = true;
+                    continue;
+                }
+                let now_c = v.cycles();
+                let next = v
+                    .lapic
+                    .next_event(self.tsc_of(now_c))
+                    .map(|t| self.cycles_of_tsc(t));
+                let target = match (next, horizon) {
+                    (Some(t), Some(h)) => t.min(h.max(now_c)),
+                    (Some(t), None) => t,
+                    (None, Some(h)) => h,
+                    (None, None) => now_c,
+                };
+                if target > now_c {
+                    self.vcpus[i].idle += target - now_c;
+                    woke = true;
+                } else if next.is_some() {
+                    woke = true;
+                }
+            }
+            if !any_ran && !woke {
+                self.end = Some(RunEnd::AllHalted);
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(self) -> RunResult {
+        let end = self.end.clone().unwrap_or(RunEnd::InstructionBudget);
+        let mut cycles = CycleBreakdown::default();
+        let mut per_vcpu = Vec::new();
+        let mut max_cycles = 0;
+        let (mut ins, mut user, mut kernel) = (0, 0, 0);
+        for v in &self.vcpus {
+            let m = v.mmu.cycles;
+            let b = CycleBreakdown {
+                guest_user: v.timing.user,
+                guest_kernel: v.timing.kernel,
+                walk_stall: m.walk,
+                cache_stall: m.data + m.fetch,
+                idle: v.idle,
+            };
+            max_cycles = max_cycles.max(b.total());
+            cycles.add(&b);
+            ins += v.cpu.stats.instructions;
+            user += v.cpu.stats.user_instructions;
+            kernel += v.cpu.stats.kernel_instructions;
+            per_vcpu.push(VcpuResult {
+                cycles: b,
+                cpu: v.cpu.stats.clone(),
+                mmu: v.mmu.stats(),
+                lapic: v.lapic.stats().clone(),
+            });
+        }
+        let hz = f64::from(self.cfg.profile.core.freq_mhz) * 1e6;
+        RunResult {
+            end_reason: end.describe(),
+            end,
+            mode: "native".into(),
+            instructions: ins,
+            user_instructions: user,
+            kernel_instructions: kernel,
+            cycles,
+            simulated_seconds: max_cycles as f64 / hz,
+            per_vcpu,
+            machine: self.stats,
+            memory: self.phys.stats.clone(),
+            console: self.console.output_lossy(),
+            config: self.cfg,
+        }
+    }
+}
+
+fn shutdown_end(i: usize, cpu: &Cpu) -> RunEnd {
+    match &cpu.state.shutdown {
+        Some(Shutdown::TripleFault { last_vector, rip }) => RunEnd::TripleFault {
+            cpu: i as u32,
+            rip: *rip,
+            vector: *last_vector,
+        },
+        Some(Shutdown::Unsupported { what, rip }) => RunEnd::Unsupported {
+            cpu: i as u32,
+            what: what.clone(),
+            rip: *rip,
+        },
+        None => RunEnd::Unsupported {
+            cpu: i as u32,
+            what: "shutdown without a reason".into(),
+            rip: cpu.state.rip,
+        },
+    }
+}
