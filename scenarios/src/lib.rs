@@ -2,3 +2,4 @@
 //! expectations, and the guest software build; home of the `hvsim` command-line tool.
 
 pub mod demo;
+pub mod guest;

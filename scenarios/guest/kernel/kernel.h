@@ -1,0 +1,399 @@
+/* hvsim testbed kernel: shared types, constants and prototypes. */
+#ifndef HVSIM_KERNEL_H
+#define HVSIM_KERNEL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "asm_defs.h"
+
+typedef uint8_t u8;
+typedef uint16_t u16;
+typedef uint32_t u32;
+typedef uint64_t u64;
+typedef int64_t i64;
+
+#define NORETURN __attribute__((noreturn))
+#define ALIGNED(n) __attribute__((aligned(n)))
+#define PACKED __attribute__((packed))
+#define barrier() __asm__ volatile("" ::: "memory")
+
+/* ---- limits ---- */
+#define MAX_CPUS 64
+#define MAX_TASKS 64
+#define KSTACK_SIZE 16384
+#define IDLE_STACK_SIZE 16384
+#define IST_STACK_SIZE 4096
+#define NFDS 16
+#define MAX_VMAS 32
+#define MAX_MMS (2 * MAX_TASKS)
+#define MAX_PIPES 64
+#define MAX_FILES 256
+#define MAX_ARGS 32
+#define ARG_BYTES 4096
+#define NR_SYSCALLS 512
+#define TICK_HZ 250
+
+/* ---- address space layout ---- */
+#define PAGE_SIZE 4096UL
+#define PAGE_MASK (~(PAGE_SIZE - 1))
+#define PAGE_UP(x) (((u64)(x) + PAGE_SIZE - 1) & PAGE_MASK)
+#define PAGE_DOWN(x) ((u64)(x) & PAGE_MASK)
+#define LARGE_PAGE (2UL << 20)
+#define KERNEL_VMA 0xFFFFFFFF80000000UL
+#define DIRECT_MAP 0xFFFF800000000000UL
+#define P2V(pa) ((void *)((u64)(pa) + DIRECT_MAP))
+#define USER_MIN 0x10000UL
+#define USER_TOP 0x0000800000000000UL /* exclusive */
+#define USER_STACK_TOP 0x00007FFFFFFFF000UL
+#define USER_STACK_SIZE (8UL << 20)
+#define MMAP_BASE 0x0000100000000000UL
+
+/* ---- page table entries ---- */
+#define PTE_P (1UL << 0)
+#define PTE_W (1UL << 1)
+#define PTE_U (1UL << 2)
+#define PTE_PS (1UL << 7)
+#define PTE_G (1UL << 8)
+#define PTE_COW (1UL << 9) /* software bit: copy-on-write */
+#define PTE_NX (1UL << 63)
+#define PTE_ADDR 0x000FFFFFFFFFF000UL
+
+/* ---- vectors ---- */
+#define VEC_PF 14
+#define VEC_DF 8
+#define VEC_TIMER 0x20
+#define VEC_RESCHED 0xF0
+#define VEC_TLB 0xF1
+#define VEC_SPURIOUS 0xFF
+
+/* ---- MSRs ---- */
+#define MSR_EFER 0xC0000080
+#define MSR_STAR 0xC0000081
+#define MSR_LSTAR 0xC0000082
+#define MSR_SFMASK 0xC0000084
+#define MSR_FS_BASE 0xC0000100
+#define MSR_GS_BASE 0xC0000101
+#define MSR_KERNEL_GS_BASE 0xC0000102
+#define MSR_TSC_DEADLINE 0x6E0
+#define X2APIC_ID 0x802
+#define X2APIC_TPR 0x808
+#define X2APIC_EOI 0x80B
+#define X2APIC_SPURIOUS 0x80F
+#define X2APIC_ICR 0x830
+#define X2APIC_LVT_TIMER 0x832
+#define X2APIC_TIMER_INIT 0x838
+#define X2APIC_TIMER_CUR 0x839
+#define X2APIC_TIMER_DIV 0x83E
+
+/* ---- ports ---- */
+#define PORT_CONSOLE 0xE9
+#define PORT_EXIT 0xF4
+
+/* ---- errno ---- */
+#define EPERM 1
+#define ENOENT 2
+#define ESRCH 3
+#define EINTR 4
+#define EIO 5
+#define E2BIG 7
+#define ENOEXEC 8
+#define EBADF 9
+#define ECHILD 10
+#define EAGAIN 11
+#define ENOMEM 12
+#define EFAULT 14
+#define EINVAL 22
+#define EMFILE 24
+#define ENFILE 23
+#define EPIPE 32
+#define ENOSYS 38
+
+/* ---- boot protocol ---- */
+#define BOOT_INFO_MAGIC 0x4f4f426d69737668UL /* "hvsimBOO" */
+#define BOOT_INFO_VERSION 1
+
+struct boot_info {
+    u64 magic;
+    u64 version;
+    u64 mem_bytes;
+    u64 ncpus;
+    u64 tsc_hz;
+    u64 apic_timer_hz;
+    u64 first_free_phys;
+    volatile u64 ap_entry;
+    volatile u64 ap_stack;
+    volatile u64 ap_cpu;
+    char cmdline[256];
+};
+
+/* ---- pv_ops: every privileged operation after early boot goes through here ---- */
+struct pv_ops {
+    const char *name;
+    /* MMU */
+    void (*load_cr3)(u64 pml4_pa);
+    u64 (*read_cr2)(void);
+    void (*invlpg)(u64 va);
+    void (*flush_tlb_local)(void);
+    void (*set_pte)(u64 *ptep, u64 val);
+    /* CPU tables and stacks */
+    void (*load_gdt)(const void *base, u16 limit);
+    void (*load_idt)(const void *base, u16 limit);
+    void (*load_tr)(u16 sel);
+    void (*set_kernel_stack)(u64 rsp0);
+    /* interrupts and idle */
+    void (*irq_enable)(void);
+    void (*irq_disable)(void);
+    void (*halt)(void); /* idle: enable interrupts, wait for one, disable again */
+    /* interrupt controller and timer */
+    void (*lapic_init)(void);
+    u32 (*cpu_hw_id)(void);
+    void (*eoi)(void);
+    void (*set_timer)(u64 tsc_deadline); /* one-shot */
+    void (*send_ipi)(u32 cpu, u32 vector);
+    void (*start_cpu)(u32 cpu); /* INIT + SIPI */
+    /* port I/O and MSRs */
+    void (*io_out)(u16 port, u32 val, int size);
+    u32 (*io_in)(u16 port, int size);
+    u64 (*read_msr)(u32 msr);
+    void (*write_msr)(u32 msr, u64 val);
+};
+extern struct pv_ops pv;
+void pv_select(struct boot_info *bi);
+
+/* ---- trap frame (layout fixed by entry.S) ---- */
+struct trapframe {
+    u64 r15, r14, r13, r12, r11, r10, r9, r8;
+    u64 rbp, rdi, rsi, rdx, rcx, rbx, rax;
+    u64 vector, err;
+    u64 rip, cs, rflags, rsp, ss;
+};
+
+/* ---- memory management ---- */
+#define PROT_READ 1
+#define PROT_WRITE 2
+#define PROT_EXEC 4
+
+enum vma_kind { VMA_ELF = 1, VMA_HEAP, VMA_STACK, VMA_ANON };
+
+struct vma {
+    u64 start, end;
+    u32 prot;
+    u32 kind;
+};
+
+struct mm {
+    int used;
+    u64 pml4_pa;
+    volatile u64 active_mask; /* CPUs whose CR3 holds this address space */
+    int nvma;
+    struct vma vma[MAX_VMAS]; /* sorted, non-overlapping */
+    u64 brk_start, brk;
+};
+
+/* ---- files and pipes ---- */
+enum file_type { FILE_FREE = 0, FILE_CONSOLE_IN, FILE_CONSOLE_OUT, FILE_PIPE_R, FILE_PIPE_W };
+
+struct task;
+struct waitq {
+    struct task *head;
+};
+
+#define PIPE_BUF_SIZE 4096
+struct pipe {
+    int used;
+    u8 *buf;
+    u64 rpos, wpos; /* free-running counters */
+    int readers, writers;
+    struct waitq rwait, wwait;
+};
+
+struct file {
+    int type;
+    int refs;
+    struct pipe *pipe;
+};
+
+/* ---- tasks ---- */
+enum task_state { T_FREE = 0, T_RUNNABLE, T_RUNNING, T_BLOCKED, T_ZOMBIE };
+
+struct task {
+    int state;
+    int pid;
+    int cpu;     /* CPU it last ran on */
+    int is_idle; /* per-CPU idle context, not a process */
+    u64 ksp;     /* saved stack pointer while switched out */
+    u64 kstack_top;
+    struct mm *mm;
+    struct task *parent;
+    struct task *rq_next;
+    struct task *wq_next;
+    struct task *sleep_next;
+    u64 sleep_deadline;
+    struct waitq child_wait;
+    int exit_status; /* wait status word */
+    u64 fs_base;
+    struct file *fds[NFDS];
+    char name[32];
+};
+
+/* ---- per-CPU data (GS base points here in kernel mode) ---- */
+struct tss {
+    u32 reserved0;
+    u64 rsp0, rsp1, rsp2;
+    u64 reserved1;
+    u64 ist[7];
+    u64 reserved2;
+    u16 reserved3;
+    u16 iomap_base;
+} PACKED;
+
+struct percpu {
+    struct percpu *self; /* PC_SELF */
+    u64 kstack_top;      /* PC_KSTACK_TOP: kernel stack of the current task */
+    u64 user_rsp;        /* PC_USER_RSP: scratch for syscall entry */
+    u64 id;
+    struct task *current;
+    struct task idle;
+    struct task *rq_head, *rq_tail;
+    int rq_len;
+    int online;
+    volatile int need_resched;
+    volatile int tlb_pending;
+    struct mm *cur_mm; /* address space in CR3 (NULL: kernel only) */
+    u64 fs_loaded;
+    u64 timer_deadline;
+    u32 apic_id;
+    u64 gdt[8] ALIGNED(16);
+    struct tss tss ALIGNED(16);
+} ALIGNED(64);
+
+extern struct percpu percpus[MAX_CPUS];
+extern struct boot_info *boot_info;
+extern u64 ncpus_online;
+extern u64 tsc_hz;
+extern u64 kernel_pml4_pa;
+
+static inline struct percpu *this_cpu(void)
+{
+    struct percpu *p;
+    __asm__ volatile("movq %%gs:0, %0" : "=r"(p));
+    return p;
+}
+
+static inline struct task *current_task(void) { return this_cpu()->current; }
+
+static inline u64 rdtsc(void)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((u64)hi << 32) | lo;
+}
+
+/* lib.c */
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+void *memmove(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+void strlcpy_k(char *d, const char *s, size_t n);
+void zero_page(void *p);
+void copy_page(void *d, const void *s);
+int ksnprintf(char *buf, size_t n, const char *fmt, ...);
+int kvsnprintf(char *buf, size_t n, const char *fmt, va_list ap);
+void kputs(const char *s, size_t n);
+void kprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+NORETURN void panic(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+NORETURN void poweroff(u32 status);
+
+/* mm.c */
+void frames_init(u64 first_free, u64 mem_bytes, u64 image_end_phys);
+u64 frame_alloc(void); /* zeroed; 0 when out of memory */
+void frame_get(u64 pa);
+void frame_put(u64 pa);
+u64 frames_free_count(void);
+void paging_init(u64 mem_bytes);
+struct mm *mm_create(void);
+void mm_destroy(struct mm *mm);
+struct mm *mm_fork(struct mm *parent);
+int vma_add(struct mm *mm, u64 start, u64 end, u32 prot, u32 kind);
+struct vma *vma_find(struct mm *mm, u64 va);
+int mm_map_data(struct mm *mm, u64 va, const void *src, u64 len, u32 prot);
+int handle_user_fault(u64 addr, u64 err);
+int user_access_ok(struct mm *mm, u64 va, u64 len, int write);
+int copy_from_user(void *dst, u64 usrc, u64 len);
+int copy_to_user(u64 udst, const void *src, u64 len);
+int copy_string_from_user(char *dst, u64 usrc, u64 max);
+void switch_mm(struct percpu *c, struct mm *mm);
+void tlb_service(void);
+i64 sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off);
+i64 sys_munmap(u64 addr, u64 len);
+i64 sys_brk(u64 addr);
+
+/* trap.c */
+void idt_init(void);
+void cpu_init(u64 cpu);
+void trap_handler(struct trapframe *tf);
+void timer_rearm(struct percpu *c);
+void timer_request(struct percpu *c, u64 deadline);
+
+/* sched.c */
+void bkl_lock(void);
+void bkl_unlock(void);
+void sched_init(void);
+struct task *task_alloc(void);
+void task_free(struct task *t);
+struct task *task_by_pid(int pid);
+struct task *task_at(int i);
+void make_runnable(struct task *t);
+void schedule(void);
+void sleep_on(struct waitq *wq);
+void wake_all(struct waitq *wq);
+void sleep_until(u64 deadline);
+void timers_check(void);
+NORETURN void idle_loop(void);
+void user_return(struct trapframe *tf);
+void smp_boot(void);
+void tlb_shootdown(struct mm *mm, u64 va, int all, int drop);
+extern volatile u64 next_sleep_deadline;
+
+/* proc.c */
+struct program {
+    const char *name;
+    const u8 *data;
+    u64 size;
+};
+const struct program *program_find(const char *path);
+void list_programs(void);
+void start_init(const char *cmdline);
+i64 sys_fork(struct trapframe *tf);
+i64 sys_execve(struct trapframe *tf, u64 upath, u64 uargv);
+NORETURN void do_exit(int wait_status);
+i64 sys_wait4(i64 pid, u64 ustatus, u64 options);
+void kill_current(int sig, const char *why, struct trapframe *tf, u64 addr);
+
+/* file.c */
+void files_init(void);
+void fds_init_console(struct task *t);
+void fds_fork(struct task *child, struct task *parent);
+void fds_close_all(struct task *t);
+i64 sys_read(u64 fd, u64 buf, u64 len);
+i64 sys_write(u64 fd, u64 buf, u64 len);
+i64 sys_close(u64 fd);
+i64 sys_pipe(u64 ufds);
+
+/* syscall.c */
+void syscall_handler(struct trapframe *tf);
+void print_syscall_stats(void);
+
+/* entry.S */
+void swtch(u64 *save_ksp, u64 next_ksp);
+void syscall_entry(void);
+void fork_child_entry(void);
+void ap_start(void);
+extern char isr_stubs[];
+extern char _kernel_end[];
+
+#endif

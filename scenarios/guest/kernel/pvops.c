@@ -1,0 +1,220 @@
+/*
+ * pv_ops: the table of privileged operations, chosen once at boot.
+ *
+ * Only the native backend exists so far: it executes the privileged instructions and
+ * programs the x2APIC through MSRs. A PV or hybrid backend provides the same table with
+ * hypercalls / event channels; pv_select() is the single place that chooses.
+ */
+#include "kernel.h"
+
+/* ---------------- native backend ---------------- */
+
+static void native_load_cr3(u64 pa) { __asm__ volatile("movq %0, %%cr3" ::"r"(pa) : "memory"); }
+
+static u64 native_read_cr2(void)
+{
+    u64 v;
+    __asm__ volatile("movq %%cr2, %0" : "=r"(v));
+    return v;
+}
+
+static void native_invlpg(u64 va) { __asm__ volatile("invlpg (%0)" ::"r"(va) : "memory"); }
+
+static void native_flush_tlb_local(void)
+{
+    /* Reloading CR3 drops every non-global translation (user mappings are never global). */
+    u64 v;
+    __asm__ volatile("movq %%cr3, %0\n\tmovq %0, %%cr3" : "=r"(v)::"memory");
+}
+
+static void native_set_pte(u64 *ptep, u64 val) { *(volatile u64 *)ptep = val; }
+
+struct PACKED desc_ptr {
+    u16 limit;
+    u64 base;
+};
+
+static void native_load_gdt(const void *base, u16 limit)
+{
+    struct desc_ptr d = {limit, (u64)base};
+    __asm__ volatile("lgdt %0" ::"m"(d) : "memory");
+}
+
+static void native_load_idt(const void *base, u16 limit)
+{
+    struct desc_ptr d = {limit, (u64)base};
+    __asm__ volatile("lidt %0" ::"m"(d) : "memory");
+}
+
+static void native_load_tr(u16 sel) { __asm__ volatile("ltr %0" ::"r"(sel) : "memory"); }
+
+static void native_set_kernel_stack(u64 rsp0) { this_cpu()->tss.rsp0 = rsp0; }
+
+static void native_irq_enable(void) { __asm__ volatile("sti" ::: "memory"); }
+static void native_irq_disable(void) { __asm__ volatile("cli" ::: "memory"); }
+
+static void native_halt(void)
+{
+    /* STI's one-instruction shadow makes "sti; hlt" atomic against a pending interrupt. */
+    __asm__ volatile("sti\n\thlt\n\tcli" ::: "memory");
+}
+
+static u64 native_read_msr(u32 msr)
+{
+    u32 lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return ((u64)hi << 32) | lo;
+}
+
+static void native_write_msr(u32 msr, u64 val)
+{
+    __asm__ volatile("wrmsr" ::"c"(msr), "a"((u32)val), "d"((u32)(val >> 32)) : "memory");
+}
+
+static void native_io_out(u16 port, u32 val, int size)
+{
+    if (size == 1)
+        __asm__ volatile("outb %b0, %w1" ::"a"(val), "Nd"(port));
+    else if (size == 2)
+        __asm__ volatile("outw %w0, %w1" ::"a"(val), "Nd"(port));
+    else
+        __asm__ volatile("outl %0, %w1" ::"a"(val), "Nd"(port));
+}
+
+static u32 native_io_in(u16 port, int size)
+{
+    u32 v = 0;
+    if (size == 1) {
+        u8 b;
+        __asm__ volatile("inb %w1, %b0" : "=a"(b) : "Nd"(port));
+        v = b;
+    } else if (size == 2) {
+        u16 w;
+        __asm__ volatile("inw %w1, %w0" : "=a"(w) : "Nd"(port));
+        v = w;
+    } else {
+        __asm__ volatile("inl %w1, %0" : "=a"(v) : "Nd"(port));
+    }
+    return v;
+}
+
+static void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d)
+{
+    __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
+}
+
+/* LAPIC timer: TSC-deadline mode when CPUID says so, else one-shot count mode. */
+static int tsc_deadline_mode;
+static u64 apic_timer_hz;
+
+#define LVT_MASKED (1u << 16)
+#define LVT_ONESHOT (0u << 17)
+#define LVT_TSC_DEADLINE (2u << 17)
+
+static void native_lapic_init(void)
+{
+    u32 a, b, c, d;
+    cpuid(1, &a, &b, &c, &d);
+    tsc_deadline_mode = (c >> 24) & 1;
+    native_write_msr(X2APIC_TPR, 0);
+    native_write_msr(X2APIC_SPURIOUS, 0x100 | VEC_SPURIOUS);
+    if (tsc_deadline_mode) {
+        native_write_msr(X2APIC_LVT_TIMER, LVT_TSC_DEADLINE | VEC_TIMER);
+    } else {
+        native_write_msr(X2APIC_TIMER_DIV, 0xB); /* divide by 1 */
+        native_write_msr(X2APIC_LVT_TIMER, LVT_ONESHOT | VEC_TIMER);
+    }
+}
+
+static u32 native_cpu_hw_id(void) { return (u32)native_read_msr(X2APIC_ID); }
+
+static void native_eoi(void) { native_write_msr(X2APIC_EOI, 0); }
+
+static void native_set_timer(u64 deadline)
+{
+    if (tsc_deadline_mode) {
+        native_write_msr(MSR_TSC_DEADLINE, deadline);
+        return;
+    }
+    u64 now = rdtsc();
+    u64 delta = deadline > now ? deadline - now : 1;
+    if (delta > (1UL << 32))
+        delta = 1UL << 32;
+    /* count = delta * apic_hz / tsc_hz, without 128-bit arithmetic */
+    u64 count = (delta / tsc_hz) * apic_timer_hz + ((delta % tsc_hz) * apic_timer_hz) / tsc_hz;
+    if (count == 0)
+        count = 1;
+    if (count > 0xFFFFFFFFUL)
+        count = 0xFFFFFFFFUL;
+    native_write_msr(X2APIC_TIMER_INIT, count);
+}
+
+#define ICR_FIXED (0u << 8)
+#define ICR_INIT (5u << 8)
+#define ICR_SIPI (6u << 8)
+#define ICR_ASSERT (1u << 14)
+
+static void native_send_ipi(u32 cpu, u32 vector)
+{
+    u64 dest = percpus[cpu].apic_id;
+    native_write_msr(X2APIC_ICR, (dest << 32) | ICR_FIXED | ICR_ASSERT | (vector & 0xFF));
+}
+
+static void native_start_cpu(u32 cpu)
+{
+    u64 dest = cpu; /* APIC id n for CPU n (boot contract) */
+    native_write_msr(X2APIC_ICR, (dest << 32) | ICR_INIT | ICR_ASSERT);
+    native_write_msr(X2APIC_ICR, (dest << 32) | ICR_SIPI | ICR_ASSERT | 0);
+}
+
+static const struct pv_ops native_ops = {
+    .name = "native",
+    .load_cr3 = native_load_cr3,
+    .read_cr2 = native_read_cr2,
+    .invlpg = native_invlpg,
+    .flush_tlb_local = native_flush_tlb_local,
+    .set_pte = native_set_pte,
+    .load_gdt = native_load_gdt,
+    .load_idt = native_load_idt,
+    .load_tr = native_load_tr,
+    .set_kernel_stack = native_set_kernel_stack,
+    .irq_enable = native_irq_enable,
+    .irq_disable = native_irq_disable,
+    .halt = native_halt,
+    .lapic_init = native_lapic_init,
+    .cpu_hw_id = native_cpu_hw_id,
+    .eoi = native_eoi,
+    .set_timer = native_set_timer,
+    .send_ipi = native_send_ipi,
+    .start_cpu = native_start_cpu,
+    .io_out = native_io_out,
+    .io_in = native_io_in,
+    .read_msr = native_read_msr,
+    .write_msr = native_write_msr,
+};
+
+/* The active table. Filled by pv_select() before anything else runs. */
+struct pv_ops pv;
+
+/* Hypervisor signatures (CPUID 0x40000000 EBX:ECX:EDX) of the future hvsim backends. */
+#define SIG_PV "hvsimPVhvsim"
+#define SIG_HYBRID "hvsimHYBRID!"
+
+static int sig_is(const char sig[12], const char *want)
+{
+    return memcmp(sig, want, 12) == 0;
+}
+
+/* Chooses the backend, once, at boot. Must not print before it returns. */
+void pv_select(struct boot_info *bi)
+{
+    u32 a, regs[3];
+    char sig[13];
+    cpuid(0x40000000, &a, &regs[0], &regs[1], &regs[2]);
+    memcpy(sig, regs, 12);
+    sig[12] = 0;
+    pv = native_ops;
+    apic_timer_hz = bi->apic_timer_hz ? bi->apic_timer_hz : bi->tsc_hz;
+    if (sig_is(sig, SIG_PV) || sig_is(sig, SIG_HYBRID))
+        kprintf("hvsim-kernel: hypervisor signature %s: backend not built, using native\n", sig);
+}

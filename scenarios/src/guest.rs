@@ -1,0 +1,107 @@
+//! The guest software, built from `guest/` by the crate's build script with the system gcc:
+//! the hvsim testbed kernel (a 64-bit ELF booted directly in long mode) and the user
+//! programs embedded in it (static ELF64 executables: the workloads, `true_` and `hello`).
+//!
+//! Boot contract, in short: the loader copies each PT_LOAD segment of [`kernel_elf`] to its
+//! physical address (from [`KERNEL_LOAD_PHYS`]), builds 2 MiB boot page tables (identity map
+//! of the first GiB, the direct map at [`DIRECT_MAP_BASE`], the kernel map at
+//! [`KERNEL_MAP_BASE`]), and enters at `e_entry` with RDI = direct-map address of the
+//! `boot_info` block (see [`BOOT_INFO_MAGIC`] and the `boot_info` offsets below) and RSI = 0.
+//! The kernel runs the program named by the first word of `boot_info.cmdline` with the
+//! remaining words as arguments, prints `hvsim: workload exited with status N` and writes N
+//! to the exit port.
+
+include!(concat!(env!("OUT_DIR"), "/guest_programs.rs"));
+
+/// `boot_info.magic`: "hvsimBOO" read as a little-endian u64.
+pub const BOOT_INFO_MAGIC: u64 = 0x4f4f_426d_6973_7668;
+/// `boot_info.version` understood by the kernel.
+pub const BOOT_INFO_VERSION: u64 = 1;
+/// Virtual base of the kernel map (kernel virtual = this + physical, first GiB).
+pub const KERNEL_MAP_BASE: u64 = 0xFFFF_FFFF_8000_0000;
+/// Virtual base of the direct map of all physical memory.
+pub const DIRECT_MAP_BASE: u64 = 0xFFFF_8000_0000_0000;
+/// Physical address the kernel's first segment is loaded at.
+pub const KERNEL_LOAD_PHYS: u64 = 0x10_0000;
+/// Byte offset of `boot_info.mem_bytes`.
+pub const BOOT_INFO_MEM_BYTES: usize = 16;
+/// Byte offset of `boot_info.ncpus`.
+pub const BOOT_INFO_NCPUS: usize = 24;
+/// Byte offset of `boot_info.tsc_hz`.
+pub const BOOT_INFO_TSC_HZ: usize = 32;
+/// Byte offset of `boot_info.apic_timer_hz`.
+pub const BOOT_INFO_APIC_TIMER_HZ: usize = 40;
+/// Byte offset of `boot_info.first_free_phys`.
+pub const BOOT_INFO_FIRST_FREE_PHYS: usize = 48;
+/// Byte offset of `boot_info.ap_entry` (written by the kernel before starting a CPU).
+pub const BOOT_INFO_AP_ENTRY: usize = 56;
+/// Byte offset of `boot_info.ap_stack` (written by the kernel before starting a CPU).
+pub const BOOT_INFO_AP_STACK: usize = 64;
+/// Byte offset of `boot_info.ap_cpu` (written by the kernel before starting a CPU).
+pub const BOOT_INFO_AP_CPU: usize = 72;
+/// Byte offset of `boot_info.cmdline` (NUL-terminated).
+pub const BOOT_INFO_CMDLINE: usize = 80;
+/// Size of `boot_info.cmdline` in bytes, terminating NUL included.
+pub const BOOT_INFO_CMDLINE_LEN: usize = 256;
+/// Total size of `struct boot_info` in bytes.
+pub const BOOT_INFO_SIZE: usize = BOOT_INFO_CMDLINE + BOOT_INFO_CMDLINE_LEN;
+/// I/O port the guest writes console bytes to.
+pub const CONSOLE_PORT: u16 = 0xE9;
+/// I/O port the guest writes its exit status to (32-bit `out`), stopping the machine.
+pub const EXIT_PORT: u16 = 0xF4;
+/// Exit status of a kernel panic.
+pub const PANIC_EXIT_STATUS: u32 = 255;
+
+/// The testbed kernel ELF image.
+pub fn kernel_elf() -> &'static [u8] {
+    include_bytes!(env!("HVSIM_KERNEL_ELF"))
+}
+
+/// The user programs embedded in the kernel, as (name, static ELF64 image), sorted by name.
+/// The names are what the kernel command line and `execve` accept.
+pub fn programs() -> &'static [(&'static str, &'static [u8])] {
+    PROGRAMS
+}
+
+/// The ELF image of the embedded program `name`, if there is one.
+pub fn program(name: &str) -> Option<&'static [u8]> {
+    PROGRAMS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, elf)| *elf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_is_elf64_with_entry_in_kernel_map() {
+        let k = kernel_elf();
+        assert_eq!(&k[..4], b"\x7fELF");
+        let mut e = [0u8; 8];
+        e.copy_from_slice(&k[24..32]);
+        assert!(u64::from_le_bytes(e) >= KERNEL_MAP_BASE + KERNEL_LOAD_PHYS);
+    }
+
+    #[test]
+    fn every_workload_is_embedded() {
+        for name in [
+            "null_syscall",
+            "page_fault",
+            "mmap_cycle",
+            "ctx_switch",
+            "fork_exit",
+            "fork_exec",
+            "gups",
+            "pointer_chase",
+            "stream",
+            "compile_mix",
+            "true_",
+            "hello",
+        ] {
+            let elf = program(name).unwrap_or_else(|| panic!("{name} missing"));
+            assert_eq!(&elf[..4], b"\x7fELF", "{name}");
+        }
+    }
+}
