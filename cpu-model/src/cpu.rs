@@ -319,11 +319,7 @@ impl Cpu {
             self.cur.elements = 0;
         }
         let cpl = self.state.cpl;
-        let r = if crate::cpu::Cpu::lock_ok(insn) {
-            self.exec(insn, m, p)
-        } else {
-            Err(Exc::new(crate::exception::vector::UD))
-        };
+        let r = self.exec(insn, m, p);
         if let Ok(Flow::Next) = r {
             self.state.rip = self.next_rip;
             self.retire(p, insn, rip, cpl, false);

@@ -10,6 +10,31 @@ use iced_x86::{Code, Instruction, Mnemonic, OpKind, Register};
 #[repr(u8)]
 #[allow(missing_docs)]
 pub enum Op {
+    // Specialised forms of the commonest instructions (32/64-bit, plain registers),
+    // chosen at decode time so the executor skips operand-kind dispatch.
+    AddRR,
+    AddRI,
+    SubRR,
+    SubRI,
+    CmpRR,
+    CmpRI,
+    AndRR,
+    AndRI,
+    OrRR,
+    OrRI,
+    XorRR,
+    XorRI,
+    TestRR,
+    TestRI,
+    MovRR,
+    MovRI,
+    /// MOV reg, [mem].
+    MovRM,
+    /// MOV [mem], reg.
+    MovMR,
+    IncR,
+    DecR,
+    LeaR,
     // data movement
     Mov,
     Movzx,
@@ -137,31 +162,6 @@ pub enum Op {
     Wrgsbase,
     /// Decoded but not implemented (or invalid): raises #UD and is counted by mnemonic.
     Unsupported,
-    // Specialised forms of the commonest instructions (32/64-bit, plain registers),
-    // chosen at decode time so the executor skips operand-kind dispatch.
-    AddRR,
-    AddRI,
-    SubRR,
-    SubRI,
-    CmpRR,
-    CmpRI,
-    AndRR,
-    AndRI,
-    OrRR,
-    OrRI,
-    XorRR,
-    XorRI,
-    TestRR,
-    TestRI,
-    MovRR,
-    MovRI,
-    /// MOV reg, [mem].
-    MovRM,
-    /// MOV [mem], reg.
-    MovMR,
-    IncR,
-    DecR,
-    LeaR,
 }
 
 /// Where an operand lives.
@@ -812,6 +812,11 @@ pub fn convert(ins: &Instruction) -> Insn {
         _ => {}
     }
     out.class = classify(&out);
+    // LOCK on anything but a read-modify-write of memory is #UD (decided once, here).
+    if !crate::cpu::Cpu::lock_ok(&out) {
+        out.op = Op::Ud2;
+        return out;
+    }
     specialize(&mut out);
     out
 }
