@@ -1,0 +1,189 @@
+//! `hvsim run-program`: boots the testbed kernel on a machine built from a profile and
+//! runs one workload (an embedded program by name) to completion, then formats what the
+//! model counted.
+
+use sim_core::{Machine, MachineConfig, MachineProfile, RunResult, SimError};
+use std::fmt::Write as _;
+
+/// Options of one program run.
+#[derive(Debug, Clone)]
+pub struct ProgramRun {
+    /// Workload name (an embedded program).
+    pub program: String,
+    /// Arguments passed to it.
+    pub args: Vec<String>,
+    /// Profile name or TOML path.
+    pub profile: String,
+    /// Virtualization mode.
+    pub mode: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Instruction budget.
+    pub max_instructions: u64,
+}
+
+/// Why a program run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    /// The machine could not be built.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// Unknown workload.
+    #[error("unknown program '{name}' (embedded programs: {known})")]
+    UnknownProgram {
+        /// The name given.
+        name: String,
+        /// What exists.
+        known: String,
+    },
+    /// A mode that is not implemented.
+    #[error("unknown mode '{0}' (available: native)")]
+    UnknownMode(String),
+}
+
+/// Builds the machine and runs the workload.
+pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
+    if opts.mode != "native" {
+        return Err(ProgramError::UnknownMode(opts.mode.clone()));
+    }
+    let programs = crate::guest::programs();
+    if !programs.iter().any(|(n, _)| *n == opts.program) {
+        return Err(ProgramError::UnknownProgram {
+            name: opts.program.clone(),
+            known: programs
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let profile = MachineProfile::load(&opts.profile)?;
+    let mut cmdline = opts.program.clone();
+    for a in &opts.args {
+        cmdline.push(' ');
+        cmdline.push_str(a);
+    }
+    let mut cfg = MachineConfig::new(profile, cmdline);
+    cfg.vcpus = opts.vcpus;
+    cfg.mem_bytes = opts.memory_mib << 20;
+    cfg.max_instructions = opts.max_instructions;
+    let m = Machine::new(cfg, crate::guest::kernel_elf(), "built-in testbed kernel")?;
+    Ok(m.run())
+}
+
+/// A readable table of a run's counts.
+pub fn table(r: &RunResult, host_seconds: f64) -> String {
+    let mut o = String::new();
+    let sum = |f: &dyn Fn(&sim_core::machine::VcpuResult) -> u64| -> u64 {
+        r.per_vcpu.iter().map(f).sum()
+    };
+    let total_cycles = r.cycles.total();
+    let _ = writeln!(o, "end: {}", r.end_reason);
+    let _ = writeln!(
+        o,
+        "profile: {}  mode: {}  vcpus: {}  memory: {} MiB",
+        r.config.profile.name,
+        r.mode,
+        r.config.vcpus,
+        r.config.mem_bytes >> 20
+    );
+    let _ = writeln!(o, "command line: {}\n", r.config.cmdline);
+    let _ = writeln!(o, "| metric | value |\n|---|---|");
+    let rows: Vec<(&str, String)> = vec![
+        (
+            "instructions (user / kernel)",
+            format!(
+                "{} ({} / {})",
+                r.instructions, r.user_instructions, r.kernel_instructions
+            ),
+        ),
+        ("cycles (all vCPUs)", total_cycles.to_string()),
+        (
+            "  guest user / guest kernel",
+            format!("{} / {}", r.cycles.guest_user, r.cycles.guest_kernel),
+        ),
+        (
+            "  walk stalls / cache stalls / idle",
+            format!(
+                "{} / {} / {}",
+                r.cycles.walk_stall, r.cycles.cache_stall, r.cycles.idle
+            ),
+        ),
+        (
+            "IPC (busy cycles)",
+            format!(
+                "{:.3}",
+                r.instructions as f64 / (total_cycles - r.cycles.idle).max(1) as f64
+            ),
+        ),
+        ("simulated time", format!("{:.6} s", r.simulated_seconds)),
+        (
+            "TLB L1 misses (data / fetch)",
+            format!(
+                "{} / {}",
+                sum(&|v| v.mmu.tlb.l1d_misses),
+                sum(&|v| v.mmu.tlb.l1i_misses)
+            ),
+        ),
+        ("STLB misses", sum(&|v| v.mmu.tlb.stlb_misses).to_string()),
+        (
+            "page walks / walk references",
+            format!(
+                "{} / {}",
+                sum(&|v| v.mmu.walks.walks),
+                sum(&|v| v.mmu.walk_refs)
+            ),
+        ),
+        (
+            "L1D / L2 / LLC misses",
+            format!(
+                "{} / {} / {}",
+                sum(&|v| v.mmu.cache.l1d.misses.total()),
+                sum(&|v| v.mmu.cache.l2.misses.total()),
+                sum(&|v| v.mmu.cache.llc.misses.total())
+            ),
+        ),
+        (
+            "page faults (#PF)",
+            sum(&|v| v.cpu.exceptions.get(&14).copied().unwrap_or(0)).to_string(),
+        ),
+        ("syscalls", sum(&|v| v.cpu.syscalls).to_string()),
+        (
+            "interrupts delivered",
+            r.machine.interrupts_delivered.to_string(),
+        ),
+        (
+            "CR3 loads (context switches)",
+            sum(&|v| v.mmu.cr3_loads).to_string(),
+        ),
+        (
+            "TLB shootdown IPIs (fixed IPIs)",
+            r.machine.ipis_fixed.to_string(),
+        ),
+        (
+            "unsupported instructions",
+            format!(
+                "{:?}",
+                r.per_vcpu
+                    .iter()
+                    .flat_map(|v| v.cpu.unsupported.iter())
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        (
+            "simulator speed",
+            format!(
+                "{:.1} million instructions/s ({:.2} s host)",
+                r.instructions as f64 / host_seconds.max(1e-9) / 1e6,
+                host_seconds
+            ),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(o, "| {k} | {v} |");
+    }
+    let _ = writeln!(o, "\nguest console:\n{}", r.console);
+    o
+}
