@@ -99,6 +99,7 @@ mod tests {
             "compile_mix",
             "true_",
             "hello",
+            "selftest",
         ] {
             let elf = program(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(&elf[..4], b"\x7fELF", "{name}");

@@ -32,10 +32,13 @@ static int child_status(void (*fn)(void))
 
 static volatile char *ro_page;
 static void write_ro(void) { ro_page[0] = 1; }
-static void bad_pointer(void) { *(volatile int *)16 = 1; }
+static volatile unsigned long bad_addr = 16;
+static void bad_pointer(void) { *(volatile int *)bad_addr = 1; }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
+    (void)argv;
     struct utsname u;
     check("uname", uname(&u) == 0 && strcmp(u.sysname, "hvsim") == 0 && strcmp(u.machine, "x86_64") == 0);
 
@@ -56,6 +59,19 @@ int main(void)
     check("nanosleep", r == 0 && t1 - t0 >= 2000000);
 
     check("sched_yield", sched_yield() == 0);
+
+    /* A child spinning 10 ms must be preempted by the tick (4 ms) so that we run again. */
+    uint64_t spin_until = now_ns() + 10000000;
+    pid_t spinner = fork();
+    if (spinner == 0) {
+        while (now_ns() < spin_until)
+            ;
+        _exit(0);
+    }
+    sched_yield();
+    int early = waitpid(spinner, NULL, WNOHANG);
+    int st0 = -1;
+    check("preemption", early == 0 && waitpid(spinner, &st0, 0) == spinner && st0 == 0);
     check("unknown_syscall", syscall0(400) == -38);
 
     char *m = malloc(100000);
