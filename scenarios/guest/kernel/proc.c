@@ -313,6 +313,7 @@ static void workload_finished(int wait_status)
     int code = (wait_status & 0x7F) ? 128 + (wait_status & 0x7F) : (wait_status >> 8) & 0xFF;
     kprintf("hvsim: workload exited with status %d\n", code);
     print_syscall_stats();
+    kprintf("hvsim: free_frames=%lu\n", frames_free_count());
     poweroff((u32)code);
 }
 
