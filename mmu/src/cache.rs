@@ -7,7 +7,6 @@
 //! latency. Dirty victims are written back to the next level (off the critical path).
 
 use crate::addr::Hpa;
-use crate::assoc::SetAssoc;
 use crate::config::{CacheConfig, CacheLevelConfig, WalkEntryLevel};
 use crate::error::MmuError;
 use crate::refs::{Dimension, RefKind, WalkRef};
@@ -124,9 +123,127 @@ struct Line {
     dirty: bool,
 }
 
+/// The tag array of one cache level: exact LRU with the same replacement order as
+/// [`crate::assoc::SetAssoc`], but laid out for the hot path: one `u64` per way packing the
+/// line address with valid and dirty bits (a 16-way set's tags are two host cache lines),
+/// LRU stamps in a parallel array touched only on hits and fills.
+#[derive(Debug, Clone)]
+struct LineArray {
+    tags: Vec<u64>,
+    stamps: Vec<u64>,
+    set_mask: u64,
+    ways: usize,
+    clock: u64,
+    /// The most recently used line and its slot: consecutive accesses to one line (stack,
+    /// sequential code and data) skip the set scan. Exact: every tag change goes through
+    /// `insert`, which keeps this pair current.
+    last_la: u64,
+    last_slot: usize,
+}
+
+const VALID: u64 = 1;
+const DIRTY: u64 = 2;
+
+impl LineArray {
+    fn new(sets: usize, ways: usize) -> Self {
+        let (sets, ways) = if sets == 0 || ways == 0 {
+            (0, 0)
+        } else {
+            (sets, ways)
+        };
+        LineArray {
+            tags: vec![0; sets * ways],
+            stamps: vec![0; sets * ways],
+            set_mask: (sets as u64).wrapping_sub(1),
+            ways,
+            clock: 0,
+            last_la: u64::MAX,
+            last_slot: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn base(&self, la: u64) -> usize {
+        (la & self.set_mask) as usize * self.ways
+    }
+
+    /// Finds the line, marks it most recently used (and dirty if asked).
+    #[inline(always)]
+    fn lookup(&mut self, la: u64, make_dirty: bool) -> bool {
+        if self.ways == 0 {
+            return false;
+        }
+        self.clock += 1;
+        if la == self.last_la {
+            let slot = self.last_slot;
+            if make_dirty {
+                self.tags[slot] |= DIRTY;
+            }
+            self.stamps[slot] = self.clock;
+            return true;
+        }
+        let b = self.base(la);
+        let want = (la << 2) | VALID;
+        let set = &mut self.tags[b..b + self.ways];
+        for (w, t) in set.iter_mut().enumerate() {
+            if *t & !DIRTY == want {
+                if make_dirty {
+                    *t |= DIRTY;
+                }
+                self.stamps[b + w] = self.clock;
+                self.last_la = la;
+                self.last_slot = b + w;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Inserts (or updates) a line; returns the evicted line.
+    #[inline(always)]
+    fn insert(&mut self, la: u64, dirty: bool) -> Option<Line> {
+        if self.ways == 0 {
+            return None;
+        }
+        self.clock += 1;
+        let b = self.base(la);
+        let want = (la << 2) | VALID;
+        let set = &self.tags[b..b + self.ways];
+        let pos = set
+            .iter()
+            .position(|t| *t & !DIRTY == want)
+            .or_else(|| set.iter().position(|t| *t & VALID == 0));
+        let (w, evicted) = match pos {
+            Some(p) => (p, None),
+            None => {
+                let st = &self.stamps[b..b + self.ways];
+                let mut p = 0;
+                for (i, s) in st.iter().enumerate() {
+                    if *s < st[p] {
+                        p = i;
+                    }
+                }
+                let t = set[p];
+                (
+                    p,
+                    Some(Line {
+                        addr: t >> 2,
+                        dirty: t & DIRTY != 0,
+                    }),
+                )
+            }
+        };
+        self.tags[b + w] = want | if dirty { DIRTY } else { 0 };
+        self.stamps[b + w] = self.clock;
+        self.last_la = la;
+        self.last_slot = b + w;
+        evicted
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Level {
-    arr: SetAssoc<Line>,
+    arr: LineArray,
     line_shift: u32,
     hit_latency: u32,
 }
@@ -148,7 +265,7 @@ pub struct CacheHierarchy {
 
 fn level(c: &CacheLevelConfig, field: &'static str) -> Result<Level, MmuError> {
     Ok(Level {
-        arr: SetAssoc::new(c.sets(field)?, c.ways as usize),
+        arr: LineArray::new(c.sets(field)?, c.ways as usize),
         line_shift: c.line_bytes.trailing_zeros(),
         hit_latency: c.hit_latency,
     })
@@ -202,8 +319,7 @@ impl CacheHierarchy {
             let lv = &mut self.levels[li];
             let la = addr.raw() >> lv.line_shift;
             let dirty_here = write && k == 0;
-            if let Some(l) = lv.arr.lookup(la, |l| l.addr == la) {
-                l.dirty |= dirty_here;
+            if lv.arr.lookup(la, dirty_here) {
                 latency = lv.hit_latency;
                 self.level_stats(li).hits.bump(source);
                 served = k;
@@ -226,10 +342,7 @@ impl CacheHierarchy {
         let lv = &mut self.levels[li];
         let la = addr >> lv.line_shift;
         let shift = lv.line_shift;
-        if let Some(victim) = lv
-            .arr
-            .insert(la, Line { addr: la, dirty }, |l| l.addr == la)
-        {
+        if let Some(victim) = lv.arr.insert(la, dirty) {
             if victim.dirty {
                 self.level_stats(li).writebacks += 1;
                 let vaddr = victim.addr << shift;
@@ -239,9 +352,8 @@ impl CacheHierarchy {
                     let next = if li == L2 { LLC } else { L2 };
                     let nl = &mut self.levels[next];
                     let nla = vaddr >> nl.line_shift;
-                    match nl.arr.lookup(nla, |l| l.addr == nla) {
-                        Some(l) => l.dirty = true,
-                        None => self.install(next, vaddr, true),
+                    if !nl.arr.lookup(nla, true) {
+                        self.install(next, vaddr, true);
                     }
                 }
             }

@@ -67,10 +67,18 @@ impl PhysMem {
         if off + size <= PAGE {
             match self.pages.get((pa >> 12) as usize) {
                 Some(Some(p)) => {
-                    let b = &p[off..off + size];
-                    let mut v = [0u8; 8];
-                    v[..size].copy_from_slice(b);
-                    u64::from_le_bytes(v)
+                    let b = &p[off..];
+                    match (size, b) {
+                        (8, [a0, a1, a2, a3, a4, a5, a6, a7, ..]) => {
+                            u64::from_le_bytes([*a0, *a1, *a2, *a3, *a4, *a5, *a6, *a7])
+                        }
+                        (4, [a0, a1, a2, a3, ..]) => {
+                            u64::from(u32::from_le_bytes([*a0, *a1, *a2, *a3]))
+                        }
+                        (2, [a0, a1, ..]) => u64::from(u16::from_le_bytes([*a0, *a1])),
+                        (_, [a0, ..]) => u64::from(*a0),
+                        _ => 0,
+                    }
                 }
                 Some(None) => 0,
                 None => {
@@ -91,7 +99,15 @@ impl PhysMem {
         let off = (pa as usize) & (PAGE - 1);
         if off + size <= PAGE {
             match self.page_mut(pa >> 12) {
-                Some(p) => p[off..off + size].copy_from_slice(&v.to_le_bytes()[..size]),
+                Some(p) => {
+                    let dst = &mut p[off..off + size];
+                    match size {
+                        8 => dst.copy_from_slice(&v.to_le_bytes()),
+                        4 => dst.copy_from_slice(&(v as u32).to_le_bytes()),
+                        2 => dst.copy_from_slice(&(v as u16).to_le_bytes()),
+                        _ => dst.copy_from_slice(&v.to_le_bytes()[..size]),
+                    }
+                }
                 None => self.stats.out_of_range += 1,
             }
         } else {
