@@ -47,6 +47,9 @@ pub struct MachineConfig {
     pub quantum: u64,
     /// Most instructions between two checks for pending interrupts.
     pub interrupt_check: u64,
+    /// Boot module for the kernel (a user ELF to run instead of an embedded program);
+    /// serialised as name and size.
+    pub module: Option<loader::BootModule>,
 }
 
 impl MachineConfig {
@@ -60,6 +63,7 @@ impl MachineConfig {
             max_instructions: 2_000_000_000,
             quantum: 10_000,
             interrupt_check: 1_000,
+            module: None,
         }
     }
 
@@ -178,8 +182,11 @@ pub struct RunResult {
     pub mode: String,
     /// Why the run ended.
     pub end: RunEnd,
-    /// The same, as one line.
+    /// The same, as one line (with a guest kernel panic's message and any unsupported
+    /// instructions the guest met).
     pub end_reason: String,
+    /// The guest kernel's panic message, if it panicked.
+    pub guest_panic: Option<String>,
     /// Instructions retired, all vCPUs.
     pub instructions: u64,
     /// Of which at CPL 3.
@@ -365,6 +372,13 @@ impl Machine {
         let k = loader::load_kernel(&mut phys, kernel_elf, origin)?;
         let cr3 = loader::build_boot_tables(&mut phys)?;
         let gdtr = loader::write_gdt(&mut phys);
+        let (first_free_phys, module) = match &cfg.module {
+            Some(m) => {
+                let (pa, end) = loader::load_module(&mut phys, &m.bytes, k.end_phys)?;
+                (end, Some((pa, m.bytes.len() as u64)))
+            }
+            None => (k.end_phys, None),
+        };
         let p = &cfg.profile;
         loader::write_boot_info(
             &mut phys,
@@ -372,8 +386,9 @@ impl Machine {
                 ncpus: u64::from(cfg.vcpus),
                 tsc_hz: p.platform.tsc_hz,
                 apic_timer_hz: p.platform.apic_timer_hz,
-                first_free_phys: k.end_phys,
+                first_free_phys,
                 cmdline: cfg.cmdline.clone(),
+                module,
             },
         )?;
         let ticks = (p.platform.tsc_hz / p.platform.apic_timer_hz).max(1);
@@ -689,8 +704,29 @@ impl Machine {
             });
         }
         let hz = f64::from(self.cfg.profile.core.freq_mhz) * 1e6;
+        let console = self.console.output_lossy();
+        // A guest kernel panic ends with a non-zero exit; its message is the reason.
+        let panic = console
+            .lines()
+            .find_map(|l| l.strip_prefix("hvsim-kernel panic: "))
+            .map(|m| m.trim().to_string());
+        let unsupported: Vec<String> = per_vcpu
+            .iter()
+            .flat_map(|v| v.cpu.unsupported.keys().cloned())
+            .collect();
+        let mut end_reason = match &panic {
+            Some(m) => format!("{} (guest kernel panic: {m})", end.describe()),
+            None => end.describe(),
+        };
+        if !unsupported.is_empty() {
+            end_reason.push_str(&format!(
+                "; the guest met unsupported instructions: {}",
+                unsupported.join(", ")
+            ));
+        }
         RunResult {
-            end_reason: end.describe(),
+            end_reason,
+            guest_panic: panic,
             end,
             mode: "native".into(),
             instructions: ins,
@@ -701,7 +737,7 @@ impl Machine {
             per_vcpu,
             machine: self.stats,
             memory: self.phys.stats.clone(),
-            console: self.console.output_lossy(),
+            console,
             config: self.cfg,
         }
     }
