@@ -16,11 +16,44 @@
 //! | 0x70000 | GDT |
 //! | 0x71000 | `boot_info` |
 //! | 0x7c000..0x80000 | BSP boot stack (16 KiB) |
+//!
+//! Above the kernel image (from its page-aligned end) the loader may place one *boot
+//! module*: the bytes of a user's own static x86-64 ELF executable, copied verbatim to a
+//! page-aligned physical address. `boot_info.first_free_phys` then points past the module
+//! (page aligned), so the kernel's frame allocator never hands it out.
+//!
+//! `boot_info` (version 1; all fields u64 unless noted):
+//!
+//! | offset | field |
+//! |---|---|
+//! | 0 | `magic` ([`BOOT_INFO_MAGIC`]) |
+//! | 8 | `version` (1) |
+//! | 16 | `mem_bytes` |
+//! | 24 | `ncpus` |
+//! | 32 | `tsc_hz` |
+//! | 40 | `apic_timer_hz` |
+//! | 48 | `first_free_phys` |
+//! | 56, 64, 72 | `ap_entry`, `ap_stack`, `ap_cpu` (written by the kernel) |
+//! | 80 | `cmdline[256]`, NUL-terminated |
+//! | 336 | `module_phys`: physical address of the boot module, 0 when there is none |
+//! | 344 | `module_size`: its size in bytes, 0 when there is none |
+//!
+//! The version stays 1: fields after `cmdline` were added later and are zero when absent
+//! (the loader always writes them), so a kernel that predates them still boots.
+//!
+//! Command line. The first word of `cmdline` names the workload and the remaining words are
+//! its arguments (`argv`). Without a module (`module_size == 0`) the kernel runs the embedded
+//! program of that name. With a module (`module_size != 0`) the kernel runs the module
+//! instead and the first word is only the name it reports (`argv[0]`, the task name; the
+//! host uses the file name); it refuses a malformed module with
+//! `hvsim-kernel: module: <reason>` on the console and exit status 127.
 
 use crate::error::SimError;
 use crate::phys_mem::PhysMem;
 use cpu_model::{CpuState, DescriptorTable};
 use goblin::elf::{header, program_header, Elf};
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 /// Base of the direct map of all physical memory.
 pub const DIRECT_MAP: u64 = 0xffff_8000_0000_0000;
@@ -40,6 +73,11 @@ pub const BOOT_INFO_MAGIC: u64 = 0x4f4f_426d_6973_7668;
 pub const MAX_BOOT_MEMORY: u64 = 64 << 30;
 /// Lowest physical address a kernel segment may occupy.
 pub const KERNEL_MIN_PHYS: u64 = 0x10_0000;
+/// Lowest user virtual address a user ELF segment may occupy (the kernel's `USER_MIN`).
+pub const USER_IMAGE_MIN: u64 = 0x1_0000;
+/// End of the user virtual range a user ELF segment may occupy: the kernel's user stack
+/// region (`USER_STACK_TOP - USER_STACK_SIZE`) starts here.
+pub const USER_IMAGE_LIMIT: u64 = 0x7fff_ffff_f000 - (8 << 20);
 
 /// Offsets of `boot_info` fields (all u64, then `cmdline[256]`).
 pub mod boot_info {
@@ -67,6 +105,12 @@ pub mod boot_info {
     pub const CMDLINE: u64 = 80;
     /// Command line capacity including the NUL.
     pub const CMDLINE_LEN: usize = 256;
+    /// Physical address of the boot module (0: none).
+    pub const MODULE_PHYS: u64 = 336;
+    /// Size of the boot module in bytes (0: none).
+    pub const MODULE_SIZE: u64 = 344;
+    /// Size of the block.
+    pub const SIZE: u64 = 352;
 }
 
 /// What the loader produced.
@@ -138,6 +182,179 @@ pub fn load_kernel(phys: &mut PhysMem, elf: &[u8], origin: &str) -> Result<Loade
         entry: e.entry,
         end_phys: (end + 0xfff) & !0xfff,
     })
+}
+
+/// Checks that `elf` is a static x86-64 executable the testbed kernel can run as a user
+/// program: ELF64, little-endian, x86-64, ET_EXEC, no interpreter, every segment inside the
+/// file and its PT_LOAD segments inside `[USER_IMAGE_MIN, USER_IMAGE_LIMIT)`. The error
+/// names `origin` and the reason. (The kernel checks the same again; this is to fail
+/// before booting, with a clearer message.)
+pub fn check_user_elf(elf: &[u8], origin: &str) -> Result<(), SimError> {
+    use goblin::container::{Container, Ctx, Endian};
+    const EHDR_SIZE: usize = 64;
+    const PHDR_SIZE: u64 = 56;
+    if elf.len() < 4 || &elf[..4] != b"\x7fELF" {
+        return Err(img(origin, "not an ELF file (bad magic)"));
+    }
+    if elf.len() < EHDR_SIZE {
+        return Err(img(
+            origin,
+            format!(
+                "truncated: {} bytes, shorter than the ELF header",
+                elf.len()
+            ),
+        ));
+    }
+    if elf[header::EI_CLASS] != header::ELFCLASS64 {
+        return Err(img(origin, "not an ELF64 file (32-bit ELF)"));
+    }
+    if elf[header::EI_DATA] != header::ELFDATA2LSB {
+        return Err(img(origin, "not a little-endian ELF file"));
+    }
+    let h = Elf::parse_header(elf).map_err(|e| img(origin, format!("bad ELF header: {e}")))?;
+    if h.e_machine != header::EM_X86_64 {
+        return Err(img(
+            origin,
+            format!(
+                "not an x86-64 executable (machine {})",
+                header::machine_to_str(h.e_machine)
+            ),
+        ));
+    }
+    if h.e_type != header::ET_EXEC {
+        return Err(img(
+            origin,
+            format!(
+                "not a static executable (type {}, need ET_EXEC: link with -static -no-pie)",
+                header::et_to_str(h.e_type)
+            ),
+        ));
+    }
+    let len = elf.len() as u64;
+    let table_end = |off: u64, n: u64, size: u64| off.checked_add(n.checked_mul(size)?);
+    if h.e_phnum == 0 {
+        return Err(img(origin, "no program headers"));
+    }
+    if u64::from(h.e_phentsize) != PHDR_SIZE {
+        return Err(img(
+            origin,
+            format!("program header size {} (need 56)", h.e_phentsize),
+        ));
+    }
+    match table_end(h.e_phoff, u64::from(h.e_phnum), PHDR_SIZE) {
+        Some(end) if end <= len => {}
+        _ => return Err(img(
+            origin,
+            format!(
+                "truncated: program headers at {:#x} extend past the end of the file ({len} bytes)",
+                h.e_phoff
+            ),
+        )),
+    }
+    if h.e_shnum > 0 {
+        match table_end(h.e_shoff, u64::from(h.e_shnum), u64::from(h.e_shentsize)) {
+            Some(end) if end <= len => {}
+            _ => {
+                return Err(img(
+                    origin,
+                    format!(
+                        "truncated: section headers at {:#x} extend past the end of the file ({len} bytes)",
+                        h.e_shoff
+                    ),
+                ))
+            }
+        }
+    }
+    let phs = program_header::ProgramHeader::parse(
+        elf,
+        h.e_phoff as usize,
+        usize::from(h.e_phnum),
+        Ctx::new(Container::Big, Endian::Little),
+    )
+    .map_err(|e| img(origin, format!("bad program headers: {e}")))?;
+    let mut loads = 0;
+    for ph in &phs {
+        if ph.p_type == program_header::PT_INTERP {
+            return Err(img(
+                origin,
+                "dynamically linked (has an interpreter): link with -static",
+            ));
+        }
+        match ph.p_offset.checked_add(ph.p_filesz) {
+            Some(end) if end <= len => {}
+            _ => {
+                return Err(img(
+                    origin,
+                    format!(
+                        "truncated: segment at file offset {:#x} needs {} bytes, file has {len}",
+                        ph.p_offset, ph.p_filesz
+                    ),
+                ))
+            }
+        }
+        if ph.p_type != program_header::PT_LOAD || ph.p_memsz == 0 {
+            continue;
+        }
+        loads += 1;
+        if ph.p_filesz > ph.p_memsz {
+            return Err(img(origin, "segment file size exceeds its memory size"));
+        }
+        let va = ph.p_vaddr;
+        match va.checked_add(ph.p_memsz) {
+            Some(top) if va >= USER_IMAGE_MIN && top <= USER_IMAGE_LIMIT => {}
+            _ => {
+                return Err(img(
+                    origin,
+                    format!(
+                        "segment at {va:#x} (+{:#x} bytes) outside user space [{USER_IMAGE_MIN:#x}, {USER_IMAGE_LIMIT:#x})",
+                        ph.p_memsz
+                    ),
+                ))
+            }
+        }
+    }
+    if loads == 0 {
+        return Err(img(origin, "no loadable segments"));
+    }
+    Ok(())
+}
+
+/// A boot module: bytes handed to the kernel (a user's static ELF executable) and the
+/// name it is known by. Serialises as its name and size only, never the bytes.
+#[derive(Debug, Clone)]
+pub struct BootModule {
+    /// Name for reports (e.g. the file name).
+    pub name: String,
+    /// The module's contents.
+    pub bytes: Vec<u8>,
+}
+
+impl Serialize for BootModule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("BootModule", 2)?;
+        st.serialize_field("name", &self.name)?;
+        st.serialize_field("size", &self.bytes.len())?;
+        st.end()
+    }
+}
+
+/// Copies a boot module (opaque bytes) to the first page-aligned physical address at or
+/// after `at` and returns `(module_phys, first_free_phys)`, the latter page aligned past
+/// the module. Fails if it does not fit in memory with room left for the kernel.
+pub fn load_module(phys: &mut PhysMem, bytes: &[u8], at: u64) -> Result<(u64, u64), SimError> {
+    let start = (at + 0xfff) & !0xfff;
+    let end = (start + bytes.len() as u64 + 0xfff) & !0xfff;
+    // The kernel needs some memory of its own after the module.
+    if bytes.is_empty() || end + (4 << 20) > phys.size() {
+        return Err(SimError::Config(format!(
+            "boot module of {} bytes does not fit in {} bytes of memory after the kernel \
+             (or is empty)",
+            bytes.len(),
+            phys.size()
+        )));
+    }
+    phys.write(start, bytes);
+    Ok((start, end))
 }
 
 const P: u64 = 1;
@@ -212,6 +429,8 @@ pub struct BootParams {
     pub first_free_phys: u64,
     /// Command line (workload name and arguments).
     pub cmdline: String,
+    /// Physical address and size of the boot module, if any.
+    pub module: Option<(u64, u64)>,
 }
 
 /// Writes `boot_info`; fails if the command line does not fit.
@@ -235,6 +454,9 @@ pub fn write_boot_info(phys: &mut PhysMem, p: &BootParams) -> Result<(), SimErro
     let mut line = [0u8; CMDLINE_LEN];
     line[..p.cmdline.len()].copy_from_slice(p.cmdline.as_bytes());
     phys.write(b + CMDLINE, &line);
+    let (mp, ms) = p.module.unwrap_or((0, 0));
+    phys.write_sized(b + MODULE_PHYS, 8, mp);
+    phys.write_sized(b + MODULE_SIZE, 8, ms);
     Ok(())
 }
 
