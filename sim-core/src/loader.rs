@@ -243,13 +243,15 @@ pub fn check_user_elf(elf: &[u8], origin: &str) -> Result<(), SimError> {
     }
     match table_end(h.e_phoff, u64::from(h.e_phnum), PHDR_SIZE) {
         Some(end) if end <= len => {}
-        _ => return Err(img(
-            origin,
-            format!(
+        _ => {
+            return Err(img(
+                origin,
+                format!(
                 "truncated: program headers at {:#x} extend past the end of the file ({len} bytes)",
                 h.e_phoff
             ),
-        )),
+            ))
+        }
     }
     if h.e_shnum > 0 {
         match table_end(h.e_shoff, u64::from(h.e_shnum), u64::from(h.e_shentsize)) {
