@@ -242,6 +242,8 @@ pub struct Insn {
     pub imm: u64,
     /// Second immediate (ENTER's nesting level).
     pub imm2: u8,
+    /// Operand-size mask (all ones over `size` bytes).
+    pub mask: u64,
     /// Destination GPR index for the specialised forms.
     pub dreg: u8,
     /// Source GPR index for the specialised forms.
@@ -516,6 +518,7 @@ fn unsupported(ins: &Instruction) -> Insn {
         mem: NO_MEM,
         imm: 0,
         imm2: 0,
+        mask: u64::MAX,
         dreg: 0,
         sreg: 0,
         code: ins.code(),
@@ -812,6 +815,7 @@ pub fn convert(ins: &Instruction) -> Insn {
         _ => {}
     }
     out.class = classify(&out);
+    out.mask = crate::exec::arith::mask(out.size);
     // LOCK on anything but a read-modify-write of memory is #UD (decided once, here).
     if !crate::cpu::Cpu::lock_ok(&out) {
         out.op = Op::Ud2;

@@ -47,11 +47,17 @@ static PARITY: [u8; 256] = parity_table();
 /// SF, ZF and PF of a (masked) result.
 #[inline(always)]
 pub fn szp(r: u64, size: u8) -> u64 {
+    szp_m(r, mask(size))
+}
+
+/// [`szp`] with the operand-size mask precomputed (the sign bit is its top bit).
+#[inline(always)]
+pub fn szp_m(r: u64, m: u64) -> u64 {
     let mut f = PARITY[(r & 0xff) as usize] as u64;
     if r == 0 {
         f |= ZF;
     }
-    if r & sign(size) != 0 {
+    if r & (m ^ (m >> 1)) != 0 {
         f |= SF;
     }
     f
@@ -66,19 +72,24 @@ pub fn merge(rflags: u64, new: u64, which: u64) -> u64 {
 /// ADD/ADC: `a + b + carry`.
 #[inline(always)]
 pub fn add(a: u64, b: u64, carry: u64, size: u8) -> (u64, u64) {
-    let m = mask(size);
+    add_m(a, b, carry, mask(size))
+}
+
+/// [`add`] with the operand-size mask precomputed.
+#[inline(always)]
+pub fn add_m(a: u64, b: u64, carry: u64, m: u64) -> (u64, u64) {
     let full = a.wrapping_add(b).wrapping_add(carry);
     let r = full & m;
-    let cf = if size == 8 {
+    let cf = if m == u64::MAX {
         r < a || (carry != 0 && r == a)
     } else {
         full > m
     };
-    let mut f = szp(r, size) | ((a ^ b ^ r) & AF);
+    let mut f = szp_m(r, m) | ((a ^ b ^ r) & AF);
     if cf {
         f |= CF;
     }
-    if (a ^ r) & (b ^ r) & sign(size) != 0 {
+    if (a ^ r) & (b ^ r) & (m ^ (m >> 1)) != 0 {
         f |= OF;
     }
     (r, f)
@@ -87,14 +98,19 @@ pub fn add(a: u64, b: u64, carry: u64, size: u8) -> (u64, u64) {
 /// SUB/SBB/CMP/NEG: `a - b - borrow`.
 #[inline(always)]
 pub fn sub(a: u64, b: u64, borrow: u64, size: u8) -> (u64, u64) {
-    let m = mask(size);
+    sub_m(a, b, borrow, mask(size))
+}
+
+/// [`sub`] with the operand-size mask precomputed.
+#[inline(always)]
+pub fn sub_m(a: u64, b: u64, borrow: u64, m: u64) -> (u64, u64) {
     let r = a.wrapping_sub(b).wrapping_sub(borrow) & m;
     let cf = a < b || (borrow != 0 && a == b);
-    let mut f = szp(r, size) | ((a ^ b ^ r) & AF);
+    let mut f = szp_m(r, m) | ((a ^ b ^ r) & AF);
     if cf {
         f |= CF;
     }
-    if (a ^ b) & (a ^ r) & sign(size) != 0 {
+    if (a ^ b) & (a ^ r) & (m ^ (m >> 1)) != 0 {
         f |= OF;
     }
     (r, f)

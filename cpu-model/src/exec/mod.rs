@@ -275,44 +275,44 @@ impl Cpu {
         match i.op {
             Op::MovRR => {
                 let v = self.state.gpr[(i.sreg & 15) as usize];
-                self.state.gpr[(i.dreg & 15) as usize] = v & mask(sz);
+                self.state.gpr[(i.dreg & 15) as usize] = v & i.mask;
             }
             Op::MovRI => self.state.gpr[(i.dreg & 15) as usize] = i.imm,
             Op::MovRM => {
                 let a = self.ea(i);
                 let v = self.load(m, a, sz)?;
-                self.state.gpr[(i.dreg & 15) as usize] = v & mask(sz);
+                self.state.gpr[(i.dreg & 15) as usize] = v & i.mask;
             }
             Op::MovMR => {
                 let a = self.ea(i);
-                let v = self.state.gpr[(i.sreg & 15) as usize] & mask(sz);
+                let v = self.state.gpr[(i.sreg & 15) as usize] & i.mask;
                 self.store(m, a, sz, v)?;
             }
             Op::LeaR => {
                 let a = self.ea_nosegment(i);
-                self.state.gpr[(i.dreg & 15) as usize] = a & mask(sz);
+                self.state.gpr[(i.dreg & 15) as usize] = a & i.mask;
             }
             Op::AddRR | Op::AddRI => {
-                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let a = self.state.gpr[(i.dreg & 15) as usize] & i.mask;
                 let b = if i.op == Op::AddRR {
-                    self.state.gpr[(i.sreg & 15) as usize] & mask(sz)
+                    self.state.gpr[(i.sreg & 15) as usize] & i.mask
                 } else {
                     i.imm
                 };
-                let (r, f) = arith::add(a, b, 0, sz);
-                self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                let (r, f) = arith::add_m(a, b, 0, i.mask);
+                self.state.gpr[(i.dreg & 15) as usize] = r & i.mask;
                 self.set_flags(f, ARITH);
             }
             Op::SubRR | Op::SubRI | Op::CmpRR | Op::CmpRI => {
-                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let a = self.state.gpr[(i.dreg & 15) as usize] & i.mask;
                 let b = if matches!(i.op, Op::SubRR | Op::CmpRR) {
-                    self.state.gpr[(i.sreg & 15) as usize] & mask(sz)
+                    self.state.gpr[(i.sreg & 15) as usize] & i.mask
                 } else {
                     i.imm
                 };
-                let (r, f) = arith::sub(a, b, 0, sz);
+                let (r, f) = arith::sub_m(a, b, 0, i.mask);
                 if matches!(i.op, Op::SubRR | Op::SubRI) {
-                    self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                    self.state.gpr[(i.dreg & 15) as usize] = r & i.mask;
                 }
                 self.set_flags(f, ARITH);
             }
@@ -324,9 +324,9 @@ impl Cpu {
             | Op::XorRI
             | Op::TestRR
             | Op::TestRI => {
-                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let a = self.state.gpr[(i.dreg & 15) as usize] & i.mask;
                 let b = if matches!(i.op, Op::AndRR | Op::OrRR | Op::XorRR | Op::TestRR) {
-                    self.state.gpr[(i.sreg & 15) as usize] & mask(sz)
+                    self.state.gpr[(i.sreg & 15) as usize] & i.mask
                 } else {
                     i.imm
                 };
@@ -336,18 +336,18 @@ impl Cpu {
                     _ => a ^ b,
                 };
                 if !matches!(i.op, Op::TestRR | Op::TestRI) {
-                    self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                    self.state.gpr[(i.dreg & 15) as usize] = r & i.mask;
                 }
-                self.set_flags(arith::logic(r, sz), ARITH);
+                self.set_flags(arith::szp_m(r, i.mask), ARITH);
             }
             Op::IncR | Op::DecR => {
-                let a = self.state.gpr[(i.dreg & 15) as usize] & mask(sz);
+                let a = self.state.gpr[(i.dreg & 15) as usize] & i.mask;
                 let (r, f) = if i.op == Op::IncR {
-                    arith::add(a, 1, 0, sz)
+                    arith::add_m(a, 1, 0, i.mask)
                 } else {
-                    arith::sub(a, 1, 0, sz)
+                    arith::sub_m(a, 1, 0, i.mask)
                 };
-                self.state.gpr[(i.dreg & 15) as usize] = r & mask(sz);
+                self.state.gpr[(i.dreg & 15) as usize] = r & i.mask;
                 self.set_flags(f, ARITH & !CF);
             }
             Op::Jcc => {
