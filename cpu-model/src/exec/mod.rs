@@ -83,17 +83,7 @@ impl Cpu {
     /// Data load with canonical check and reference reporting.
     #[inline(always)]
     pub(crate) fn load<M: Memory>(&mut self, m: &mut M, addr: u64, size: u8) -> Result<u64, Exc> {
-        if !LinAddr(addr).is_canonical() {
-            return Err(Exc::gp(0));
-        }
-        if self.track_refs {
-            self.cur.push_ref(addr, size as usize, AccessKind::Read);
-        }
-        let acc = Access {
-            kind: AccessKind::Read,
-            user: self.user(),
-        };
-        m.read(LinAddr(addr), size as usize, acc).map_err(Exc::from)
+        self.load_as(m, addr, size, self.user())
     }
 
     /// Data store with canonical check, reference reporting and decoded-code detection.
