@@ -10,6 +10,19 @@
 //! The kernel runs the program named by the first word of `boot_info.cmdline` with the
 //! remaining words as arguments, prints `hvsim: workload exited with status N` and writes N
 //! to the exit port.
+//!
+//! Boot module. Right after `cmdline[256]` come two u64 fields, [`BOOT_INFO_MODULE_PHYS`]
+//! (offset 336) and [`BOOT_INFO_MODULE_SIZE`] (offset 344). The loader may copy a user's
+//! own static x86-64 ELF executable (the module) to a page-aligned physical address after
+//! the kernel image and fill them in; `first_free_phys` then lies past the module. 0/0
+//! means no module. The version stays [`BOOT_INFO_VERSION`] (1): fields after `cmdline` are
+//! zero when absent. When a module is present the kernel runs it (through the direct map)
+//! instead of an embedded program; the first word of `cmdline` is then only the name it
+//! reports (`argv[0]` and the task name, e.g. the file name) and the rest are its
+//! arguments. A malformed module (truncated, not ELF64, not x86-64, not ET_EXEC,
+//! dynamically linked, segments outside user space) is refused with
+//! `hvsim-kernel: module: <reason>` on the console and exit status
+//! [`MODULE_BAD_EXIT_STATUS`] (127), not a panic.
 
 include!(concat!(env!("OUT_DIR"), "/guest_programs.rs"));
 
@@ -43,14 +56,20 @@ pub const BOOT_INFO_AP_CPU: usize = 72;
 pub const BOOT_INFO_CMDLINE: usize = 80;
 /// Size of `boot_info.cmdline` in bytes, terminating NUL included.
 pub const BOOT_INFO_CMDLINE_LEN: usize = 256;
+/// Byte offset of `boot_info.module_phys` (physical address of the boot module; 0: none).
+pub const BOOT_INFO_MODULE_PHYS: usize = BOOT_INFO_CMDLINE + BOOT_INFO_CMDLINE_LEN;
+/// Byte offset of `boot_info.module_size` (size of the boot module in bytes; 0: none).
+pub const BOOT_INFO_MODULE_SIZE: usize = BOOT_INFO_MODULE_PHYS + 8;
 /// Total size of `struct boot_info` in bytes.
-pub const BOOT_INFO_SIZE: usize = BOOT_INFO_CMDLINE + BOOT_INFO_CMDLINE_LEN;
+pub const BOOT_INFO_SIZE: usize = BOOT_INFO_MODULE_SIZE + 8;
 /// I/O port the guest writes console bytes to.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// I/O port the guest writes its exit status to (32-bit `out`), stopping the machine.
 pub const EXIT_PORT: u16 = 0xF4;
 /// Exit status of a kernel panic.
 pub const PANIC_EXIT_STATUS: u32 = 255;
+/// Exit status when the kernel refuses a malformed boot module.
+pub const MODULE_BAD_EXIT_STATUS: u32 = 127;
 
 /// The testbed kernel ELF image.
 pub fn kernel_elf() -> &'static [u8] {
@@ -82,6 +101,15 @@ mod tests {
         let mut e = [0u8; 8];
         e.copy_from_slice(&k[24..32]);
         assert!(u64::from_le_bytes(e) >= KERNEL_MAP_BASE + KERNEL_LOAD_PHYS);
+    }
+
+    #[test]
+    fn boot_info_layout_matches_the_loader() {
+        use sim_core::loader::boot_info;
+        assert_eq!(BOOT_INFO_MODULE_PHYS as u64, boot_info::MODULE_PHYS);
+        assert_eq!(BOOT_INFO_MODULE_SIZE as u64, boot_info::MODULE_SIZE);
+        assert_eq!(BOOT_INFO_SIZE as u64, boot_info::SIZE);
+        assert_eq!((BOOT_INFO_MODULE_PHYS, BOOT_INFO_MODULE_SIZE), (336, 344));
     }
 
     #[test]

@@ -1,14 +1,20 @@
 //! `hvsim run-program`: boots the testbed kernel on a machine built from a profile and
-//! runs one workload (an embedded program by name) to completion, then formats what the
-//! model counted.
+//! runs one workload to completion, then formats what the model counted.
+//!
+//! The workload is either an embedded program, by name, or a user's own static,
+//! freestanding x86-64 ELF executable, by path: if `program` names an existing file, it is
+//! read, checked on the host ([`sim_core::loader::check_user_elf`]) and handed to the
+//! kernel as the boot module, with its file name as `argv[0]`.
 
+use sim_core::loader::{check_user_elf, BootModule};
 use sim_core::{Machine, MachineConfig, MachineProfile, RunResult, SimError};
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// Options of one program run.
 #[derive(Debug, Clone)]
 pub struct ProgramRun {
-    /// Workload name (an embedded program).
+    /// Workload: an embedded program's name, or the path of a static x86-64 ELF file.
     pub program: String,
     /// Arguments passed to it.
     pub args: Vec<String>,
@@ -38,6 +44,14 @@ pub enum ProgramError {
         /// What exists.
         known: String,
     },
+    /// A program file that cannot be read.
+    #[error("cannot read program file {path}: {source}")]
+    ReadProgram {
+        /// The path given.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A mode that is not implemented.
     #[error("unknown mode '{0}' (available: native)")]
     UnknownMode(String),
@@ -48,19 +62,43 @@ pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
     if opts.mode != "native" {
         return Err(ProgramError::UnknownMode(opts.mode.clone()));
     }
-    let programs = crate::guest::programs();
-    if !programs.iter().any(|(n, _)| *n == opts.program) {
-        return Err(ProgramError::UnknownProgram {
+    let path = Path::new(&opts.program);
+    let (name, module) = if path.exists() {
+        let bytes = std::fs::read(path).map_err(|source| ProgramError::ReadProgram {
+            path: opts.program.clone(),
+            source,
+        })?;
+        check_user_elf(&bytes, &opts.program)?;
+        // argv[0]: the file name, as one command-line word.
+        let name: String = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "module".into())
+            .chars()
+            .map(|c| if c.is_whitespace() { '_' } else { c })
+            .collect();
+        let module = BootModule {
             name: opts.program.clone(),
-            known: programs
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
+            bytes,
+        };
+        (name, Some(module))
+    } else {
+        let programs = crate::guest::programs();
+        if !programs.iter().any(|(n, _)| *n == opts.program) {
+            return Err(ProgramError::UnknownProgram {
+                name: opts.program.clone(),
+                known: programs
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        (opts.program.clone(), None)
+    };
     let profile = MachineProfile::load(&opts.profile)?;
-    let mut cmdline = opts.program.clone();
+    let mut cmdline = name;
     for a in &opts.args {
         cmdline.push(' ');
         cmdline.push_str(a);
@@ -69,6 +107,7 @@ pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
     cfg.vcpus = opts.vcpus;
     cfg.mem_bytes = opts.memory_mib << 20;
     cfg.max_instructions = opts.max_instructions;
+    cfg.module = module;
     let m = Machine::new(cfg, crate::guest::kernel_elf(), "built-in testbed kernel")?;
     Ok(m.run())
 }

@@ -490,6 +490,43 @@ mod tests {
     }
 
     #[test]
+    fn module_lands_after_the_kernel_and_boot_info_records_it() {
+        let mut m = PhysMem::new(16 << 20).unwrap();
+        let (pa, free) = load_module(&mut m, b"\x7fELF-module", 0x20_0123).unwrap();
+        assert_eq!((pa, free), (0x20_1000, 0x20_2000));
+        assert_eq!(m.read_sized(pa, 4), 0x464c_457f);
+        let mut p = BootParams {
+            ncpus: 1,
+            tsc_hz: 1,
+            apic_timer_hz: 1,
+            first_free_phys: free,
+            cmdline: "x".into(),
+            module: Some((pa, 11)),
+        };
+        write_boot_info(&mut m, &p).unwrap();
+        let b = BOOT_INFO_PHYS;
+        assert_eq!(m.read_sized(b + boot_info::MODULE_PHYS, 8), pa);
+        assert_eq!(m.read_sized(b + boot_info::MODULE_SIZE, 8), 11);
+        p.module = None;
+        write_boot_info(&mut m, &p).unwrap();
+        assert_eq!(m.read_sized(b + boot_info::MODULE_PHYS, 8), 0);
+        assert_eq!(m.read_sized(b + boot_info::MODULE_SIZE, 8), 0);
+        assert!(load_module(&mut m, &[1; 16 << 20], 0x20_0000).is_err());
+    }
+
+    #[test]
+    fn user_elf_check_names_the_origin_and_reason() {
+        let e = check_user_elf(b"#!/bin/sh", "prog")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prog") && e.contains("not an ELF"), "{e}");
+        let e = check_user_elf(b"\x7fELF\x02\x01", "prog")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("truncated"), "{e}");
+    }
+
+    #[test]
     fn boot_tables_map_the_three_windows() {
         let mut m = PhysMem::new(2 << 30).unwrap();
         build_boot_tables(&mut m).unwrap();

@@ -110,9 +110,15 @@ typedef int64_t i64;
 #define EPIPE 32
 #define ENOSYS 38
 
-/* ---- boot protocol ---- */
+/* ---- boot protocol ----
+ * Fields after cmdline were added without a version bump: they are zero when absent.
+ * module_phys/module_size: a user's static ELF executable copied by the loader to a
+ * page-aligned physical address after the kernel image (below first_free_phys); 0/0 means
+ * no module. With a module, the first process runs it, and the first word of cmdline is
+ * only the name it reports (argv[0]). */
 #define BOOT_INFO_MAGIC 0x4f4f426d69737668UL /* "hvsimBOO" */
 #define BOOT_INFO_VERSION 1
+#define MODULE_BAD_EXIT_STATUS 127 /* a malformed boot module */
 
 struct boot_info {
     u64 magic;
@@ -126,6 +132,8 @@ struct boot_info {
     volatile u64 ap_stack;
     volatile u64 ap_cpu;
     char cmdline[256];
+    u64 module_phys; /* 0: no module */
+    u64 module_size; /* 0: no module */
 };
 
 /* ---- pv_ops: every privileged operation after early boot goes through here ---- */

@@ -10,6 +10,8 @@ _Static_assert(offsetof(struct percpu, user_rsp) == PC_USER_RSP, "percpu layout"
 _Static_assert(sizeof(struct trapframe) == TRAPFRAME_SIZE, "trap frame layout");
 _Static_assert(sizeof(struct tss) == 104, "tss layout");
 _Static_assert(offsetof(struct boot_info, cmdline) == 80, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, module_phys) == 336, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, module_size) == 344, "boot_info layout");
 
 void kernel_main(struct boot_info *bi, u64 cpu)
 {
@@ -26,6 +28,8 @@ void kernel_main(struct boot_info *bi, u64 cpu)
     tsc_hz = bi->tsc_hz;
     kprintf("hvsim-kernel: cpus=%lu mem_mib=%lu tsc_hz=%lu pv_ops=%s cmdline=\"%s\"\n", bi->ncpus,
             bi->mem_bytes >> 20, bi->tsc_hz, pv.name, bi->cmdline);
+    if (bi->module_size)
+        kprintf("hvsim-kernel: module at %#lx, %lu bytes\n", bi->module_phys, bi->module_size);
 
     frames_init(bi->first_free_phys, bi->mem_bytes, (u64)_kernel_end - KERNEL_VMA);
     paging_init(bi->mem_bytes);

@@ -166,6 +166,68 @@ static int load_program(const struct program *prog, int argc, char *const argv[]
     return 0;
 }
 
+/* Why a boot module cannot run as a user program, or NULL if it looks runnable (the same
+ * rules load_program() applies, each with a reason for the console). */
+static const char *module_problem(const u8 *data, u64 size)
+{
+    static char why[96];
+    struct elf64_ehdr eh;
+    if (size < 4 || memcmp(data, "\177ELF", 4))
+        return "not an ELF file (bad magic)";
+    if (size < sizeof eh)
+        return "truncated (shorter than the ELF header)";
+    memcpy(&eh, data, sizeof eh);
+    if (eh.ident[4] != 2)
+        return "not an ELF64 file";
+    if (eh.ident[5] != 1)
+        return "not a little-endian ELF file";
+    if (eh.machine != 62) {
+        ksnprintf(why, sizeof why, "not an x86-64 executable (machine %u)", (u32)eh.machine);
+        return why;
+    }
+    if (eh.type != 2) {
+        ksnprintf(why, sizeof why, "not a static executable (type %u, need ET_EXEC)",
+                  (u32)eh.type);
+        return why;
+    }
+    if (eh.phentsize != sizeof(struct elf64_phdr) || eh.phnum == 0)
+        return "bad program header table";
+    if (eh.phoff > size || (u64)eh.phnum * sizeof(struct elf64_phdr) > size - eh.phoff)
+        return "truncated (program headers past the end of the file)";
+    int loads = 0;
+    for (u16 i = 0; i < eh.phnum; i++) {
+        struct elf64_phdr ph;
+        memcpy(&ph, data + eh.phoff + (u64)i * sizeof ph, sizeof ph);
+        if (ph.type == PT_INTERP)
+            return "dynamically linked (has an interpreter)";
+        if (ph.offset > size || ph.filesz > size - ph.offset) {
+            ksnprintf(why, sizeof why, "truncated (segment %u past the end of the file)", (u32)i);
+            return why;
+        }
+        if (ph.type != PT_LOAD || ph.memsz == 0)
+            continue;
+        loads++;
+        u64 limit = USER_STACK_TOP - USER_STACK_SIZE;
+        if (ph.filesz > ph.memsz) {
+            ksnprintf(why, sizeof why, "segment %u file size exceeds its memory size", (u32)i);
+            return why;
+        }
+        if (ph.vaddr < USER_MIN || ph.vaddr >= limit || ph.memsz > limit - ph.vaddr) {
+            ksnprintf(why, sizeof why, "segment %u at %#lx outside user space", (u32)i, ph.vaddr);
+            return why;
+        }
+    }
+    if (!loads)
+        return "no loadable segments";
+    return NULL;
+}
+
+NORETURN static void module_refused(const char *why)
+{
+    kprintf("hvsim-kernel: module: %s\n", why);
+    poweroff(MODULE_BAD_EXIT_STATUS);
+}
+
 /* Prepares a never-run task so that swtch() into it returns to user mode with *tf. */
 static void task_setup_first_run(struct task *t, const struct trapframe *tf)
 {
@@ -189,7 +251,8 @@ static void user_frame(struct trapframe *tf, u64 entry, u64 sp)
     tf->vector = SYSCALL_VECTOR;
 }
 
-/* The first process: the workload named by the command line. */
+/* The first process: the boot module if there is one, else the embedded workload named by
+ * the command line. */
 void start_init(const char *cmdline)
 {
     static char buf[256];
@@ -210,20 +273,47 @@ void start_init(const char *cmdline)
         list_programs();
         panic("empty command line: no workload to run");
     }
-    const struct program *prog = program_find(argv[0]);
-    if (!prog) {
-        list_programs();
-        panic("unknown workload '%s'", argv[0]);
+    static struct program module;
+    const struct program *prog;
+    const char *name;
+    if (boot_info->module_size) {
+        u64 pa = boot_info->module_phys, size = boot_info->module_size;
+        if (pa == 0 || (pa & (PAGE_SIZE - 1)) || pa > boot_info->mem_bytes ||
+            size > boot_info->mem_bytes - pa || pa + size > boot_info->first_free_phys)
+            module_refused("placed outside usable memory");
+        const char *why = module_problem(P2V(pa), size);
+        if (why)
+            module_refused(why);
+        module.name = argv[0];
+        module.data = P2V(pa);
+        module.size = size;
+        prog = &module;
+        name = argv[0];
+        for (const char *p = argv[0]; *p; p++)
+            if (*p == '/')
+                name = p + 1;
+    } else {
+        prog = program_find(argv[0]);
+        if (!prog) {
+            list_programs();
+            panic("unknown workload '%s'", argv[0]);
+        }
+        name = prog->name;
     }
     struct task *t = task_alloc();
     struct mm *mm;
     u64 entry, sp;
     int err = load_program(prog, argc, argv, &mm, &entry, &sp);
+    if (err && prog == &module) {
+        static char why[64];
+        ksnprintf(why, sizeof why, "cannot load (error %d)", err);
+        module_refused(why);
+    }
     if (!t || err)
         panic("cannot start workload '%s' (error %d)", argv[0], err);
     t->mm = mm;
     t->cpu = 0;
-    strlcpy_k(t->name, prog->name, sizeof t->name);
+    strlcpy_k(t->name, name, sizeof t->name);
     fds_init_console(t);
     struct trapframe tf;
     user_frame(&tf, entry, sp);

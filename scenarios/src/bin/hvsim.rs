@@ -24,7 +24,7 @@ enum Command {
     },
     /// Boot the testbed kernel and run one workload, then print what the model counted.
     RunProgram {
-        /// Workload name (see `hvsim list`).
+        /// Workload name (see `hvsim list`) or path of a static x86-64 ELF executable.
         program: String,
         /// Machine profile: a built-in name or a TOML file.
         #[arg(long, default_value = "nehalem-x5570")]
