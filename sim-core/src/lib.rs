@@ -5,6 +5,7 @@
 //! Wires `cpu-model`, `mmu` and `devices` together; those three know nothing of each other.
 
 pub mod error;
+pub mod event_queue;
 pub mod loader;
 pub mod machine;
 pub mod native_mmu;

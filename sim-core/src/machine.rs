@@ -13,6 +13,7 @@
 //! are routed at the end of the sender's chunk.
 
 use crate::error::SimError;
+use crate::event_queue::EventQueue;
 use crate::loader::{self, boot_info, BootParams, BOOT_INFO_PHYS, BOOT_STACK_TOP, KERNEL_MAP};
 use crate::native_mmu::{NativeMemory, NativeMmu, NativeMmuStats};
 use crate::phys_mem::{PhysMem, PhysMemStats};
@@ -216,6 +217,8 @@ struct Vcpu {
     idle: u64,
     started: bool,
     init_seen: bool,
+    /// The LAPIC timer deadline (TSC) currently posted in the event queue.
+    armed: Option<u64>,
 }
 
 impl Vcpu {
@@ -359,6 +362,8 @@ pub struct Machine {
     console: DebugConsole,
     gdtr: DescriptorTable,
     ipis: Vec<Ipi>,
+    /// Timer deadlines of all vCPUs (in core cycles), by vCPU index.
+    events: EventQueue<usize>,
     stats: MachineStats,
     end: Option<RunEnd>,
     exit: Option<u32>,
@@ -421,6 +426,7 @@ impl Machine {
                 idle: 0,
                 started: i == 0,
                 init_seen: false,
+                armed: None,
             });
         }
         Ok(Machine {
@@ -430,6 +436,7 @@ impl Machine {
             console: DebugConsole::new(DebugConsole::DEFAULT_CAPACITY),
             gdtr,
             ipis: Vec::new(),
+            events: EventQueue::new(),
             stats: MachineStats::default(),
             end: None,
             exit: None,
@@ -451,6 +458,36 @@ impl Machine {
     fn cycles_of_tsc(&self, tsc: u64) -> u64 {
         let (n, d) = self.tsc_ratio();
         ((tsc as u128 * d as u128).div_ceil(n as u128)) as u64
+    }
+
+    /// Posts vCPU `i`'s LAPIC timer deadline in the event queue when it changed (a
+    /// superseded entry stays in the queue and is recognised as stale when reached).
+    fn rearm(&mut self, i: usize) {
+        let now = self.tsc_of(self.vcpus[i].cycles());
+        let next = self.vcpus[i].lapic.next_event(now);
+        if next != self.vcpus[i].armed {
+            self.vcpus[i].armed = next;
+            if let Some(t) = next {
+                let at = self.cycles_of_tsc(t);
+                self.events.schedule(at, i);
+            }
+        }
+    }
+
+    /// The earliest valid timer event of a halted vCPU (in core cycles), dropping stale
+    /// queue entries on the way.
+    fn next_timer_event(&mut self) -> Option<(u64, usize)> {
+        while let Some(t) = self.events.peek_time() {
+            let (at, i) = self.events.pop()?;
+            let v = &self.vcpus[i];
+            let valid = v.armed.map(|d| self.cycles_of_tsc(d)) == Some(at);
+            if valid {
+                // Keep it queued: it is consumed when the LAPIC fires.
+                self.events.schedule(at, i);
+                return Some((t, i));
+            }
+        }
+        None
     }
 
     /// Runs one vCPU for at most `budget` instructions; returns instructions retired.
@@ -592,6 +629,7 @@ impl Machine {
             v.idle += sender_cycles - c;
         }
         self.stats.ipis_startup += 1;
+        self.rearm(t);
     }
 
     /// Runs until the guest exits, the budget runs out, or the machine stops.
@@ -622,6 +660,7 @@ impl Machine {
                     if !self.ipis.is_empty() {
                         self.route_ipis(i);
                     }
+                    self.rearm(i);
                     if done == 0 || self.vcpus[i].cpu.state.halted {
                         break;
                     }
@@ -642,32 +681,43 @@ impl Machine {
                 .map(|v| v.cycles())
                 .max();
             let mut woke = false;
-            for i in 0..n {
-                let v = &self.vcpus[i];
-                if !v.started || !v.cpu.state.halted {
-                    continue;
-                }
-                if v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled() {
+            if horizon.is_none() {
+                // Every started vCPU is halted: global time jumps to the earliest timer
+                // event in the queue; every halted vCPU idles up to it.
+                let pending = (0..n).any(|i| {
+                    let v = &self.vcpus[i];
+                    v.started
+                        && v.lapic.highest_pending().is_some()
+                        && v.cpu.state.interrupts_enabled()
+                });
+                if pending {
                     woke = true;
-                    continue;
+                } else if let Some((at, _)) = self.next_timer_event() {
+                    for v in self.vcpus.iter_mut().filter(|v| v.started) {
+                        let c = v.cycles();
+                        if at > c {
+                            v.idle += at - c;
+                        }
+                    }
+                    woke = true;
                 }
-                let now_c = v.cycles();
-                let next = v
-                    .lapic
-                    .next_event(self.tsc_of(now_c))
-                    .map(|t| self.cycles_of_tsc(t));
-                let target = match (next, horizon) {
-                    (Some(t), Some(h)) => t.min(h.max(now_c)),
-                    (Some(t), None) => t,
-                    (None, Some(h)) => h,
-                    (None, None) => now_c,
-                };
-                if target > now_c {
+            } else if let Some(h) = horizon {
+                // Halted vCPUs idle up to their own deadline, at most to the running
+                // vCPUs' time.
+                for i in 0..n {
+                    let v = &self.vcpus[i];
+                    if !v.started || !v.cpu.state.halted {
+                        continue;
+                    }
+                    if v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled() {
+                        continue;
+                    }
+                    let now_c = v.cycles();
+                    let deadline = v.armed.map(|t| self.cycles_of_tsc(t));
+                    let target = deadline.map_or(h, |t| t.min(h)).max(now_c);
                     self.vcpus[i].idle += target - now_c;
-                    woke = true;
-                } else if next.is_some() {
-                    woke = true;
                 }
+                woke = true;
             }
             if !any_ran && !woke {
                 self.end = Some(RunEnd::AllHalted);
