@@ -147,6 +147,52 @@ pub enum EventKind {
     External,
 }
 
+/// The type of an event injected at VM entry, numbered as in the VM-entry
+/// interruption-information field (bits 10:8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EventType {
+    /// External interrupt.
+    ExternalInterrupt = 0,
+    /// Non-maskable interrupt (vector 2).
+    Nmi = 2,
+    /// Hardware exception (a fault or trap other than INT1/INT3/INTO).
+    HardwareException = 3,
+    /// Software interrupt (INT n).
+    SoftwareInterrupt = 4,
+    /// Privileged software exception (INT1).
+    PrivilegedSoftwareException = 5,
+    /// Software exception (INT3 or INTO).
+    SoftwareException = 6,
+}
+
+impl EventType {
+    /// The type for an interruption-information type number; `None` for reserved
+    /// numbers (1) and "other event" (7).
+    pub fn from_number(n: u8) -> Option<Self> {
+        Some(match n {
+            0 => EventType::ExternalInterrupt,
+            2 => EventType::Nmi,
+            3 => EventType::HardwareException,
+            4 => EventType::SoftwareInterrupt,
+            5 => EventType::PrivilegedSoftwareException,
+            6 => EventType::SoftwareException,
+            _ => return None,
+        })
+    }
+
+    /// True for the types that carry an instruction length (INT n, INT1, INT3, INTO):
+    /// the pushed return address is the next instruction.
+    pub fn is_software(self) -> bool {
+        matches!(
+            self,
+            EventType::SoftwareInterrupt
+                | EventType::PrivilegedSoftwareException
+                | EventType::SoftwareException
+        )
+    }
+}
+
 fn is_contributory(v: u8) -> bool {
     matches!(v, 0 | 10 | 11 | 12 | 13)
 }
@@ -176,13 +222,28 @@ impl Cpu {
         kind: EventKind,
         return_rip: u64,
     ) -> Delivery {
+        self.raise_with(m, p, exc, kind, return_rip, kind == EventKind::Exception)
+    }
+
+    /// [`Cpu::raise`] with the choice whether the first event is offered to the platform's
+    /// intercept hook (an event injected by VM entry is not; faults raised while
+    /// delivering it are).
+    fn raise_with<M: Memory, P: Platform>(
+        &mut self,
+        m: &mut M,
+        p: &mut P,
+        exc: Exc,
+        kind: EventKind,
+        return_rip: u64,
+        offer_first: bool,
+    ) -> Delivery {
         if let Some(t) = exc.abort_token() {
             return Delivery::Aborted(t);
         }
         let mut cur = exc;
         let mut depth = 0;
         loop {
-            if kind == EventKind::Exception || depth > 0 {
+            if (offer_first && depth == 0) || depth > 0 {
                 *self.stats.exceptions.entry(cur.vector()).or_insert(0) += 1;
                 let ev = Sensitive::Exception {
                     vector: cur.vector(),
@@ -194,7 +255,8 @@ impl Cpu {
                     return Delivery::Intercepted(ev);
                 }
             }
-            if cur.vector() == vector::PF {
+            // An injected #PF leaves CR2 as the hypervisor set it.
+            if cur.vector() == vector::PF && (offer_first || depth > 0) {
                 self.state.cr2 = cur.cr2();
             }
             // A fault raised while delivering the event (for example #GP for INT n
@@ -437,6 +499,47 @@ impl Cpu {
             Delivery::Intercepted(event) => Some(StepOutcome::Intercepted { event, rip, len: 0 }),
             Delivery::Aborted(token) => Some(StepOutcome::MemoryAbort { token, rip }),
             Delivery::Shutdown => Some(StepOutcome::Shutdown),
+        }
+    }
+    /// Delivers an event injected by VM entry through the current (guest) IDT, as the
+    /// processor does after loading guest state: `vector` of type `kind`, with
+    /// `error_code` pushed if given; software types push RIP + `instruction_len` as the
+    /// return address, the others RIP. The injected event itself is never offered to the
+    /// platform's intercept hook, but a fault raised while delivering it is (and may
+    /// become a VM exit). A halted CPU wakes up.
+    pub fn inject_event<M: Memory, P: Platform>(
+        &mut self,
+        m: &mut M,
+        p: &mut P,
+        vector: u8,
+        kind: EventType,
+        error_code: Option<u32>,
+        instruction_len: u8,
+    ) -> crate::cpu::StepOutcome {
+        use crate::cpu::StepOutcome;
+        let rip = self.state.rip;
+        let ret = if kind.is_software() {
+            rip.wrapping_add(instruction_len as u64)
+        } else {
+            rip
+        };
+        let how = match kind {
+            EventType::ExternalInterrupt | EventType::Nmi => EventKind::External,
+            EventType::HardwareException | EventType::PrivilegedSoftwareException => {
+                EventKind::Exception
+            }
+            EventType::SoftwareInterrupt | EventType::SoftwareException => EventKind::Software,
+        };
+        let exc = match error_code {
+            Some(ec) => Exc::with_code(vector, ec),
+            None => Exc::new(vector),
+        };
+        self.state.halted = false;
+        match self.raise_with(m, p, exc, how, ret, false) {
+            Delivery::Done => StepOutcome::Retired,
+            Delivery::Intercepted(event) => StepOutcome::Intercepted { event, rip, len: 0 },
+            Delivery::Aborted(token) => StepOutcome::MemoryAbort { token, rip },
+            Delivery::Shutdown => StepOutcome::Shutdown,
         }
     }
 }

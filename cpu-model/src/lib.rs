@@ -25,14 +25,15 @@ pub mod platform;
 pub mod state;
 pub mod stats;
 pub mod timing;
+pub mod vmx;
 
 pub use addr::{LinAddr, PhysAddr};
 pub use cpu::{Cpu, RunExit, StepOutcome};
-pub use exception::{vector, EventKind, Exc};
+pub use exception::{vector, EventKind, EventType, Exc};
 pub use memory::{
     Access, AccessKind, FlatMemory, Invalidation, MemFault, Memory, PagingControl, Stored,
 };
-pub use platform::{BarePlatform, Disposition, Platform, Sensitive};
+pub use platform::{BarePlatform, DescTable, Disposition, Platform, Sensitive};
 pub use state::{CpuState, DescriptorTable, SegReg, Segment, Shutdown};
 pub use stats::CpuStats;
 pub use timing::{InstrClass, MemRef, Retired};

@@ -105,11 +105,26 @@ pub enum Sensitive {
     Wbinvd,
     /// Loads of GDTR/IDTR/LDTR/TR and stores of them (descriptor-table exiting).
     DescriptorTable {
-        /// True for loads (LGDT, LIDT, LTR), false for stores.
+        /// True for loads (LGDT, LIDT, LLDT, LTR), false for stores (SGDT, SIDT, SLDT, STR).
         load: bool,
+        /// Which register the instruction loads or stores.
+        table: DescTable,
     },
     /// A triple fault: the processor would shut down.
     TripleFault,
+}
+
+/// The descriptor-table register a [`Sensitive::DescriptorTable`] event touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum DescTable {
+    /// GDTR (LGDT/SGDT).
+    Gdtr,
+    /// IDTR (LIDT/SIDT).
+    Idtr,
+    /// LDTR (LLDT/SLDT).
+    Ldtr,
+    /// TR (LTR/STR).
+    Tr,
 }
 
 /// The platform's answer to a sensitive instruction or event.
@@ -157,6 +172,14 @@ pub trait Platform {
     fn intercept(&mut self, state: &CpuState, event: &Sensitive) -> Disposition {
         let _ = (state, event);
         Disposition::Proceed
+    }
+    /// The value MOV from CR0 or CR4 returns for the register's real value `value`
+    /// (`cr` is 0 or 4). VMX non-root operation returns the read shadow for host-owned
+    /// bits; native operation returns the value itself.
+    #[inline(always)]
+    fn cr_read_shadow(&mut self, cr: u8, value: u64) -> u64 {
+        let _ = cr;
+        value
     }
     /// Whether this platform consumes [`Platform::retired`] reports. A purely functional
     /// platform (tests, fast-forwarding) sets it to `false` and the CPU skips building the

@@ -9,7 +9,7 @@ use crate::cpu::Cpu;
 use crate::decode::{prefix, Insn, Op, Opnd};
 use crate::exception::{vector, Exc};
 use crate::memory::{Invalidation, Memory, PagingControl};
-use crate::platform::{Platform, Sensitive};
+use crate::platform::{DescTable, Platform, Sensitive};
 use crate::state::rflags::*;
 use crate::state::{cr, msr, SegReg, Segment, Shutdown};
 
@@ -216,7 +216,13 @@ impl Cpu {
             Op::Int | Op::Int3 => Ok(Flow::SoftInt((i.imm & 0xff) as u8)),
             Op::Lgdt | Op::Lidt => {
                 self.need_cpl0()?;
-                if let Some(f) = self.intercept(p, Sensitive::DescriptorTable { load: true }) {
+                let table = if i.op == Op::Lgdt {
+                    DescTable::Gdtr
+                } else {
+                    DescTable::Idtr
+                };
+                let ev = Sensitive::DescriptorTable { load: true, table };
+                if let Some(f) = self.intercept(p, ev) {
                     return Ok(f);
                 }
                 let a = self.ea(i);
@@ -235,7 +241,13 @@ impl Cpu {
                 Ok(Flow::Next)
             }
             Op::Sgdt | Op::Sidt => {
-                if let Some(f) = self.intercept(p, Sensitive::DescriptorTable { load: false }) {
+                let table = if i.op == Op::Sgdt {
+                    DescTable::Gdtr
+                } else {
+                    DescTable::Idtr
+                };
+                let ev = Sensitive::DescriptorTable { load: false, table };
+                if let Some(f) = self.intercept(p, ev) {
                     return Ok(f);
                 }
                 let t = if i.op == Op::Sgdt {
@@ -251,7 +263,11 @@ impl Cpu {
             }
             Op::Ltr => {
                 self.need_cpl0()?;
-                if let Some(f) = self.intercept(p, Sensitive::DescriptorTable { load: true }) {
+                let ev = Sensitive::DescriptorTable {
+                    load: true,
+                    table: DescTable::Tr,
+                };
+                if let Some(f) = self.intercept(p, ev) {
                     return Ok(f);
                 }
                 let sel = self.rd(m, i, i.dst, 2)? as u16;
@@ -293,6 +309,13 @@ impl Cpu {
             }
             Op::Lldt => {
                 self.need_cpl0()?;
+                let ev = Sensitive::DescriptorTable {
+                    load: true,
+                    table: DescTable::Ldtr,
+                };
+                if let Some(f) = self.intercept(p, ev) {
+                    return Ok(f);
+                }
                 let sel = self.rd(m, i, i.dst, 2)? as u16;
                 if sel & !3 != 0 {
                     return self.unsupported_state("LLDT with a non-null selector");
@@ -301,6 +324,15 @@ impl Cpu {
                 Ok(Flow::Next)
             }
             Op::Str | Op::Sldt => {
+                let table = if i.op == Op::Str {
+                    DescTable::Tr
+                } else {
+                    DescTable::Ldtr
+                };
+                let ev = Sensitive::DescriptorTable { load: false, table };
+                if let Some(f) = self.intercept(p, ev) {
+                    return Ok(f);
+                }
                 let v = if i.op == Op::Str {
                     self.state.tr.selector
                 } else {
@@ -322,10 +354,10 @@ impl Cpu {
                     }
                 }
                 let v = match i.cc {
-                    0 => self.state.cr0,
+                    0 => p.cr_read_shadow(0, self.state.cr0),
                     2 => self.state.cr2,
                     3 => self.state.cr3,
-                    4 => self.state.cr4,
+                    4 => p.cr_read_shadow(4, self.state.cr4),
                     8 => self.state.cr8,
                     _ => return Err(Exc::new(vector::UD)),
                 };
