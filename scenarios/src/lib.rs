@@ -2,5 +2,15 @@
 //! expectations, and the guest software build; home of the `hvsim` command-line tool.
 
 pub mod demo;
+pub mod expect;
 pub mod guest;
+pub mod modes;
+pub mod params;
 pub mod program;
+pub mod results;
+pub mod runner;
+pub mod schema;
+pub mod suggest;
+
+/// The built-in default scenario (`hvsim run` without a file).
+pub const DEFAULT_SCENARIO: &str = include_str!("../default.toml");

@@ -1,7 +1,10 @@
 //! The `hvsim` command-line tool.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use scenarios::program::{self, ProgramRun};
+use scenarios::runner::{self, RunOptions};
+use scenarios::{expect, results, schema};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -13,11 +16,78 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Options of `run` and `sweep`.
+#[derive(Args, Clone)]
+struct SweepArgs {
+    /// Worker threads (default: one per core).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// Run only the runs whose index modulo N is K (0 <= K < N); results go to
+    /// OUTPUT/shard-K-of-N unless --output is given.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<String>,
+    /// Keep the runs already recorded in the output directory.
+    #[arg(long)]
+    resume: bool,
+    /// Accept a sweep of zero or more than 10,000 runs.
+    #[arg(long)]
+    yes: bool,
+    /// No progress bar and no report on the terminal.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Print the results (the content of results.json) on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Results directory (default: the scenario's `output`).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the built-in default (today: the component demonstration of the CPU and MMU
-    /// models; the scenario runner replaces it).
+    /// Run a scenario (default: the built-in scenario) and write its results directory.
     Run {
+        /// Scenario file (default: the built-in `scenarios/default.toml`).
+        scenario: Option<PathBuf>,
+        #[command(flatten)]
+        args: SweepArgs,
+    },
+    /// Run a scenario's sweep (the same as `run` with a file).
+    Sweep {
+        /// Scenario file.
+        scenario: PathBuf,
+        #[command(flatten)]
+        args: SweepArgs,
+    },
+    /// Merge shard results directories into one results set.
+    Merge {
+        /// Results directories written by `--shard` runs.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where the merged results go (default: the scenario's `output`).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Redraw results.csv, report.md and the charts of a results directory.
+    Report {
+        /// Results directory.
+        dir: PathBuf,
+    },
+    /// Evaluate a scenario's [[expect]] entries against its results.
+    Check {
+        /// Results directory, or a scenario file (whose `output` holds the results).
+        target: PathBuf,
+    },
+    /// Check a scenario file without running it.
+    Validate {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Accept a sweep of zero or more than 10,000 runs.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The component demonstration of the CPU and MMU models.
+    Demo {
         /// Instructions the CPU part executes.
         #[arg(long, default_value_t = 50_000_000)]
         max_instructions: u64,
@@ -48,28 +118,33 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// List machine profiles, modes and workloads.
+    /// List machine profiles, modes, workloads and every sweepable parameter path.
     List,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        None => run_demo(50_000_000),
-        Some(Command::Run { max_instructions }) => run_demo(max_instructions),
+    let no_args = SweepArgs {
+        jobs: None,
+        shard: None,
+        resume: false,
+        yes: false,
+        quiet: false,
+        json: false,
+        output: None,
+    };
+    let r = match cli.command {
+        None => run_scenario(None, &no_args),
+        Some(Command::Run { scenario, args }) => run_scenario(scenario.as_deref(), &args),
+        Some(Command::Sweep { scenario, args }) => run_scenario(Some(&scenario), &args),
+        Some(Command::Merge { dirs, output }) => merge(&dirs, output),
+        Some(Command::Report { dir }) => report(&dir),
+        Some(Command::Check { target }) => check(&target),
+        Some(Command::Validate { scenario, yes }) => validate(&scenario, yes),
+        Some(Command::Demo { max_instructions }) => run_demo(max_instructions),
         Some(Command::List) => {
-            println!("profiles:");
-            for n in sim_core::MachineProfile::builtin_names() {
-                if let Ok(p) = sim_core::MachineProfile::load(n) {
-                    println!("  {n:<18} {}", p.description);
-                }
-            }
-            println!("modes:\n  native");
-            println!("workloads:");
-            for (n, _) in scenarios::guest::programs() {
-                println!("  {n}");
-            }
-            ExitCode::SUCCESS
+            list();
+            Ok(ExitCode::SUCCESS)
         }
         Some(Command::RunProgram {
             program: name,
@@ -80,8 +155,8 @@ fn main() -> ExitCode {
             max_instructions,
             json,
             args,
-        }) => {
-            let opts = ProgramRun {
+        }) => run_program(
+            ProgramRun {
                 program: name,
                 args,
                 profile,
@@ -89,50 +164,240 @@ fn main() -> ExitCode {
                 vcpus,
                 memory_mib: memory,
                 max_instructions,
-            };
-            let t = Instant::now();
-            let r = match program::run(&opts) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("hvsim: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let secs = t.elapsed().as_secs_f64();
-            print!("{}", program::table(&r, secs));
-            if let Some(path) = json {
-                let text = match serde_json::to_string_pretty(&r) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("hvsim: serialising the result: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                if let Err(e) = std::fs::write(&path, text) {
-                    eprintln!("hvsim: writing {}: {e}", path.display());
-                    return ExitCode::FAILURE;
-                }
-            }
-            match r.end {
-                sim_core::RunEnd::Exited { code: 0 } => ExitCode::SUCCESS,
-                _ => {
-                    eprintln!("hvsim: {}", r.end_reason);
-                    ExitCode::FAILURE
-                }
-            }
-        }
-    }
-}
-
-fn run_demo(budget: u64) -> ExitCode {
-    match scenarios::demo::run(budget) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
+            },
+            json,
+        ),
+    };
+    match r {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("hvsim: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn load(scenario: Option<&Path>, yes: bool) -> Result<schema::Loaded, String> {
+    match scenario {
+        Some(p) => schema::load(p, yes),
+        None => schema::load_str(
+            scenarios::DEFAULT_SCENARIO,
+            "built-in default.toml",
+            "default",
+            Path::new("."),
+            yes,
+        ),
+    }
+    .map_err(|e| e.to_string())
+}
+
+fn run_scenario(scenario: Option<&Path>, a: &SweepArgs) -> Result<ExitCode, String> {
+    let loaded = load(scenario, a.yes)?;
+    let shard = a.shard.as_deref().map(runner::parse_shard).transpose()?;
+    let output = a.output.clone().or_else(|| {
+        shard.map(|(k, n)| PathBuf::from(&loaded.scenario.output).join(format!("shard-{k}-of-{n}")))
+    });
+    let opts = RunOptions {
+        jobs: a.jobs.unwrap_or(0),
+        shard,
+        resume: a.resume,
+        quiet: a.quiet || a.json,
+        output,
+    };
+    let s = runner::run(&loaded, &opts)?;
+    if a.json {
+        let text = std::fs::read_to_string(s.dir.join("results.json"))
+            .map_err(|e| format!("{}: {e}", s.dir.join("results.json").display()))?;
+        print!("{text}");
+    } else if !a.quiet {
+        if let Ok(md) = std::fs::read_to_string(s.dir.join("report.md")) {
+            print!("{md}");
+        }
+    }
+    let failed = s.failed();
+    if !a.quiet {
+        eprintln!(
+            "hvsim: {} runs ({} run now, {} resumed), {} failed; results in {}",
+            s.records.len(),
+            s.executed,
+            s.records.len() - s.executed,
+            failed,
+            s.dir.display()
+        );
+        if s.executed > 0 {
+            eprintln!(
+                "hvsim: simulated {} instructions in {:.2} s host ({:.1} million instructions/s)",
+                s.instructions,
+                s.host_seconds,
+                s.instructions as f64 / s.host_seconds.max(1e-9) / 1e6
+            );
+        }
+    }
+    for r in s.records.iter().filter(|r| !r.ok()) {
+        eprintln!(
+            "hvsim: run {} ({}) failed: {}",
+            r.spec.index,
+            r.spec.label(),
+            r.reason
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn merge(dirs: &[PathBuf], output: Option<PathBuf>) -> Result<ExitCode, String> {
+    let first = dirs.first().ok_or("merge: no directories")?;
+    let out = match output {
+        Some(o) => o,
+        None => PathBuf::from(results::read_scenario(first)?.scenario.output),
+    };
+    let m = results::merge(dirs, &out)?;
+    eprintln!(
+        "hvsim: merged {} runs from {} directories into {}",
+        m.records.len(),
+        dirs.len(),
+        out.display()
+    );
+    if !m.missing.is_empty() {
+        eprintln!(
+            "hvsim: {} runs of the scenario are missing: {:?}",
+            m.missing.len(),
+            m.missing
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    let failed = m.records.iter().filter(|r| !r.ok()).count();
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("hvsim: {failed} runs failed");
+        ExitCode::FAILURE
+    })
+}
+
+fn report(dir: &Path) -> Result<ExitCode, String> {
+    let loaded = results::read_scenario(dir)?;
+    let records = results::read_results_json(dir)?;
+    results::draw(dir, &loaded.scenario, &records)?;
+    eprintln!("hvsim: redrew {}", dir.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(target: &Path) -> Result<ExitCode, String> {
+    let (scenario, dir) = if target.is_dir() {
+        (
+            results::read_scenario(target)?.scenario,
+            target.to_path_buf(),
+        )
+    } else {
+        let l = schema::load(target, true).map_err(|e| e.to_string())?;
+        let dir = PathBuf::from(&l.scenario.output);
+        (l.scenario, dir)
+    };
+    let records = results::read_results_json(&dir)?;
+    if scenario.expect.is_empty() {
+        println!("no [[expect]] entries in the scenario");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcomes = expect::evaluate(&scenario, &records);
+    print!("{}", expect::table(&scenario, &outcomes));
+    Ok(if outcomes.iter().all(|o| o.pass) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn validate(path: &Path, yes: bool) -> Result<ExitCode, String> {
+    let l = schema::load(path, yes).map_err(|e| e.to_string())?;
+    println!(
+        "{}: valid; {} runs ({} guests x {} modes x {} sweep points), {} expectations",
+        path.display(),
+        schema::run_count(&l.scenario),
+        l.scenario.guests.len(),
+        l.scenario.modes.len(),
+        schema::run_count(&l.scenario)
+            / (l.scenario.guests.len() * l.scenario.modes.len()).max(1) as u64,
+        l.scenario.expect.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list() {
+    println!("profiles:");
+    for n in sim_core::MachineProfile::builtin_names() {
+        if let Ok(p) = sim_core::MachineProfile::load(n) {
+            println!("  {n:<18} {}", p.description);
+        }
+    }
+    println!("modes:");
+    for m in scenarios::modes::MODES {
+        println!("  {m}");
+    }
+    println!("workloads:");
+    for (n, _) in scenarios::guest::programs() {
+        println!("  {n}");
+    }
+    println!(
+        "parameters (for [machine] overrides and [sweep]; defaults of {}):",
+        schema::DEFAULT_PROFILE
+    );
+    println!("  {:<34} {:<18} default", "path", "type");
+    let scenario_defaults = [
+        ("machine.profile", schema::DEFAULT_PROFILE.to_string()),
+        ("guest.workload", "(required)".into()),
+        ("guest.args", "[]".into()),
+        ("guest.args.N", "-".into()),
+        ("guest.vcpus", "1".into()),
+        ("guest.memory_mib", "256".into()),
+        (
+            "budget.max_instructions",
+            schema::DEFAULT_MAX_INSTRUCTIONS.to_string(),
+        ),
+        ("seed", "0".into()),
+    ];
+    for (p, t, _) in scenarios::params::SCENARIO_PARAMS {
+        let d = scenario_defaults
+            .iter()
+            .find(|(q, _)| q == p)
+            .map_or(String::new(), |(_, d)| d.clone());
+        println!("  {p:<34} {t:<18} {d}");
+    }
+    if let Ok((o, text)) = scenarios::params::profile_text(schema::DEFAULT_PROFILE, Path::new("."))
+    {
+        if let Ok(tree) = scenarios::params::profile_tree(&text, &o) {
+            for (p, v) in scenarios::params::leaves(&tree) {
+                println!(
+                    "  {p:<34} {:<18} {}",
+                    scenarios::params::type_name(&v),
+                    scenarios::params::value_text(&v)
+                );
+            }
+        }
+    }
+}
+
+fn run_program(opts: ProgramRun, json: Option<PathBuf>) -> Result<ExitCode, String> {
+    let t = Instant::now();
+    let r = program::run(&opts).map_err(|e| e.to_string())?;
+    let secs = t.elapsed().as_secs_f64();
+    print!("{}", program::table(&r, secs));
+    if let Some(path) = json {
+        let text =
+            serde_json::to_string_pretty(&r).map_err(|e| format!("serialising the result: {e}"))?;
+        std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    match r.end {
+        sim_core::RunEnd::Exited { code: 0 } => Ok(ExitCode::SUCCESS),
+        _ => Err(r.end_reason),
+    }
+}
+
+fn run_demo(budget: u64) -> Result<ExitCode, String> {
+    let report = scenarios::demo::run(budget).map_err(|e| e.to_string())?;
+    print!("{report}");
+    Ok(ExitCode::SUCCESS)
 }

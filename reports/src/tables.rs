@@ -1,0 +1,172 @@
+//! `results.csv` and `report.md`.
+
+use crate::{Metrics, Report};
+use std::fmt::Write as _;
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// The fixed leading columns of `results.csv`.
+pub const CSV_LEADING: &[&str] = &[
+    "index",
+    "status",
+    "guest",
+    "workload",
+    "args",
+    "mode",
+    "profile",
+    "vcpus",
+    "memory_mib",
+    "max_instructions",
+    "seed",
+];
+
+/// `results.csv`: one row per run. Columns: [`CSV_LEADING`], one column per swept
+/// parameter (named by its path), the [`Metrics`] columns (empty when the run could not
+/// start), `normalized_perf`, `reason`.
+pub fn csv(report: &Report) -> String {
+    let mut header: Vec<String> = CSV_LEADING.iter().map(|s| s.to_string()).collect();
+    header.extend(report.params.iter().cloned());
+    header.extend(Metrics::column_names().iter().map(|s| s.to_string()));
+    header.push("normalized_perf".into());
+    header.push("reason".into());
+    let mut out = String::new();
+    let line = |fields: Vec<String>| -> String {
+        let mut l = fields
+            .iter()
+            .map(|f| csv_field(f))
+            .collect::<Vec<_>>()
+            .join(",");
+        l.push('\n');
+        l
+    };
+    out.push_str(&line(header));
+    let norm = report.normalized();
+    for (r, n) in report.rows.iter().zip(norm) {
+        let mut f = vec![
+            r.index.to_string(),
+            if r.ok { "ok" } else { "failed" }.to_string(),
+            r.guest.clone(),
+            r.workload.clone(),
+            r.args.clone(),
+            r.mode.clone(),
+            r.profile.clone(),
+            r.vcpus.to_string(),
+            r.memory_mib.to_string(),
+            r.max_instructions.to_string(),
+            r.seed.to_string(),
+        ];
+        for p in &report.params {
+            f.push(r.params.get(p).cloned().unwrap_or_default());
+        }
+        match &r.metrics {
+            Some(m) => f.extend(m.columns().into_iter().map(|(_, v)| v)),
+            None => f.extend(Metrics::column_names().iter().map(|_| String::new())),
+        }
+        f.push(n.map(|x| format!("{x:.4}")).unwrap_or_default());
+        f.push(r.reason.clone());
+        out.push_str(&line(f));
+    }
+    out
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// `report.md`: what ran, a table of every run, the failures, and the charts.
+pub fn markdown(report: &Report, charts: &[String]) -> String {
+    let mut o = String::new();
+    let failed = report.rows.iter().filter(|r| !r.ok).count();
+    let _ = writeln!(o, "# {}\n", md_cell(&report.name));
+    if !report.description.is_empty() {
+        let _ = writeln!(o, "{}\n", report.description.trim());
+    }
+    let _ = writeln!(
+        o,
+        "{} runs, {} failed. Modes: {}. Performance is normalised to `{}` (its cycles / the run's cycles, same guest and sweep point).\n",
+        report.rows.len(),
+        failed,
+        report.modes.join(", "),
+        report.baseline
+    );
+    let _ = writeln!(o, "## Runs\n");
+    let mut head = vec!["#", "guest", "mode"];
+    head.extend(report.params.iter().map(String::as_str));
+    head.extend([
+        "status",
+        "instructions",
+        "cycles",
+        "IPC",
+        "simulated ms",
+        "syscalls",
+        "page faults",
+        "STLB misses",
+        "walk refs",
+        "LLC misses",
+        "normalized perf",
+    ]);
+    let _ = writeln!(
+        o,
+        "| {} |",
+        head.iter()
+            .map(|h| md_cell(h))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(o, "|{}", "---|".repeat(head.len()));
+    let norm = report.normalized();
+    for (r, n) in report.rows.iter().zip(norm) {
+        let mut f = vec![r.index.to_string(), md_cell(&r.guest), md_cell(&r.mode)];
+        for p in &report.params {
+            f.push(md_cell(r.params.get(p).map_or("", String::as_str)));
+        }
+        f.push(if r.ok { "ok" } else { "FAILED" }.to_string());
+        match &r.metrics {
+            Some(m) => f.extend([
+                m.instructions.to_string(),
+                m.cycles.to_string(),
+                format!("{:.3}", m.ipc),
+                format!("{:.3}", m.simulated_seconds * 1e3),
+                m.syscalls.to_string(),
+                m.page_faults.to_string(),
+                m.stlb_misses.to_string(),
+                m.walk_refs.to_string(),
+                m.llc_misses.to_string(),
+            ]),
+            None => f.extend((0..9).map(|_| "-".to_string())),
+        }
+        f.push(n.map_or("-".into(), |x| format!("{x:.3}")));
+        let _ = writeln!(o, "| {} |", f.join(" | "));
+    }
+    if failed > 0 {
+        let _ = writeln!(o, "\n## Failed runs\n");
+        for r in report.rows.iter().filter(|r| !r.ok) {
+            let _ = writeln!(
+                o,
+                "- run {} ({} / {}{}): {}",
+                r.index,
+                md_cell(&r.guest),
+                md_cell(&r.mode),
+                if r.params.is_empty() {
+                    String::new()
+                } else {
+                    format!(" / {}", md_cell(&r.point()))
+                },
+                md_cell(&r.reason)
+            );
+        }
+    }
+    if !charts.is_empty() {
+        let _ = writeln!(o, "\n## Charts\n");
+        for c in charts {
+            let _ = writeln!(o, "![{c}](charts/{c})\n");
+        }
+    }
+    o
+}
