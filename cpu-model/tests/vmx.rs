@@ -1583,6 +1583,31 @@ fn halted_guest_is_saved_with_activity_hlt() {
 }
 
 #[test]
+fn tpr_below_threshold_is_a_trap_like_exit_after_the_cr8_write() {
+    let (mut m, mut vmx) = hypervisor();
+    m.code_at(KCODE, |a| {
+        a.mov(cr8, rax)?;
+        a.mov(cr8, rbx)?;
+        a.hlt()
+    });
+    m.cpu.state.gpr[0] = 6; // at the threshold: no exit
+    m.cpu.state.gpr[3] = 2; // below: exit after the write
+    let v = vmx.current_vmcs_mut().unwrap();
+    v.exec.proc |= proc::USE_TPR_SHADOW | proc::CR8_LOAD_EXITING;
+    v.exec.virtual_apic_page = 0x6000;
+    v.exec.tpr_threshold = 6;
+    v.vtpr = 0x80;
+    assert_eq!(launch(&mut m, &mut vmx), Ok(Entry::Entered));
+    assert_eq!(m.cpu.state.cr8, 8, "the guest's CR8 is the virtual TPR");
+    let r = vmx.run(&mut m.cpu, &mut m.mem, &mut m.plat, 100);
+    assert_eq!(r.exit.unwrap().reason.number(), 43);
+    assert_eq!(r.retired, 2);
+    assert_eq!(vmx.vmread(field::GUEST_RIP), Ok(KCODE + 8));
+    assert_eq!(vmx.current_vmcs().unwrap().vtpr, 0x20);
+    assert_eq!(m.cpu.state.cr8, 0, "host CR8 restored");
+}
+
+#[test]
 fn exit_reason_numbers_round_trip() {
     for r in ExitReason::ALL {
         assert_eq!(ExitReason::from_number(r.number()), Some(r));

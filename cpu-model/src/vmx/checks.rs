@@ -375,3 +375,36 @@ pub fn check_guest(vmcs: &Vmcs) -> Result<(), u64> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> Vmcs {
+        let mut v = Vmcs::new();
+        v.exec.pin = c::PIN_CAP.must_be_one;
+        v.exec.proc = c::PROC_CAP.must_be_one;
+        v.exit.controls = c::EXIT_CAP.must_be_one | exit::HOST_ADDRESS_SPACE_SIZE;
+        v.entry.controls = c::ENTRY_CAP.must_be_one | entry::IA32E_MODE_GUEST;
+        v
+    }
+
+    #[test]
+    fn minimal_controls_pass_and_zero_controls_fail() {
+        assert_eq!(check_controls(&minimal()), Ok(()));
+        assert_eq!(
+            check_controls(&Vmcs::new()),
+            Err(error::INVALID_CONTROL_FIELDS)
+        );
+    }
+
+    #[test]
+    fn zeroed_host_state_fails() {
+        assert_eq!(check_host(&minimal()), Err(error::INVALID_HOST_STATE));
+    }
+
+    #[test]
+    fn zeroed_guest_state_fails() {
+        assert!(check_guest(&minimal()).is_err());
+    }
+}

@@ -221,3 +221,24 @@ pub mod intr_info {
         (info >> 8) & 7
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_unique_and_sorted() {
+        let n: Vec<u16> = ExitReason::ALL.iter().map(|r| r.number()).collect();
+        assert!(n.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(ExitReason::Cpuid.number(), 10);
+        assert_eq!(ExitReason::CrAccess.number(), 28);
+    }
+
+    #[test]
+    fn interruption_info_packing() {
+        let i = intr_info::make(14, intr_info::TYPE_HW_EXCEPTION, true);
+        assert_eq!(i, 0x8000_0b0e);
+        assert_eq!(intr_info::vector(i), 14);
+        assert_eq!(intr_info::ty(i), 3);
+    }
+}

@@ -509,6 +509,20 @@ impl VmxCpu {
             };
             retired += r.retired;
             if let Some(exit) = exit {
+                if exit.reason == ExitReason::TprBelowThreshold {
+                    // Trap-like: the MOV to CR8 completes before the exit.
+                    if let StepOutcome::Intercepted {
+                        event: crate::platform::Sensitive::CrWrite { value, .. },
+                        len,
+                        ..
+                    } = r.outcome
+                    {
+                        cpu.state.cr8 = value & 0xf;
+                        cpu.state.rip = cpu.state.rip.wrapping_add(len as u64);
+                        cpu.state.retired += 1;
+                        retired += 1;
+                    }
+                }
                 return self.exit_run(cpu, m, exit, r.outcome, retired);
             }
             if mtf && r.retired > 0 {

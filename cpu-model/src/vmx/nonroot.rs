@@ -88,7 +88,12 @@ pub fn cr_write_exits(mask: u64, shadow: u64, value: u64) -> bool {
 
 /// The VM exit an event causes in VMX non-root operation under `vmcs`, or `None` when it
 /// proceeds in the guest. `len` is the instruction's length (0 for events). Called before
-/// the instruction has any effect.
+/// the instruction has any effect; for the one trap-like exit decided here (TPR below
+/// threshold after MOV to CR8 with a TPR shadow) the caller completes the write first
+/// ([`super::VmxCpu::run`] does).
+///
+/// Not modelled here: the #UD that INVPCID and RDTSCP raise in non-root operation when
+/// "enable INVPCID" / "enable RDTSCP" are clear (the CPU executes them normally).
 pub fn exit_for(vmcs: &Vmcs, state: &CpuState, event: &Sensitive, len: u8) -> Option<VmExit> {
     let _ = state;
     let ctl = vmcs.exec.proc;
@@ -185,7 +190,16 @@ pub fn exit_for(vmcs: &Vmcs, state: &CpuState, event: &Sensitive, len: u8) -> Op
                     let n = (vmcs.exec.cr3_target_count as usize).min(4);
                     on(proc::CR3_LOAD_EXITING) && !vmcs.exec.cr3_targets[..n].contains(&value)
                 }
-                8 => on(proc::CR8_LOAD_EXITING) && !on(proc::USE_TPR_SHADOW),
+                8 if on(proc::USE_TPR_SHADOW) => {
+                    // The write goes to the virtual TPR; dropping below the TPR threshold
+                    // is a trap-like exit after the write (reserved bits fault first).
+                    let vid = secondary(vmcs) & proc2::VIRTUAL_INTERRUPT_DELIVERY != 0;
+                    if !vid && value & !0xf == 0 && (value as u32) < vmcs.exec.tpr_threshold {
+                        return Some(VmExit::new(ExitReason::TprBelowThreshold, 0, 0));
+                    }
+                    false
+                }
+                8 => on(proc::CR8_LOAD_EXITING),
                 _ => false,
             };
             if exits {
@@ -290,5 +304,51 @@ pub fn nmi_window_exit(vmcs: &Vmcs, state: &CpuState) -> Option<VmExit> {
         Some(VmExit::new(ExitReason::NmiWindow, 0, 0))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_fault_mask_match_rule() {
+        let mut v = Vmcs::new();
+        v.exec.exception_bitmap = 1 << 14;
+        v.exec.pf_error_mask = 1;
+        v.exec.pf_error_match = 1;
+        assert!(page_fault_exits(&v, 1), "match, bit set");
+        assert!(!page_fault_exits(&v, 0), "no match, bit set");
+        v.exec.exception_bitmap = 0;
+        assert!(!page_fault_exits(&v, 1), "match, bit clear");
+        assert!(page_fault_exits(&v, 0), "no match, bit clear");
+    }
+
+    #[test]
+    fn io_access_wrapping_past_ffff_exits_with_bitmaps() {
+        let mut v = Vmcs::new();
+        v.exec.proc = proc::USE_IO_BITMAPS;
+        assert!(!io_exits(&v, 0xfffe, 2));
+        assert!(io_exits(&v, 0xffff, 2));
+        assert!(io_exits(&v, 0xfffd, 4));
+    }
+
+    #[test]
+    fn qualification_layouts() {
+        assert_eq!(
+            qual::cr_access(4, qual::CR_MOV_FROM, 15),
+            4 | 1 << 4 | 15 << 8
+        );
+        assert_eq!(
+            qual::io(0x60, 4, true, true, true, false),
+            3 | 1 << 3 | 1 << 4 | 1 << 5 | 0x60 << 16
+        );
+    }
+
+    #[test]
+    fn cr_write_exit_only_on_host_owned_change() {
+        assert!(!cr_write_exits(0, 0, u64::MAX));
+        assert!(cr_write_exits(1 << 3, 0, 1 << 3));
+        assert!(!cr_write_exits(1 << 3, 1 << 3, 1 << 3 | 1 << 16));
     }
 }

@@ -830,3 +830,62 @@ impl Vmcs {
         self.msr_bitmap.fill(v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widths_and_read_only_types_follow_the_encoding() {
+        assert_eq!(FieldWidth::of(field::VPID), FieldWidth::W16);
+        assert_eq!(FieldWidth::of(field::EPTP), FieldWidth::W64);
+        assert_eq!(FieldWidth::of(field::PIN_CONTROLS), FieldWidth::W32);
+        assert_eq!(FieldWidth::of(field::GUEST_RIP), FieldWidth::Natural);
+        assert!(is_read_only(field::EXIT_REASON));
+        assert!(is_read_only(field::EXIT_QUALIFICATION));
+        assert!(is_read_only(field::GUEST_PHYSICAL_ADDRESS));
+        assert!(!is_read_only(field::GUEST_CR0));
+        for &e in FIELD_ENCODINGS {
+            assert_eq!(e & 1, 0, "{e:#x}: full encodings only");
+        }
+    }
+
+    #[test]
+    fn sixteen_and_thirty_two_bit_fields_truncate() {
+        let mut v = Vmcs::new();
+        assert_eq!(v.write(field::VPID, 0x1_0005), Ok(()));
+        assert_eq!(v.exec.vpid, 5);
+        assert_eq!(v.write(field::EXCEPTION_BITMAP, 0x1_ffff_ffff), Ok(()));
+        assert_eq!(v.read(field::EXCEPTION_BITMAP), Ok(0xffff_ffff));
+        // No high half for a natural-width field.
+        assert_eq!(v.read(field::GUEST_RIP + 1), Err(FieldError::Unsupported));
+        assert_eq!(v.read(1 << 15), Err(FieldError::Unsupported));
+    }
+
+    #[test]
+    fn io_bitmap_a_and_b_cover_all_ports() {
+        let mut v = Vmcs::new();
+        for p in [0u16, 7, 8, 0x7fff, 0x8000, 0xffff] {
+            assert!(!v.io_bitmap_bit(p));
+            v.set_io_bitmap_bit(p, true);
+            assert!(v.io_bitmap_bit(p));
+        }
+        v.set_io_bitmap_bit(7, false);
+        assert!(!v.io_bitmap_bit(7));
+        assert!(v.io_bitmap_bit(8));
+    }
+
+    #[test]
+    fn msr_bitmap_quarters_are_separate() {
+        let mut v = Vmcs::new();
+        v.set_msr_bitmap_bit(0x10, false, true);
+        assert!(v.msr_bitmap_bit(0x10, false));
+        assert!(!v.msr_bitmap_bit(0x10, true));
+        v.set_msr_bitmap_bit(0xc000_0082, true, true);
+        assert!(v.msr_bitmap_bit(0xc000_0082, true));
+        assert!(!v.msr_bitmap_bit(0xc000_0082, false));
+        assert!(!v.msr_bitmap_bit(0x82, true), "low and high ranges differ");
+        assert!(v.msr_bitmap_bit(0x2000, false), "outside the ranges");
+        assert!(v.msr_bitmap_bit(0xc000_2000, true));
+    }
+}
