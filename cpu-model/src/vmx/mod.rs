@@ -499,7 +499,7 @@ impl VmxCpu {
                     | controls::proc::MONITOR_TRAP_FLAG)
                 != 0;
             let mtf = v.exec.proc & controls::proc::MONITOR_TRAP_FLAG != 0;
-            let left = budget - retired;
+            let left = budget.saturating_sub(retired);
             let chunk = if stepwise { left.min(1) } else { left };
             let (r, exit) = {
                 let mut ap = VmxPlatform::new(v, p);
