@@ -81,7 +81,7 @@ pub fn normalized(report: &Report) -> Result<String, Box<dyn Error>> {
             let mut chart = ChartBuilder::on(root)
                 .caption(
                     format!("Performance relative to {}", report.baseline),
-                    (FONT, 24).into_font().color(&INK),
+                    (FONT, 30).into_font().color(&INK),
                 )
                 .margin(20)
                 .x_label_area_size(70)
@@ -97,8 +97,8 @@ pub fn normalized(report: &Report) -> Result<String, Box<dyn Error>> {
                     "{} cycles / cycles (higher is faster)",
                     report.baseline
                 ))
-                .label_style((FONT, 16).into_font().color(&INK))
-                .axis_desc_style((FONT, 18).into_font().color(&INK))
+                .label_style((FONT, 20).into_font().color(&INK))
+                .axis_desc_style((FONT, 22).into_font().color(&INK))
                 .draw()?;
             let bw = 0.8 / modes.len().max(1) as f64;
             for (k, mode) in modes.iter().enumerate() {
@@ -115,7 +115,7 @@ pub fn normalized(report: &Report) -> Result<String, Box<dyn Error>> {
                         labels.push(Text::new(
                             format!("{v:.2}"),
                             (x0 + bw * 0.46, *v + ymax * 0.01),
-                            TextStyle::from((FONT, 14).into_font())
+                            TextStyle::from((FONT, 18).into_font())
                                 .color(&INK)
                                 .pos(Pos::new(HPos::Center, VPos::Bottom)),
                         ));
@@ -138,11 +138,11 @@ pub fn normalized(report: &Report) -> Result<String, Box<dyn Error>> {
                 .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.9))
                 .border_style(INK)
-                .label_font((FONT, 16).into_font().color(&INK))
+                .label_font((FONT, 20).into_font().color(&INK))
                 .draw()?;
             for (g, guest) in guests.iter().enumerate() {
                 let (px, py) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
-                root.draw(&Text::new(guest.clone(), (px, py + 10), centred(16)))?;
+                root.draw(&Text::new(guest.clone(), (px, py + 10), centred(20)))?;
             }
             root.present()?;
             Ok(())
@@ -179,7 +179,7 @@ pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
         let draw = |root: &DrawingArea<SVGBackend, _>| -> Res {
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(root)
-                .caption("Cycle breakdown", (FONT, 24).into_font().color(&INK))
+                .caption("Cycle breakdown", (FONT, 30).into_font().color(&INK))
                 .margin(20)
                 .x_label_area_size(if modes.len() > 1 { 90 } else { 70 })
                 .y_label_area_size(90)
@@ -192,8 +192,8 @@ pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
                 .x_label_formatter(&|_| String::new())
                 .x_desc("guest workload and mode")
                 .y_desc("share of cycles (%)")
-                .label_style((FONT, 16).into_font().color(&INK))
-                .axis_desc_style((FONT, 18).into_font().color(&INK))
+                .label_style((FONT, 20).into_font().color(&INK))
+                .axis_desc_style((FONT, 22).into_font().color(&INK))
                 .draw()?;
             for (c, name) in names.iter().enumerate() {
                 let color = CATEGORY[c];
@@ -224,7 +224,7 @@ pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
                 .margin(-160)
                 .background_style(WHITE.mix(0.9))
                 .border_style(INK)
-                .label_font((FONT, 16).into_font().color(&INK))
+                .label_font((FONT, 20).into_font().color(&INK))
                 .draw()?;
             for (g, guest) in guests.iter().enumerate() {
                 let mut y = 8;
@@ -232,13 +232,13 @@ pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
                     for (k, mode) in modes.iter().enumerate() {
                         let x = g as f64 * per_group + 0.3 + k as f64 + 0.5;
                         let (px, py) = chart.backend_coord(&(x, 0.0));
-                        root.draw(&Text::new(mode.clone(), (px, py + 8), centred(14)))?;
+                        root.draw(&Text::new(mode.clone(), (px, py + 8), centred(18)))?;
                     }
                     y = 32;
                 }
                 let x = g as f64 * per_group + per_group / 2.0;
                 let (px, py) = chart.backend_coord(&(x, 0.0));
-                root.draw(&Text::new(guest.clone(), (px, py + y), centred(16)))?;
+                root.draw(&Text::new(guest.clone(), (px, py + y), centred(20)))?;
             }
             root.present()?;
             Ok(())
@@ -312,7 +312,7 @@ pub fn sweeps(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                     let mut chart = ChartBuilder::on(root)
                         .caption(
                             format!("{guest}: cycles vs {p}"),
-                            (FONT, 24).into_font().color(&INK),
+                            (FONT, 30).into_font().color(&INK),
                         )
                         .margin(20)
                         .x_label_area_size(70)
@@ -322,8 +322,8 @@ pub fn sweeps(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                         .configure_mesh()
                         .x_desc(p.clone())
                         .y_desc("cycles (millions)")
-                        .label_style((FONT, 16).into_font().color(&INK))
-                        .axis_desc_style((FONT, 18).into_font().color(&INK))
+                        .label_style((FONT, 20).into_font().color(&INK))
+                        .axis_desc_style((FONT, 22).into_font().color(&INK))
                         .draw()?;
                     for (i, (pos, name, pts)) in series.values().enumerate() {
                         let mut pts = pts.clone();
@@ -350,7 +350,7 @@ pub fn sweeps(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                         .position(SeriesLabelPosition::LowerRight)
                         .background_style(WHITE.mix(0.9))
                         .border_style(INK)
-                        .label_font((FONT, 16).into_font().color(&INK))
+                        .label_font((FONT, 20).into_font().color(&INK))
                         .draw()?;
                     root.present()?;
                     Ok(())

@@ -87,11 +87,6 @@ pub fn evaluate(s: &Scenario, records: &[RunRecord]) -> Vec<Outcome> {
     for (i, e) in s.expect.iter().enumerate() {
         let mut any = false;
         for r in records.iter().filter(|r| selects(e, r)) {
-            if let Some(rt) = &e.ratio_to {
-                if r.spec.mode == rt.mode {
-                    continue;
-                }
-            }
             any = true;
             let measured = metric(r, &e.metric).and_then(|m| match &e.ratio_to {
                 None => Ok(m),
