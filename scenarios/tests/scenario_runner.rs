@@ -105,7 +105,7 @@ fn thread_count_and_shards_do_not_change_the_results() {
         );
     }
     // A merge of one shard alone reports what is missing.
-    let part = results::merge(&[s0.clone()], &tmp("part")).unwrap();
+    let part = results::merge(std::slice::from_ref(&s0), &tmp("part")).unwrap();
     assert_eq!(part.missing, vec![1, 3, 5, 7]);
     // CSV: a header and one row per run, sweep parameters as columns.
     let csv = read(&a, "results.csv");
