@@ -11,6 +11,7 @@ pub mod results;
 pub mod runner;
 pub mod schema;
 pub mod suggest;
+pub mod topology;
 
 /// The built-in default scenario (`hvsim run` without a file).
 pub const DEFAULT_SCENARIO: &str = include_str!("../default.toml");

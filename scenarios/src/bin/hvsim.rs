@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use scenarios::program::{self, ProgramRun};
 use scenarios::runner::{self, RunOptions};
-use scenarios::{expect, results, schema};
+use scenarios::{expect, results, schema, topology};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -78,6 +78,15 @@ enum Command {
         /// Results directory, or a scenario file (whose `output` holds the results).
         target: PathBuf,
     },
+    /// The platform of a scenario as a graph (machine, domains, vCPUs, physical CPUs,
+    /// devices, interrupt routes) in Graphviz DOT; also SVG when `dot` is installed.
+    Topology {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Write the DOT here (and the SVG next to it, as FILE.svg) instead of printing it.
+        #[arg(long, short = 'o', value_name = "FILE.dot")]
+        output: Option<PathBuf>,
+    },
     /// Check a scenario file without running it.
     Validate {
         /// Scenario file.
@@ -140,6 +149,7 @@ fn main() -> ExitCode {
         Some(Command::Merge { dirs, output }) => merge(&dirs, output),
         Some(Command::Report { dir }) => report(&dir),
         Some(Command::Check { target }) => check(&target),
+        Some(Command::Topology { scenario, output }) => topology(&scenario, output),
         Some(Command::Validate { scenario, yes }) => validate(&scenario, yes),
         Some(Command::Demo { max_instructions }) => run_demo(max_instructions),
         Some(Command::List) => {
@@ -309,6 +319,38 @@ fn check(target: &Path) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn topology(path: &Path, output: Option<PathBuf>) -> Result<ExitCode, String> {
+    let l = schema::load(path, true).map_err(|e| e.to_string())?;
+    let g = topology::build(&l.scenario);
+    let dot = topology::to_dot(&g);
+    let Some(out) = output else {
+        print!("{dot}");
+        eprintln!("hvsim: {}", topology::summary(&g));
+        return Ok(ExitCode::SUCCESS);
+    };
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    std::fs::write(&out, &dot).map_err(|e| format!("writing {}: {e}", out.display()))?;
+    eprintln!("hvsim: {}; wrote {}", topology::summary(&g), out.display());
+    let svg = out.with_extension("svg");
+    match std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .arg(&out)
+        .arg("-o")
+        .arg(&svg)
+        .status()
+    {
+        Ok(st) if st.success() => eprintln!("hvsim: wrote {}", svg.display()),
+        Ok(st) => return Err(format!("dot -Tsvg {}: {st}", out.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("hvsim: note: Graphviz `dot` is not on PATH; no SVG written")
+        }
+        Err(e) => return Err(format!("running dot: {e}")),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn validate(path: &Path, yes: bool) -> Result<ExitCode, String> {
