@@ -255,7 +255,12 @@ impl Cpu {
                 }
             };
             let before = self.state.retired;
-            let insns = &cache.block(bidx).insns[..];
+            if cache.insns(bidx).is_empty() {
+                // Not expected: drop whatever the tables hold for this frame and decode anew.
+                cache.invalidate_frame(phys >> 12);
+                continue;
+            }
+            let insns = cache.insns(bidx);
             let room = end - self.state.retired;
             let mut stop = false;
             if room as usize >= insns.len() {

@@ -63,15 +63,23 @@ impl DecodeCache {
             return Some(e.1);
         }
         let idx = *self.map.get(&phys)?;
+        if !matches!(self.blocks.get(idx as usize), Some(Some(_))) {
+            // Never expected (invalidation cleans map and front table together); treat a
+            // stale index as a miss rather than trusting it.
+            self.map.remove(&phys);
+            return None;
+        }
         self.front[slot] = (phys, idx);
         Some(idx)
     }
 
+    /// The instructions of a block (empty for an index that is not live, which the
+    /// caller then treats like any other block end).
     #[inline(always)]
-    pub(crate) fn block(&self, idx: u32) -> &Block {
-        match &self.blocks[idx as usize] {
-            Some(b) => b,
-            None => unreachable_block(),
+    pub(crate) fn insns(&self, idx: u32) -> &[Insn] {
+        match self.blocks.get(idx as usize) {
+            Some(Some(b)) => &b.insns,
+            _ => &[],
         }
     }
 
@@ -159,12 +167,6 @@ impl DecodeCache {
         filter.set(frame);
         (Decoded::Block(idx), count)
     }
-}
-
-#[cold]
-fn unreachable_block() -> ! {
-    // Block indices only come from `map`/`front`, which are cleaned on invalidation.
-    panic!("decode cache: stale block index")
 }
 
 /// A bitmap over physical frames (hashed) telling which may hold decoded code; checked on
