@@ -10,6 +10,7 @@ pub mod program;
 pub mod results;
 pub mod runner;
 pub mod schema;
+pub mod slurm;
 pub mod suggest;
 pub mod topology;
 

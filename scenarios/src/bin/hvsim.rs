@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use scenarios::program::{self, ProgramRun};
 use scenarios::runner::{self, RunOptions};
-use scenarios::{expect, results, schema, topology};
+use scenarios::{expect, results, schema, slurm, topology};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -41,6 +41,13 @@ struct SweepArgs {
     /// Results directory (default: the scenario's `output`).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Run nothing: write Slurm scripts into DIR (`sweep.sbatch`, an array job of
+    /// --shards tasks, and `merge.sbatch`).
+    #[arg(long, value_name = "DIR")]
+    emit_slurm: Option<PathBuf>,
+    /// Shards (array tasks) for --emit-slurm.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "emit_slurm")]
+    shards: usize,
 }
 
 #[derive(Subcommand)]
@@ -141,6 +148,8 @@ fn main() -> ExitCode {
         quiet: false,
         json: false,
         output: None,
+        emit_slurm: None,
+        shards: 4,
     };
     let r = match cli.command {
         None => run_scenario(None, &no_args),
@@ -203,6 +212,9 @@ fn load(scenario: Option<&Path>, yes: bool) -> Result<schema::Loaded, String> {
 
 fn run_scenario(scenario: Option<&Path>, a: &SweepArgs) -> Result<ExitCode, String> {
     let loaded = load(scenario, a.yes)?;
+    if let Some(dir) = &a.emit_slurm {
+        return emit_slurm(scenario, &loaded, dir, a.shards);
+    }
     let shard = a.shard.as_deref().map(runner::parse_shard).transpose()?;
     let output = a.output.clone().or_else(|| {
         shard.map(|(k, n)| PathBuf::from(&loaded.scenario.output).join(format!("shard-{k}-of-{n}")))
@@ -256,6 +268,32 @@ fn run_scenario(scenario: Option<&Path>, a: &SweepArgs) -> Result<ExitCode, Stri
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn emit_slurm(
+    scenario: Option<&Path>,
+    loaded: &schema::Loaded,
+    dir: &Path,
+    shards: usize,
+) -> Result<ExitCode, String> {
+    let path = scenario.ok_or("--emit-slurm needs a scenario file")?;
+    if shards == 0 {
+        return Err("--shards must be at least 1".into());
+    }
+    let runs = schema::run_count(&loaded.scenario);
+    if shards as u64 > runs {
+        eprintln!("hvsim: note: {shards} shards for {runs} runs; some shards will be empty");
+    }
+    let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+    let s = slurm::scripts(&loaded.scenario.meta.name, path, dir, shards, &cwd);
+    let [sweep, merge] = slurm::write(dir, &s)?;
+    println!("wrote {} and {}", sweep.display(), merge.display());
+    println!(
+        "submit: jid=$(sbatch --parsable {}) && sbatch --dependency=afterany:$jid {}",
+        sweep.display(),
+        merge.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn merge(dirs: &[PathBuf], output: Option<PathBuf>) -> Result<ExitCode, String> {
