@@ -1,10 +1,11 @@
 //! Tables and charts from hvsim run results: the summary metrics of a run, CSV and
-//! Markdown tables, and SVG charts (normalised performance, cycle breakdown, sweep lines).
+//! Markdown tables, a self-contained HTML report, and SVG charts (normalised performance, cycle breakdown, sweep lines).
 //!
 //! This crate only formats: it knows `sim-core`'s result types and a plain description of
 //! each run ([`RunRow`]); the scenario layer decides what ran.
 
 pub mod charts;
+pub mod html;
 pub mod metrics;
 pub mod palette;
 pub mod tables;

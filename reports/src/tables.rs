@@ -79,6 +79,71 @@ fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
 
+/// The table of every run shared by `report.md` and `report.html`: the header and one
+/// row per run, cells as plain text (each format escapes them its own way).
+pub fn run_table(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut head: Vec<String> = vec!["#".into(), "guest".into(), "mode".into()];
+    head.extend(report.params.iter().cloned());
+    head.extend(
+        [
+            "status",
+            "instructions",
+            "cycles",
+            "IPC",
+            "simulated ms",
+            "syscalls",
+            "page faults",
+            "STLB misses",
+            "walk refs",
+            "LLC misses",
+            "normalized perf",
+        ]
+        .map(String::from),
+    );
+    let norm = report.normalized();
+    let rows = report
+        .rows
+        .iter()
+        .zip(norm)
+        .map(|(r, n)| {
+            let mut f = vec![r.index.to_string(), r.guest.clone(), r.mode.clone()];
+            for p in &report.params {
+                f.push(r.params.get(p).cloned().unwrap_or_default());
+            }
+            f.push(if r.ok { "ok" } else { "FAILED" }.to_string());
+            match &r.metrics {
+                Some(m) => f.extend([
+                    m.instructions.to_string(),
+                    m.cycles.to_string(),
+                    format!("{:.3}", m.ipc),
+                    format!("{:.3}", m.simulated_seconds * 1e3),
+                    m.syscalls.to_string(),
+                    m.page_faults.to_string(),
+                    m.stlb_misses.to_string(),
+                    m.walk_refs.to_string(),
+                    m.llc_misses.to_string(),
+                ]),
+                None => f.extend((0..9).map(|_| "-".to_string())),
+            }
+            f.push(n.map_or("-".into(), |x| format!("{x:.3}")));
+            f
+        })
+        .collect();
+    (head, rows)
+}
+
+/// The summary sentence under the title: runs, failures, modes, normalisation.
+pub fn summary(report: &Report) -> String {
+    let failed = report.rows.iter().filter(|r| !r.ok).count();
+    format!(
+        "{} runs, {} failed. Modes: {}. Performance is normalised to `{}` (its cycles / the run's cycles, same guest and sweep point).",
+        report.rows.len(),
+        failed,
+        report.modes.join(", "),
+        report.baseline
+    )
+}
+
 /// `report.md`: what ran, a table of every run, the failures, and the charts.
 pub fn markdown(report: &Report, charts: &[String]) -> String {
     let mut o = String::new();
@@ -87,30 +152,9 @@ pub fn markdown(report: &Report, charts: &[String]) -> String {
     if !report.description.is_empty() {
         let _ = writeln!(o, "{}\n", report.description.trim());
     }
-    let _ = writeln!(
-        o,
-        "{} runs, {} failed. Modes: {}. Performance is normalised to `{}` (its cycles / the run's cycles, same guest and sweep point).\n",
-        report.rows.len(),
-        failed,
-        report.modes.join(", "),
-        report.baseline
-    );
+    let _ = writeln!(o, "{}\n", summary(report));
     let _ = writeln!(o, "## Runs\n");
-    let mut head = vec!["#", "guest", "mode"];
-    head.extend(report.params.iter().map(String::as_str));
-    head.extend([
-        "status",
-        "instructions",
-        "cycles",
-        "IPC",
-        "simulated ms",
-        "syscalls",
-        "page faults",
-        "STLB misses",
-        "walk refs",
-        "LLC misses",
-        "normalized perf",
-    ]);
+    let (head, rows) = run_table(report);
     let _ = writeln!(
         o,
         "| {} |",
@@ -120,29 +164,15 @@ pub fn markdown(report: &Report, charts: &[String]) -> String {
             .join(" | ")
     );
     let _ = writeln!(o, "|{}", "---|".repeat(head.len()));
-    let norm = report.normalized();
-    for (r, n) in report.rows.iter().zip(norm) {
-        let mut f = vec![r.index.to_string(), md_cell(&r.guest), md_cell(&r.mode)];
-        for p in &report.params {
-            f.push(md_cell(r.params.get(p).map_or("", String::as_str)));
-        }
-        f.push(if r.ok { "ok" } else { "FAILED" }.to_string());
-        match &r.metrics {
-            Some(m) => f.extend([
-                m.instructions.to_string(),
-                m.cycles.to_string(),
-                format!("{:.3}", m.ipc),
-                format!("{:.3}", m.simulated_seconds * 1e3),
-                m.syscalls.to_string(),
-                m.page_faults.to_string(),
-                m.stlb_misses.to_string(),
-                m.walk_refs.to_string(),
-                m.llc_misses.to_string(),
-            ]),
-            None => f.extend((0..9).map(|_| "-".to_string())),
-        }
-        f.push(n.map_or("-".into(), |x| format!("{x:.3}")));
-        let _ = writeln!(o, "| {} |", f.join(" | "));
+    for row in rows {
+        let _ = writeln!(
+            o,
+            "| {} |",
+            row.iter()
+                .map(|c| md_cell(c))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
     }
     if failed > 0 {
         let _ = writeln!(o, "\n## Failed runs\n");

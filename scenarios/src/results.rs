@@ -1,6 +1,7 @@
 //! The results directory: one record per run in `runs/` (written as each run finishes,
 //! so an interrupted sweep keeps them), and, once a sweep or merge completes,
-//! `scenario.resolved.toml`, `results.json`, `results.csv`, `report.md` and `charts/`.
+//! `scenario.resolved.toml`, `results.json`, `results.csv`, `report.md`, `report.html` and
+//! `charts/`.
 //! Nothing in these files depends on the host, the thread count or the shard split.
 
 use crate::runner::RunSpec;
@@ -211,6 +212,10 @@ pub fn draw(dir: &Path, s: &Scenario, records: &[RunRecord]) -> Result<(), Strin
     for (name, svg) in &charts {
         write(&cdir.join(name), svg)?;
     }
+    write(
+        &dir.join("report.html"),
+        &reports::html::html(&report, &charts),
+    )?;
     let names: Vec<String> = charts.into_iter().map(|(n, _)| n).collect();
     write(
         &dir.join("report.md"),

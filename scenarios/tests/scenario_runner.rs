@@ -71,6 +71,7 @@ const FILES: &[&str] = &[
     "results.json",
     "results.csv",
     "report.md",
+    "report.html",
     "scenario.resolved.toml",
     "charts/normalized.svg",
     "charts/cycle-breakdown.svg",
@@ -104,6 +105,24 @@ fn thread_count_and_shards_do_not_change_the_results() {
             "{f} differs between a single run and merged shards"
         );
     }
+    // report.html stands alone: the charts inlined as SVG markup, nothing fetched.
+    let html = read(&a, "report.html");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    let charts = std::fs::read_dir(a.join("charts")).unwrap().count();
+    assert!(charts >= 3);
+    assert_eq!(
+        html.matches("<svg ").count(),
+        charts,
+        "one inline SVG per chart"
+    );
+    assert_eq!(
+        html.matches("<svg ").count(),
+        html.matches("</svg>").count()
+    );
+    for external in ["<script", "src=", "href=", "@import", "url("] {
+        assert!(!html.contains(external), "report.html contains {external}");
+    }
+    assert!(html.contains("<td class=\"t\">sys</td>") && html.contains("<h2>Runs</h2>"));
     // A merge of one shard alone reports what is missing.
     let part = results::merge(std::slice::from_ref(&s0), &tmp("part")).unwrap();
     assert_eq!(part.missing, vec![1, 3, 5, 7]);
