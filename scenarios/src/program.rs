@@ -53,15 +53,15 @@ pub enum ProgramError {
         source: std::io::Error,
     },
     /// A mode that is not implemented.
-    #[error("unknown mode '{0}' (available: native)")]
+    #[error("unknown mode '{0}' (available: native, hvm-ept)")]
     UnknownMode(String),
 }
 
 /// Builds the machine and runs the workload.
 pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
-    if opts.mode != "native" {
+    let Some(policy) = sim_core::Policy::from_name(&opts.mode) else {
         return Err(ProgramError::UnknownMode(opts.mode.clone()));
-    }
+    };
     let path = Path::new(&opts.program);
     let (name, module) = if path.exists() {
         let bytes = std::fs::read(path).map_err(|source| ProgramError::ReadProgram {
@@ -108,7 +108,12 @@ pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
     cfg.mem_bytes = opts.memory_mib << 20;
     cfg.max_instructions = opts.max_instructions;
     cfg.module = module;
-    let m = Machine::new(cfg, crate::guest::kernel_elf(), "built-in testbed kernel")?;
+    let m = Machine::with_policy(
+        cfg,
+        policy,
+        crate::guest::kernel_elf(),
+        "built-in testbed kernel",
+    )?;
     Ok(m.run())
 }
 

@@ -10,9 +10,11 @@ pub mod loader;
 pub mod machine;
 pub mod native_mmu;
 pub mod phys_mem;
+pub mod policy;
 pub mod profile;
 pub mod timing;
 
 pub use error::SimError;
-pub use machine::{Machine, MachineConfig, RunEnd, RunResult};
+pub use machine::{ExitCount, Machine, MachineConfig, RunEnd, RunResult};
+pub use policy::Policy;
 pub use profile::MachineProfile;

@@ -17,6 +17,7 @@ use crate::event_queue::EventQueue;
 use crate::loader::{self, boot_info, BootParams, BOOT_INFO_PHYS, BOOT_STACK_TOP, KERNEL_MAP};
 use crate::native_mmu::{NativeMemory, NativeMmu, NativeMmuStats};
 use crate::phys_mem::{PhysMem, PhysMemStats};
+use crate::policy::{hvm_ept, Policy};
 use crate::profile::MachineProfile;
 use crate::timing::{CoreTiming, CycleBreakdown};
 use cpu_model::{
@@ -27,6 +28,7 @@ use devices::console::{DebugConsole, DEBUG_CONSOLE_PORT};
 use devices::lapic::{DeliveryMode, Destination, Ipi, Lapic, LapicConfig, LapicStats, TriggerMode};
 use serde::Serialize;
 use std::cell::Cell;
+use std::collections::BTreeMap;
 
 /// Port whose output powers the machine off with the written value as exit status.
 pub const EXIT_PORT: u16 = 0xf4;
@@ -206,24 +208,42 @@ pub struct RunResult {
     pub memory: PhysMemStats,
     /// Everything the guest printed on the debug console.
     pub console: String,
+    /// VM exits by reason name (virtualized modes; empty and omitted for native).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub vm_exits: BTreeMap<String, ExitCount>,
 }
 
-struct Vcpu {
-    cpu: Cpu,
+/// Count and cycles (transition + handling) of one VM-exit reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExitCount {
+    /// Exits.
+    pub count: u64,
+    /// Cycles they cost.
+    pub cycles: u64,
+}
+
+pub(crate) struct Vcpu {
+    pub(crate) cpu: Cpu,
     mmu: NativeMmu,
-    timing: CoreTiming,
-    lapic: Lapic,
-    stall: Cell<u64>,
-    idle: u64,
+    pub(crate) timing: CoreTiming,
+    pub(crate) lapic: Lapic,
+    pub(crate) stall: Cell<u64>,
+    pub(crate) idle: u64,
     started: bool,
     init_seen: bool,
     /// The LAPIC timer deadline (TSC) currently posted in the event queue.
     armed: Option<u64>,
+    /// The hypervisor's per-vCPU state (virtualized modes).
+    pub(crate) hv: Option<Box<hvm_ept::HvVcpu>>,
 }
 
 impl Vcpu {
-    fn cycles(&self) -> u64 {
-        self.timing.user + self.timing.kernel + self.stall.get() + self.idle
+    pub(crate) fn cycles(&self) -> u64 {
+        self.timing.user
+            + self.timing.kernel
+            + self.stall.get()
+            + self.idle
+            + self.hv.as_ref().map_or(0, |h| h.vmx_cycles())
     }
 }
 
@@ -258,18 +278,19 @@ fn cpuid(leaf: u32, subleaf: u32, maxphyaddr: u8, apic_id: u32) -> [u32; 4] {
 }
 
 /// The platform a vCPU sees during one chunk.
-struct SlicePlatform<'a> {
-    timing: &'a mut CoreTiming,
-    lapic: &'a mut Lapic,
-    console: &'a mut DebugConsole,
-    ipis: &'a mut Vec<Ipi>,
-    stats: &'a mut MachineStats,
-    exit: &'a mut Option<u32>,
-    stall: &'a Cell<u64>,
-    idle: u64,
-    tsc_num: u64,
-    tsc_den: u64,
-    maxphyaddr: u8,
+pub(crate) struct SlicePlatform<'a> {
+    pub(crate) timing: &'a mut CoreTiming,
+    pub(crate) lapic: &'a mut Lapic,
+    pub(crate) console: &'a mut DebugConsole,
+    pub(crate) ipis: &'a mut Vec<Ipi>,
+    pub(crate) stats: &'a mut MachineStats,
+    pub(crate) exit: &'a mut Option<u32>,
+    pub(crate) stall: &'a Cell<u64>,
+    /// Cycles outside instructions and memory (idle, VMX transitions and handlers).
+    pub(crate) idle: u64,
+    pub(crate) tsc_num: u64,
+    pub(crate) tsc_den: u64,
+    pub(crate) maxphyaddr: u8,
 }
 
 impl SlicePlatform<'_> {
@@ -356,22 +377,36 @@ impl Platform for SlicePlatform<'_> {
 
 /// A machine in native mode, built and ready to run.
 pub struct Machine {
-    cfg: MachineConfig,
-    phys: PhysMem,
-    vcpus: Vec<Vcpu>,
-    console: DebugConsole,
+    pub(crate) cfg: MachineConfig,
+    pub(crate) phys: PhysMem,
+    pub(crate) vcpus: Vec<Vcpu>,
+    pub(crate) console: DebugConsole,
     gdtr: DescriptorTable,
-    ipis: Vec<Ipi>,
+    pub(crate) ipis: Vec<Ipi>,
     /// Timer deadlines of all vCPUs (in core cycles), by vCPU index.
     events: EventQueue<usize>,
-    stats: MachineStats,
-    end: Option<RunEnd>,
-    exit: Option<u32>,
+    pub(crate) stats: MachineStats,
+    pub(crate) end: Option<RunEnd>,
+    pub(crate) exit: Option<u32>,
+    /// The virtualization policy.
+    pub(crate) policy: Policy,
+    /// The hypervisor's machine-wide state (virtualized modes).
+    pub(crate) hv: Option<Box<hvm_ept::HvMachine>>,
 }
 
 impl Machine {
     /// Builds the machine and boots `kernel_elf` on vCPU 0 (the others wait for INIT/SIPI).
     pub fn new(cfg: MachineConfig, kernel_elf: &[u8], origin: &str) -> Result<Self, SimError> {
+        Self::with_policy(cfg, Policy::Native, kernel_elf, origin)
+    }
+
+    /// Builds the machine under a virtualization policy and boots `kernel_elf` on vCPU 0.
+    pub fn with_policy(
+        cfg: MachineConfig,
+        policy: Policy,
+        kernel_elf: &[u8],
+        origin: &str,
+    ) -> Result<Self, SimError> {
         cfg.validate()?;
         let mut phys = PhysMem::new(cfg.mem_bytes)?;
         let k = loader::load_kernel(&mut phys, kernel_elf, origin)?;
@@ -427,9 +462,10 @@ impl Machine {
                 started: i == 0,
                 init_seen: false,
                 armed: None,
+                hv: None,
             });
         }
-        Ok(Machine {
+        let mut m = Machine {
             cfg,
             phys,
             vcpus,
@@ -440,7 +476,13 @@ impl Machine {
             stats: MachineStats::default(),
             end: None,
             exit: None,
-        })
+            policy,
+            hv: None,
+        };
+        if policy == Policy::HvmEpt {
+            hvm_ept::build(&mut m)?;
+        }
+        Ok(m)
     }
 
     fn tsc_ratio(&self) -> (u64, u64) {
@@ -492,6 +534,9 @@ impl Machine {
 
     /// Runs one vCPU for at most `budget` instructions; returns instructions retired.
     fn run_vcpu(&mut self, i: usize, budget: u64) -> u64 {
+        if self.policy == Policy::HvmEpt {
+            return hvm_ept::run_vcpu(self, i, budget);
+        }
         let (tsc_num, tsc_den) = self.tsc_ratio();
         let maxphyaddr = self.cfg.profile.mmu.maxphyaddr;
         let v = &mut self.vcpus[i];
@@ -734,13 +779,17 @@ impl Machine {
         let (mut ins, mut user, mut kernel) = (0, 0, 0);
         for v in &self.vcpus {
             let m = v.mmu.cycles;
-            let b = CycleBreakdown {
+            let mut b = CycleBreakdown {
                 guest_user: v.timing.user,
                 guest_kernel: v.timing.kernel,
                 walk_stall: m.walk,
                 cache_stall: m.data + m.fetch,
                 idle: v.idle,
+                ..CycleBreakdown::default()
             };
+            if let Some(h) = &v.hv {
+                h.breakdown(&mut b);
+            }
             max_cycles = max_cycles.max(b.total());
             cycles.add(&b);
             ins += v.cpu.stats.instructions;
@@ -749,7 +798,10 @@ impl Machine {
             per_vcpu.push(VcpuResult {
                 cycles: b,
                 cpu: v.cpu.stats.clone(),
-                mmu: v.mmu.stats(),
+                mmu: v
+                    .hv
+                    .as_ref()
+                    .map_or_else(|| v.mmu.stats(), |h| h.mmu_stats()),
                 lapic: v.lapic.stats().clone(),
             });
         }
@@ -778,7 +830,14 @@ impl Machine {
             end_reason,
             guest_panic: panic,
             end,
-            mode: "native".into(),
+            mode: self.policy.name().into(),
+            vm_exits: self.vcpus.iter().filter_map(|v| v.hv.as_ref()).fold(
+                BTreeMap::new(),
+                |mut acc, h| {
+                    h.add_exits(&mut acc);
+                    acc
+                },
+            ),
             instructions: ins,
             user_instructions: user,
             kernel_instructions: kernel,

@@ -33,6 +33,33 @@ pub struct MachineProfile {
     pub platform: PlatformProfile,
     /// TLB, walk-cache and cache geometry and latencies.
     pub mmu: MmuConfig,
+    /// VMX transition and exit-handler costs (the virtualized modes need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmx: Option<VmxProfile>,
+}
+
+/// Costs of VMX transitions and of the hypervisor's exit handlers, in core cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmxProfile {
+    /// Hardware VM exit (guest state saved, host state loaded).
+    pub exit_cycles: u64,
+    /// Hardware VM entry (VMRESUME, guest state loaded).
+    pub entry_cycles: u64,
+    /// CPUID emulation.
+    pub handler_cpuid: u64,
+    /// RDMSR/WRMSR emulation (decode, local APIC model).
+    pub handler_msr: u64,
+    /// HLT: block the vCPU until an interrupt.
+    pub handler_hlt: u64,
+    /// Port I/O emulation.
+    pub handler_io: u64,
+    /// EPT violation: find and map the page.
+    pub handler_ept_violation: u64,
+    /// External-interrupt or interrupt-window exit and the injection on the next entry.
+    pub handler_interrupt: u64,
+    /// Any other exit reason.
+    pub handler_other: u64,
 }
 
 /// The core: clock and instruction costs.

@@ -19,12 +19,33 @@ pub struct CycleBreakdown {
     pub cache_stall: u64,
     /// Halted, waiting for an interrupt.
     pub idle: u64,
+    /// EPT-dimension references of 2D walks charged through the cache hierarchy (the
+    /// guest-dimension ones are in `walk_stall`); virtualized modes only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ept_walk_stall: u64,
+    /// VM exit and VM entry hardware transitions; virtualized modes only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exit_transitions: u64,
+    /// Hypervisor exit handlers; virtualized modes only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub exit_handling: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl CycleBreakdown {
     /// Sum of all categories.
     pub fn total(&self) -> u64 {
-        self.guest_user + self.guest_kernel + self.walk_stall + self.cache_stall + self.idle
+        self.guest_user
+            + self.guest_kernel
+            + self.walk_stall
+            + self.cache_stall
+            + self.idle
+            + self.ept_walk_stall
+            + self.exit_transitions
+            + self.exit_handling
     }
 
     /// Adds another breakdown.
@@ -34,6 +55,9 @@ impl CycleBreakdown {
         self.walk_stall += o.walk_stall;
         self.cache_stall += o.cache_stall;
         self.idle += o.idle;
+        self.ept_walk_stall += o.ept_walk_stall;
+        self.exit_transitions += o.exit_transitions;
+        self.exit_handling += o.exit_handling;
     }
 }
 
