@@ -174,6 +174,12 @@ pub struct VcpuResult {
     pub mmu: NativeMmuStats,
     /// Local APIC counters.
     pub lapic: LapicStats,
+    /// VMX-model counters (virtualized modes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vmx: Option<cpu_model::vmx::VmxStats>,
+    /// Two-dimensional walker counters (EPT modes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walk_2d: Option<mmu::walk_2d::Walk2dStats>,
 }
 
 /// Everything a run produced (serialisable; deterministic for a given configuration).
@@ -771,7 +777,11 @@ impl Machine {
         self.finish()
     }
 
-    fn finish(self) -> RunResult {
+    fn finish(mut self) -> RunResult {
+        // Native runs use no VMX costs: their configuration is recorded without them.
+        if self.policy == Policy::Native {
+            self.cfg.profile.vmx = None;
+        }
         let end = self.end.clone().unwrap_or(RunEnd::InstructionBudget);
         let mut cycles = CycleBreakdown::default();
         let mut per_vcpu = Vec::new();
@@ -803,6 +813,8 @@ impl Machine {
                     .as_ref()
                     .map_or_else(|| v.mmu.stats(), |h| h.mmu_stats()),
                 lapic: v.lapic.stats().clone(),
+                vmx: v.hv.as_ref().map(|h| h.vmx_stats().clone()),
+                walk_2d: v.hv.as_ref().map(|h| h.walk_stats().clone()),
             });
         }
         let hz = f64::from(self.cfg.profile.core.freq_mhz) * 1e6;
