@@ -10,9 +10,10 @@
 //! from the guest by the read shadows.
 //!
 //! Memory. Guest-physical memory is the machine's physical memory, mapped by EPT with
-//! hPA = gPA (identity) in 4 KiB pages, built eagerly at boot (so every 2D walk is the
-//! 4 KiB worst case; EPT violations do not occur and would end the run as unsupported).
-//! The EPT tables live in a host-reserved region above guest memory (hPA >= guest memory
+//! hPA = gPA (identity) in 4 KiB pages (so every 2D walk is the 4 KiB worst case). EPT
+//! starts empty: guest memory is populated on EPT violations. The memory access aborts,
+//! the hypervisor performs the VM exit (reason 48) with the VMX model, maps the page and
+//! resumes; the instruction (or the event being injected) restarts. The EPT tables live in a host-reserved region above guest memory (hPA >= guest memory
 //! size), invisible to the guest; walks charge their references to the cache model by
 //! dimension (guest-walk stall vs EPT-walk stall).
 //!
@@ -63,6 +64,14 @@ pub struct HvMachine {
     host: SparseMemory,
     base: u64,
     eptp: Eptp,
+    build: EptBuild,
+}
+
+/// The EPT tables' allocator and root, and the guest-memory size they may map.
+struct EptBuild {
+    builder: TableBuilder,
+    root: u64,
+    guest_bytes: u64,
 }
 
 /// Guest memory (the machine's physical memory, hPA = gPA) plus the host-reserved
@@ -172,6 +181,8 @@ struct EptMmu {
     vpid: u16,
     ctx: TlbContext,
     ept: EptContext,
+    /// The EPT violation behind the last aborted access.
+    violation: Option<VmExit>,
     cycles: MemCycles,
     ept_walk: u64,
     walk_refs: u64,
@@ -203,6 +214,7 @@ impl EptMmu {
                 wp: true,
             },
             ept,
+            violation: None,
             cycles: MemCycles::default(),
             ept_walk: 0,
             walk_refs: 0,
@@ -275,9 +287,20 @@ impl EptMmu {
                     error_code: pf.error_code,
                 })
             }
-            // EPT maps all of guest memory eagerly: a violation or misconfiguration is a
-            // guest access outside memory, which the model does not support.
-            Err(Fault2d::EptViolation { gpa, .. }) | Err(Fault2d::EptMisconfig { gpa }) => {
+            // The access aborts; the hypervisor takes the VM exit and maps the page.
+            Err(Fault2d::EptViolation {
+                gpa,
+                gla,
+                qualification,
+            }) => {
+                let mut e = VmExit::new(ExitReason::EptViolation, qualification, 0);
+                e.guest_physical = gpa.0;
+                e.guest_linear = gla.map_or(0, |g| g.0);
+                self.violation = Some(e);
+                Err(MemFault::Abort(0))
+            }
+            Err(Fault2d::EptMisconfig { gpa }) => {
+                self.violation = None;
                 Err(MemFault::Abort((gpa.0 >> 12) as u32))
             }
         }
@@ -456,19 +479,7 @@ pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
             host: &mut host,
             base,
         };
-        let root = b.alloc_table(&mut hm).map_err(bad)?;
-        for gpa in (0..guest_bytes).step_by(4096) {
-            b.map(
-                &mut hm,
-                root,
-                gpa,
-                gpa,
-                PageSize::Size4K,
-                EPT_R | EPT_W | EPT_X,
-            )
-            .map_err(bad)?;
-        }
-        root
+        b.alloc_table(&mut hm).map_err(bad)?
     };
     let eptp = Eptp::new(root, false);
     let ept = EptContext {
@@ -492,7 +503,16 @@ pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
             costs,
         }));
     }
-    m.hv = Some(Box::new(HvMachine { host, base, eptp }));
+    m.hv = Some(Box::new(HvMachine {
+        host,
+        base,
+        eptp,
+        build: EptBuild {
+            builder: b,
+            root,
+            guest_bytes,
+        },
+    }));
     Ok(())
 }
 
@@ -601,6 +621,7 @@ impl ExitState {
 /// Handles one VM exit (already performed by the VMX model) and re-enters the guest.
 fn handle(
     st: &mut ExitState,
+    ept: &mut EptBuild,
     vmx: &mut VmxCpu,
     cpu: &mut cpu_model::Cpu,
     mem: &mut EptMemory,
@@ -664,6 +685,24 @@ fn handle(
                     plat.io_out(port, size, (g[0] & mask) as u32);
                 }
             }
+            ExitReason::EptViolation => {
+                advance = false;
+                let gpa = exit.guest_physical & !0xfff;
+                if gpa >= ept.guest_bytes {
+                    return Err(unsupported(format!("guest access to gPA {gpa:#x}"), rip));
+                }
+                let r = ept.builder.map(
+                    &mut mem.mem,
+                    ept.root,
+                    gpa,
+                    gpa,
+                    PageSize::Size4K,
+                    EPT_R | EPT_W | EPT_X,
+                );
+                if let Err(e) = r {
+                    return Err(unsupported(format!("EPT map of {gpa:#x}: {e:?}"), rip));
+                }
+            }
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow => {
                 advance = false;
                 let can = v.guest.rflags & (1 << 9) != 0 && v.guest.interruptibility & 3 == 0;
@@ -701,6 +740,19 @@ fn handle(
         match vmx.vmresume(cpu, mem, plat) {
             Ok(Entry::Entered) => return Ok(()),
             Ok(Entry::Exited(e)) => exit = e,
+            Ok(Entry::InjectionAborted(_)) if mem.mmu.violation.is_some() => {
+                // Delivering the injected event met an unmapped page: exit, map, and
+                // inject the event again (from the IDT-vectoring information).
+                let info = vmx.current_vmcs().map_or(0, |v| v.entry.interruption_info);
+                let Some(e) = mem.mmu.violation.take() else {
+                    return Err(unsupported("lost EPT violation".into(), rip));
+                };
+                vmx.vm_exit(cpu, mem, &e);
+                if let Some(v) = vmx.current_vmcs_mut() {
+                    v.entry.interruption_info = info;
+                }
+                exit = e;
+            }
             other => return Err(unsupported(format!("VMRESUME: {other:?}"), rip)),
         }
     }
@@ -793,7 +845,7 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
             if let InterruptResult::Exited(e) =
                 vmx.external_interrupt(cpu, &mut mem, &mut plat, vec)
             {
-                if let Err(x) = handle(&mut st, vmx, cpu, &mut mem, &mut plat, e) {
+                if let Err(x) = handle(&mut st, &mut hm.build, vmx, cpu, &mut mem, &mut plat, e) {
                     stop = Some(x);
                 }
             }
@@ -806,12 +858,22 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
         retired += r.retired;
         match r.exit {
             Some(e) => {
-                if let Err(x) = handle(&mut st, vmx, cpu, &mut mem, &mut plat, e) {
+                if let Err(x) = handle(&mut st, &mut hm.build, vmx, cpu, &mut mem, &mut plat, e) {
                     stop = Some(x);
                 }
             }
             None => match r.outcome {
                 StepOutcome::Retired | StepOutcome::Halted => break,
+                StepOutcome::MemoryAbort { .. } if mem.mmu.violation.is_some() => {
+                    if let Some(e) = mem.mmu.violation.take() {
+                        vmx.vm_exit(cpu, &mut mem, &e);
+                        if let Err(x) =
+                            handle(&mut st, &mut hm.build, vmx, cpu, &mut mem, &mut plat, e)
+                        {
+                            stop = Some(x);
+                        }
+                    }
+                }
                 o => {
                     stop = Some(Stop::End(match &cpu.state.shutdown {
                         Some(cpu_model::Shutdown::TripleFault { last_vector, rip }) => {
@@ -852,4 +914,63 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
         None => {}
     }
     retired
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::machine::MachineConfig;
+    use crate::profile::MachineProfile;
+
+    #[test]
+    fn exit_reasons_are_named_by_sdm_number() {
+        assert_eq!(reason_name(ExitReason::Wrmsr), "32_Wrmsr");
+        assert_eq!(
+            reason_name(ExitReason::ExternalInterrupt),
+            "01_ExternalInterrupt"
+        );
+    }
+
+    #[test]
+    fn ept_starts_empty_above_guest_memory() {
+        let mut cfg = MachineConfig::new(MachineProfile::load("nehalem-x5570").unwrap(), "x");
+        cfg.mem_bytes = 16 << 20;
+        let mut phys = PhysMem::new(cfg.mem_bytes).unwrap();
+        let mut host = SparseMemory::default();
+        let base = cfg.mem_bytes;
+        let mut b = TableBuilder::new(TableFormat::Ept, base, base + 16 * 4096, 0);
+        let mut hm = HostMem {
+            phys: &mut phys,
+            host: &mut host,
+            base,
+        };
+        let root = b.alloc_table(&mut hm).unwrap();
+        assert!(root >= base);
+        let ept = EptContext {
+            eptp: Eptp::new(root, false),
+            maxphyaddr: 40,
+            exec_only: false,
+        };
+        let mut mmu = EptMmu::new(&cfg.profile.mmu, 1, ept).unwrap();
+        let mut refs = RefList::new();
+        let gpa = mmu::addr::Gpa(0x5000);
+        let r = mmu
+            .walker
+            .translate_gpa(&mut hm, &ept, gpa, AccessKind::Read, None, &mut refs);
+        assert!(matches!(r, Err(Fault2d::EptViolation { .. })), "{r:?}");
+        b.map(
+            &mut hm,
+            root,
+            0x5000,
+            0x5000,
+            PageSize::Size4K,
+            EPT_R | EPT_W | EPT_X,
+        )
+        .unwrap();
+        let l = mmu
+            .walker
+            .translate_gpa(&mut hm, &ept, gpa, AccessKind::Read, None, &mut refs);
+        assert!(l.is_ok(), "{l:?}");
+    }
 }
