@@ -172,9 +172,10 @@ pub fn profile_for(spec: &RunSpec, base_dir: &Path) -> Result<MachineProfile, St
 /// Runs one spec to completion: Ok(result) or Err(reason the run could not start).
 pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
     let outcome = std::panic::catch_unwind(|| -> Result<sim_core::RunResult, String> {
-        if !crate::modes::is_known(&spec.mode) {
-            return Err(format!("unknown mode '{}'", spec.mode));
-        }
+        let policy = match sim_core::Policy::from_name(&spec.mode) {
+            Some(p) if crate::modes::is_known(&spec.mode) => p,
+            _ => return Err(format!("unknown mode '{}'", spec.mode)),
+        };
         let profile = profile_for(spec, base_dir)?;
         let mut cmdline = spec.workload.clone();
         for a in &spec.args {
@@ -185,8 +186,13 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
         cfg.vcpus = spec.vcpus;
         cfg.mem_bytes = spec.memory_mib << 20;
         cfg.max_instructions = spec.max_instructions;
-        let m = Machine::new(cfg, crate::guest::kernel_elf(), "built-in testbed kernel")
-            .map_err(|e| e.to_string())?;
+        let m = Machine::with_policy(
+            cfg,
+            policy,
+            crate::guest::kernel_elf(),
+            "built-in testbed kernel",
+        )
+        .map_err(|e| e.to_string())?;
         Ok(m.run())
     });
     match outcome {
