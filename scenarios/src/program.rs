@@ -228,6 +228,14 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
     for (k, v) in rows {
         let _ = writeln!(o, "| {k} | {v} |");
     }
+    if !r.vm_exits.is_empty() {
+        let total: u64 = r.vm_exits.values().map(|e| e.count).sum();
+        let cycles: u64 = r.vm_exits.values().map(|e| e.cycles).sum();
+        let _ = writeln!(o, "| VM exits (all reasons) | {total} ({cycles} cycles) |");
+        for (reason, e) in &r.vm_exits {
+            let _ = writeln!(o, "|   exit {reason} | {} ({} cycles) |", e.count, e.cycles);
+        }
+    }
     let _ = writeln!(o, "\nguest console:\n{}", r.console);
     o
 }
