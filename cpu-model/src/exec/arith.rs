@@ -257,14 +257,13 @@ pub fn ror(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     }
 }
 
-/// RCL: rotate left through CF.
-pub fn rcl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
+/// Rotates `v` through CF by the masked `count` (the 8/16-bit counts taken modulo
+/// width + 1, as the SDM's tempCOUNT): returns the new value and the new CF, or `None`
+/// when the masked count is zero (nothing changes).
+fn rotate_through_carry(v: u64, count: u64, size: u8, fl: u64, left: bool) -> Option<(u64, u64)> {
     let c = (count & count_mask(size)) as u32;
     if c == 0 {
-        return Shifted {
-            value: v,
-            rflags: fl,
-        };
+        return None;
     }
     let bits = size as u32 * 8;
     let width = bits + 1;
@@ -273,17 +272,18 @@ pub fn rcl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
         2 => c % 17,
         _ => c,
     };
-    let cf_in = (fl & CF) as u128;
-    let x = (v as u128) | (cf_in << bits);
+    let x = (v as u128) | (((fl & CF) as u128) << bits);
     let wm = (1u128 << width) - 1;
-    let y = if t == 0 {
-        x
-    } else {
-        ((x << t) | (x >> (width - t))) & wm
+    let y = match (t, left) {
+        (0, _) => x,
+        (_, true) => ((x << t) | (x >> (width - t))) & wm,
+        (_, false) => ((x >> t) | (x << (width - t))) & wm,
     };
-    let r = (y as u64) & mask(size);
-    let cf = ((y >> bits) & 1) as u64;
-    let of = ((r >> (bits - 1)) & 1) ^ cf;
+    Some(((y as u64) & mask(size), ((y >> bits) & 1) as u64))
+}
+
+/// The CF/OF update of RCL/RCR.
+fn carry_rotate_flags(r: u64, cf: u64, of: u64, fl: u64) -> Shifted {
     let f = if cf != 0 { CF } else { 0 } | if of != 0 { OF } else { 0 };
     Shifted {
         value: r,
@@ -291,38 +291,28 @@ pub fn rcl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
     }
 }
 
-/// RCR: rotate right through CF (OF is computed from the operand before rotation).
-pub fn rcr(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
-    let c = (count & count_mask(size)) as u32;
-    if c == 0 {
+/// RCL: rotate left through CF.
+pub fn rcl(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
+    let Some((r, cf)) = rotate_through_carry(v, count, size, fl, true) else {
         return Shifted {
             value: v,
             rflags: fl,
         };
-    }
-    let bits = size as u32 * 8;
-    let width = bits + 1;
-    let t = match size {
-        1 => c % 9,
-        2 => c % 17,
-        _ => c,
     };
-    let cf_in = fl & CF;
-    let of = ((v >> (bits - 1)) & 1) ^ cf_in;
-    let x = (v as u128) | ((cf_in as u128) << bits);
-    let wm = (1u128 << width) - 1;
-    let y = if t == 0 {
-        x
-    } else {
-        ((x >> t) | (x << (width - t))) & wm
+    let of = ((r >> (size as u32 * 8 - 1)) & 1) ^ cf;
+    carry_rotate_flags(r, cf, of, fl)
+}
+
+/// RCR: rotate right through CF (OF is computed from the operand before rotation).
+pub fn rcr(v: u64, count: u64, size: u8, fl: u64) -> Shifted {
+    let Some((r, cf)) = rotate_through_carry(v, count, size, fl, false) else {
+        return Shifted {
+            value: v,
+            rflags: fl,
+        };
     };
-    let r = (y as u64) & mask(size);
-    let cf = ((y >> bits) & 1) as u64;
-    let f = if cf != 0 { CF } else { 0 } | if of != 0 { OF } else { 0 };
-    Shifted {
-        value: r,
-        rflags: merge(fl, f, CF | OF),
-    }
+    let of = ((v >> (size as u32 * 8 - 1)) & 1) ^ (fl & CF);
+    carry_rotate_flags(r, cf, of, fl)
 }
 
 /// SHLD dst, src, count.
