@@ -311,24 +311,29 @@ impl Memory for NativeMemory<'_> {
 
     fn invalidate(&mut self, what: Invalidation) {
         self.mmu.invalidations += 1;
-        let vpid = self.mmu.vpid;
-        let cur = self.mmu.ctx.pcid;
-        let f = match what {
-            Invalidation::Address(a) => TlbFlush::Address {
-                vpid,
-                pcid: cur,
-                gva: Gva(a.0),
-            },
-            Invalidation::PcidAddress { pcid, addr } => TlbFlush::Address {
-                vpid,
-                pcid,
-                gva: Gva(addr.0),
-            },
-            Invalidation::Pcid(pcid) => TlbFlush::Pcid { vpid, pcid },
-            Invalidation::AllIncludingGlobal => TlbFlush::All,
-            Invalidation::AllNonGlobal => TlbFlush::AllNonGlobal { vpid },
-        };
-        self.mmu.tlb.flush(f);
+        self.mmu
+            .tlb
+            .flush(tlb_flush_for(what, self.mmu.vpid, self.mmu.ctx.pcid));
         self.mmu.walker.psc.flush_all();
+    }
+}
+
+/// The TLB flush a guest invalidation asks for, in the context (VPID, current PCID) it
+/// runs in. Shared by every translation front end.
+pub(crate) fn tlb_flush_for(what: Invalidation, vpid: u16, cur_pcid: u16) -> TlbFlush {
+    match what {
+        Invalidation::Address(a) => TlbFlush::Address {
+            vpid,
+            pcid: cur_pcid,
+            gva: Gva(a.0),
+        },
+        Invalidation::PcidAddress { pcid, addr } => TlbFlush::Address {
+            vpid,
+            pcid,
+            gva: Gva(addr.0),
+        },
+        Invalidation::Pcid(pcid) => TlbFlush::Pcid { vpid, pcid },
+        Invalidation::AllIncludingGlobal => TlbFlush::All,
+        Invalidation::AllNonGlobal => TlbFlush::AllNonGlobal { vpid },
     }
 }

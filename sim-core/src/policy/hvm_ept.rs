@@ -436,24 +436,11 @@ impl Memory for EptMemory<'_> {
 
     fn invalidate(&mut self, what: Invalidation) {
         self.mmu.invalidations += 1;
-        let vpid = self.mmu.vpid;
-        let cur = self.mmu.ctx.pcid;
-        let f = match what {
-            Invalidation::Address(a) => TlbFlush::Address {
-                vpid,
-                pcid: cur,
-                gva: Gva(a.0),
-            },
-            Invalidation::PcidAddress { pcid, addr } => TlbFlush::Address {
-                vpid,
-                pcid,
-                gva: Gva(addr.0),
-            },
-            Invalidation::Pcid(pcid) => TlbFlush::Pcid { vpid, pcid },
-            Invalidation::AllIncludingGlobal => TlbFlush::All,
-            Invalidation::AllNonGlobal => TlbFlush::AllNonGlobal { vpid },
-        };
-        self.mmu.tlb.flush(f);
+        self.mmu.tlb.flush(crate::native_mmu::tlb_flush_for(
+            what,
+            self.mmu.vpid,
+            self.mmu.ctx.pcid,
+        ));
         self.mmu.walker.guest_psc.flush_all();
     }
 }
