@@ -88,6 +88,10 @@ pub struct Cpu {
     /// Set by exception delivery when the original event was replaced by a fault raised
     /// while delivering it.
     pub(crate) nested_fault: bool,
+    /// The event whose delivery was cut short by an intercepted exception (what VMX
+    /// records as IDT-vectoring information): vector, interruption type (VM-entry
+    /// numbering), error code.
+    pub(crate) vectoring: Option<(u8, u8, Option<u32>)>,
     pending_code: [u64; 4],
     pending_n: usize,
 }
@@ -99,6 +103,13 @@ impl Default for Cpu {
 }
 
 impl Cpu {
+    /// The event whose delivery an intercepted exception interrupted, taken once: vector,
+    /// interruption type (VM-entry numbering: 0 external, 3 hardware exception, 4
+    /// software interrupt), error code.
+    pub fn take_vectoring(&mut self) -> Option<(u8, u8, Option<u32>)> {
+        self.vectoring.take()
+    }
+
     /// A CPU with the given initial state and an empty decode cache.
     pub fn new(state: CpuState) -> Self {
         Cpu {
@@ -113,6 +124,7 @@ impl Cpu {
             intercepted: None,
             stop: None,
             nested_fault: false,
+            vectoring: None,
             pending_code: [0; 4],
             pending_n: 0,
         }

@@ -242,8 +242,11 @@ impl Cpu {
         }
         let mut cur = exc;
         let mut depth = 0;
+        self.vectoring = None;
         loop {
-            if (offer_first && depth == 0) || depth > 0 {
+            // Faults raised during delivery were offered below, before the double-fault
+            // rules; only the #DF they may turn into is offered here.
+            if (offer_first && depth == 0) || (depth > 0 && cur.vector() == vector::DF) {
                 *self.stats.exceptions.entry(cur.vector()).or_insert(0) += 1;
                 let ev = Sensitive::Exception {
                     vector: cur.vector(),
@@ -285,6 +288,34 @@ impl Cpu {
                         }
                         _ => second,
                     };
+                    // A fault raised while delivering an event meets the intercept hook
+                    // before the double-fault rules (in VMX non-root operation an exception
+                    // the bitmap selects exits, with the interrupted event as IDT-vectoring
+                    // information, and no #DF is generated).
+                    *self.stats.exceptions.entry(second.vector()).or_insert(0) += 1;
+                    let ev = Sensitive::Exception {
+                        vector: second.vector(),
+                        error_code: second.error_code(),
+                        cr2_candidate: second.cr2(),
+                    };
+                    if p.intercept(&self.state, &ev) == Disposition::Exit {
+                        self.stats.intercepted += 1;
+                        let ty = match (
+                            if depth == 0 {
+                                kind
+                            } else {
+                                EventKind::Exception
+                            },
+                            cur.vector(),
+                        ) {
+                            (EventKind::External, vector::NMI) => 2,
+                            (EventKind::External, _) => 0,
+                            (EventKind::Software, _) => 4,
+                            (EventKind::Exception, _) => 3,
+                        };
+                        self.vectoring = Some((cur.vector(), ty, cur.error_code()));
+                        return Delivery::Intercepted(ev);
+                    }
                     if cur.vector() == vector::DF {
                         let rip = self.state.rip;
                         return self.triple_fault(p, cur.vector(), rip);

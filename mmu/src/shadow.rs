@@ -159,6 +159,9 @@ pub struct ShadowEngine {
     leaf_maps: HashMap<u64, Vec<(u32, Hpa)>>,
     oos: Vec<u64>,
     flush_needed: bool,
+    /// Guest CR3s other vCPUs have loaded: their roots are never evicted (their hardware
+    /// CR3 points at them).
+    pinned: Vec<u64>,
     /// Counters.
     pub stats: ShadowStats,
 }
@@ -191,6 +194,7 @@ impl ShadowEngine {
             leaf_maps: HashMap::new(),
             oos: Vec::new(),
             flush_needed: false,
+            pinned: Vec::new(),
             stats: ShadowStats::default(),
         }
     }
@@ -199,6 +203,23 @@ impl ShadowEngine {
     /// so the caller must flush the hardware TLB of this guest.
     pub fn take_flush_request(&mut self) -> bool {
         std::mem::take(&mut self.flush_needed)
+    }
+
+    /// Makes the cached root of `guest_cr3` current without counting a CR3 load (a
+    /// guest shared by several vCPUs: the hypervisor switches to the faulting vCPU's root
+    /// before handling its exit). Returns the shadow root, or `None` if it is not cached.
+    pub fn activate(&mut self, guest_cr3: Gpa, mode: &PagingMode) -> Option<Hpa> {
+        let g = guest_cr3.raw() & mode.addr_mask();
+        let r = self.roots.iter().find(|r| r.guest_cr3 == g)?;
+        self.current = Some(r.id);
+        Some(Hpa(r.shadow))
+    }
+
+    /// Sets the guest CR3s other vCPUs run on; their roots are not evicted.
+    pub fn set_pinned(&mut self, cr3s: &[u64], mode: &PagingMode) {
+        self.pinned.clear();
+        self.pinned
+            .extend(cr3s.iter().map(|c| c & mode.addr_mask()));
     }
 
     /// Number of shadow roots cached.
@@ -222,7 +243,7 @@ impl ShadowEngine {
             let victim = self
                 .roots
                 .iter()
-                .filter(|r| Some(r.id) != self.current)
+                .filter(|r| Some(r.id) != self.current && !self.pinned.contains(&r.guest_cr3))
                 .min_by_key(|r| r.last_use)
                 .map(|r| r.id);
             match victim {
@@ -337,7 +358,13 @@ impl ShadowEngine {
             });
         }
         if self.roots.len() >= self.cfg.max_roots as usize {
-            if let Some(id) = self.roots.iter().min_by_key(|r| r.last_use).map(|r| r.id) {
+            let victim = self
+                .roots
+                .iter()
+                .filter(|r| !self.pinned.contains(&r.guest_cr3))
+                .min_by_key(|r| r.last_use)
+                .map(|r| r.id);
+            if let Some(id) = victim {
                 self.evict(id);
             }
         }

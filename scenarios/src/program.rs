@@ -53,7 +53,7 @@ pub enum ProgramError {
         source: std::io::Error,
     },
     /// A mode that is not implemented.
-    #[error("unknown mode '{0}' (available: native, hvm-ept)")]
+    #[error("unknown mode '{0}' (available: {})", crate::modes::MODES.join(", "))]
     UnknownMode(String),
 }
 

@@ -217,6 +217,20 @@ pub struct RunResult {
     /// VM exits by reason name (virtualized modes; empty and omitted for native).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub vm_exits: BTreeMap<String, ExitCount>,
+    /// Shadow-paging counters (hvm-shadow only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowResult>,
+}
+
+/// Shadow-paging results of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShadowResult {
+    /// The shadow engine's counters (faults by kind, fills, write-protections, emulated
+    /// page-table writes, resyncs, roots built and evicted).
+    pub engine: mmu::shadow::ShadowStats,
+    /// Guest instructions executed by the hypervisor's emulator (trapped page-table
+    /// writes), over all vCPUs.
+    pub emulated_instructions: u64,
 }
 
 /// Count and cycles (transition + handling) of one VM-exit reason.
@@ -485,8 +499,8 @@ impl Machine {
             policy,
             hv: None,
         };
-        if policy == Policy::HvmEpt {
-            hvm_ept::build(&mut m)?;
+        if policy.is_hvm() {
+            hvm_ept::build(&mut m, policy == Policy::HvmShadow)?;
         }
         Ok(m)
     }
@@ -540,7 +554,7 @@ impl Machine {
 
     /// Runs one vCPU for at most `budget` instructions; returns instructions retired.
     fn run_vcpu(&mut self, i: usize, budget: u64) -> u64 {
-        if self.policy == Policy::HvmEpt {
+        if self.policy.is_hvm() {
             return hvm_ept::run_vcpu(self, i, budget);
         }
         let (tsc_num, tsc_den) = self.tsc_ratio();
@@ -850,6 +864,19 @@ impl Machine {
                     acc
                 },
             ),
+            shadow: self
+                .hv
+                .as_ref()
+                .and_then(|h| h.shadow_stats())
+                .map(|engine| ShadowResult {
+                    engine: engine.clone(),
+                    emulated_instructions: self
+                        .vcpus
+                        .iter()
+                        .filter_map(|v| v.hv.as_ref())
+                        .map(|h| h.emulations())
+                        .sum(),
+                }),
             instructions: ins,
             user_instructions: user,
             kernel_instructions: kernel,

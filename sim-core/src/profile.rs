@@ -58,6 +58,17 @@ pub struct VmxProfile {
     pub handler_ept_violation: u64,
     /// External-interrupt or interrupt-window exit and the injection on the next entry.
     pub handler_interrupt: u64,
+    /// Shadow paging: a #PF exit's decode and shadow lookup (the walks and fills the
+    /// engine makes are charged through the cache model on top).
+    pub handler_page_fault: u64,
+    /// Shadow paging: a CR3 load/store exit's decode and root switch (the root build or
+    /// resynchronisation references are charged on top).
+    pub handler_cr_access: u64,
+    /// Shadow paging: an INVLPG exit's decode and shadow-entry drop.
+    pub handler_invlpg: u64,
+    /// Fetching, decoding and executing one guest instruction in the hypervisor's
+    /// emulator (a trapped page-table write), on top of the exit's handler.
+    pub handler_emulation: u64,
     /// Any other exit reason.
     pub handler_other: u64,
 }

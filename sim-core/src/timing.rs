@@ -29,6 +29,11 @@ pub struct CycleBreakdown {
     /// Hypervisor exit handlers; virtualized modes only.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub exit_handling: u64,
+    /// Shadow-table and guest-table references the shadow engine and the hypervisor's
+    /// emulator make (fills, write-protection, emulated page-table writes, resyncs),
+    /// charged through the cache hierarchy; hvm-shadow only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shadow_maintenance: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -46,6 +51,7 @@ impl CycleBreakdown {
             + self.ept_walk_stall
             + self.exit_transitions
             + self.exit_handling
+            + self.shadow_maintenance
     }
 
     /// Adds another breakdown.
@@ -58,6 +64,7 @@ impl CycleBreakdown {
         self.ept_walk_stall += o.ept_walk_stall;
         self.exit_transitions += o.exit_transitions;
         self.exit_handling += o.exit_handling;
+        self.shadow_maintenance += o.shadow_maintenance;
     }
 }
 

@@ -449,9 +449,19 @@ impl VmxCpu {
             return;
         };
         switch::save_guest(v, &cpu.state);
+        let cut_short = cpu.take_vectoring();
         if !vect {
-            v.info.idt_vectoring_info = 0;
-            v.info.idt_vectoring_error_code = 0;
+            // An exit from an exception raised while the guest delivered an event of its
+            // own records that event.
+            let (info, code) = match cut_short {
+                Some((vector, ty, code)) => (
+                    intr_info::make(vector, u32::from(ty), code.is_some()) | intr_info::VALID,
+                    code.unwrap_or(0),
+                ),
+                None => (0, 0),
+            };
+            v.info.idt_vectoring_info = info;
+            v.info.idt_vectoring_error_code = code;
         }
         fill_exit_info(v, exit, 0);
         v.entry.interruption_info &= !intr_info::VALID;

@@ -22,6 +22,7 @@
 //! and re-enters. Each exit costs the profile's `vmx.exit_cycles + vmx.entry_cycles` plus
 //! the handler cost of its reason.
 
+use super::hvm_shadow;
 use crate::error::SimError;
 use crate::machine::{ExitCount, Machine, RunEnd, SlicePlatform, EXIT_PORT};
 use crate::native_mmu::{MemCycles, NativeMmuStats};
@@ -67,17 +68,26 @@ pub struct HvMachine {
     build: EptBuild,
 }
 
+impl HvMachine {
+    /// The shadow engine's counters (hvm-shadow).
+    pub(crate) fn shadow_stats(&self) -> Option<&mmu::shadow::ShadowStats> {
+        self.build.shadow.as_ref().map(|s| s.stats())
+    }
+}
+
 /// The EPT tables' allocator and root, and the guest-memory size they may map.
 struct EptBuild {
     builder: TableBuilder,
     root: u64,
     guest_bytes: u64,
+    /// The shadow engine (hvm-shadow only).
+    shadow: Option<hvm_shadow::ShadowShared>,
 }
 
 /// Guest memory (the machine's physical memory, hPA = gPA) plus the host-reserved
 /// region above it that holds the EPT tables.
-struct HostMem<'a> {
-    phys: &'a mut PhysMem,
+pub(crate) struct HostMem<'a> {
+    pub(crate) phys: &'a mut PhysMem,
     host: &'a mut SparseMemory,
     base: u64,
 }
@@ -130,6 +140,12 @@ impl HvVcpu {
         b.cache_stall = m.data + m.fetch;
         b.exit_transitions = self.transitions;
         b.exit_handling = self.handling;
+        b.shadow_maintenance = self.mmu.shadow.as_ref().map_or(0, |s| s.maintenance);
+    }
+
+    /// Instructions the hypervisor's emulator executed (hvm-shadow).
+    pub fn emulations(&self) -> u64 {
+        self.mmu.shadow.as_ref().map_or(0, |s| s.emulations)
     }
 
     /// Translation counters in the native layout (2D walker counters are in `vmx_stats`).
@@ -171,14 +187,16 @@ pub fn reason_name(r: ExitReason) -> String {
 }
 
 /// The 2D translation path of one vCPU: VPID-tagged TLB, 2D walker, cache hierarchy.
-struct EptMmu {
-    tlb: Tlb,
+pub(crate) struct EptMmu {
+    pub(crate) tlb: Tlb,
     walker: TwoDWalker,
-    cache: CacheHierarchy,
+    pub(crate) cache: CacheHierarchy,
     refs: RefList,
-    mode: PagingMode,
+    pub(crate) mode: PagingMode,
     cr3: u64,
-    vpid: u16,
+    pub(crate) vpid: u16,
+    /// Shadow paging (hvm-shadow): the hardware walks shadow tables, not EPT.
+    pub(crate) shadow: Option<Box<hvm_shadow::ShadowVcpu>>,
     ctx: TlbContext,
     ept: EptContext,
     /// The EPT violation behind the last aborted access.
@@ -192,7 +210,7 @@ struct EptMmu {
 }
 
 impl EptMmu {
-    fn new(cfg: &MmuConfig, vpid: u16, ept: EptContext) -> Result<Self, SimError> {
+    fn new(cfg: &MmuConfig, vpid: u16, ept: EptContext, shadow: bool) -> Result<Self, SimError> {
         let e = |e: mmu::error::MmuError| SimError::Config(e.to_string());
         Ok(EptMmu {
             tlb: Tlb::new(&cfg.tlb).map_err(e)?,
@@ -214,6 +232,11 @@ impl EptMmu {
                 wp: true,
             },
             ept,
+            shadow: if shadow {
+                Some(Box::new(hvm_shadow::ShadowVcpu::new(cfg)?))
+            } else {
+                None
+            },
             violation: None,
             cycles: MemCycles::default(),
             ept_walk: 0,
@@ -225,7 +248,7 @@ impl EptMmu {
     }
 
     fn total(&self) -> u64 {
-        self.cycles.total() + self.ept_walk
+        self.cycles.total() + self.ept_walk + self.shadow.as_ref().map_or(0, |s| s.maintenance)
     }
 
     fn set_paging(&mut self, ctl: &PagingControl) {
@@ -252,6 +275,9 @@ impl EptMmu {
 
     #[cold]
     fn walk(&mut self, mem: &mut HostMem, lin: u64, access: Access) -> Result<u64, MemFault> {
+        if self.shadow.is_some() {
+            return self.walk_shadow(mem, lin, access);
+        }
         let gva = Gva(lin);
         self.refs.clear();
         let wctx = WalkContext {
@@ -307,6 +333,47 @@ impl EptMmu {
     }
 }
 
+impl EptMmu {
+    /// A 1D hardware walk of the shadow tables (the hardware CR3 is the shadow root).
+    /// A fault is an ordinary #PF, which the exception bitmap turns into a VM exit.
+    fn walk_shadow(
+        &mut self,
+        mem: &mut HostMem,
+        lin: u64,
+        access: Access,
+    ) -> Result<u64, MemFault> {
+        let Some(sv) = self.shadow.as_deref_mut() else {
+            return Err(MemFault::Abort(u32::MAX));
+        };
+        let gva = Gva(lin);
+        self.refs.clear();
+        let wctx = WalkContext {
+            mode: self.mode,
+            cr3: Cr3(self.cr3),
+            vpid: self.vpid,
+        };
+        let r = sv
+            .walker
+            .walk(mem, &wctx, gva, access, Dimension::Native, &mut self.refs);
+        self.walk_refs += self.refs.len() as u64;
+        self.cycles.walk += self.cache.charge_refs(self.refs.as_slice());
+        match r {
+            Ok(t) => {
+                self.tlb
+                    .fill(&self.ctx, gva, &t, access.kind == AccessKind::Execute);
+                Ok(t.hpa(gva).0)
+            }
+            Err(pf) => {
+                self.page_faults += 1;
+                Err(MemFault::Page {
+                    addr: LinAddr(pf.addr.0),
+                    error_code: pf.error_code,
+                })
+            }
+        }
+    }
+}
+
 fn access(a: CpuAccess) -> Access {
     Access {
         kind: match a.kind {
@@ -319,9 +386,9 @@ fn access(a: CpuAccess) -> Access {
 }
 
 /// The CPU's view of memory under EPT: one vCPU's 2D translation path over guest memory.
-struct EptMemory<'a> {
-    mem: HostMem<'a>,
-    mmu: &'a mut EptMmu,
+pub(crate) struct EptMemory<'a> {
+    pub(crate) mem: HostMem<'a>,
+    pub(crate) mmu: &'a mut EptMmu,
     stall: &'a std::cell::Cell<u64>,
 }
 
@@ -431,6 +498,9 @@ impl Memory for EptMemory<'_> {
                 pcid,
             });
             self.mmu.walker.guest_psc.flush_all();
+            if let Some(s) = self.mmu.shadow.as_deref_mut() {
+                s.walker.psc.flush_all();
+            }
         }
     }
 
@@ -442,6 +512,9 @@ impl Memory for EptMemory<'_> {
             self.mmu.ctx.pcid,
         ));
         self.mmu.walker.guest_psc.flush_all();
+        if let Some(s) = self.mmu.shadow.as_deref_mut() {
+            s.walker.psc.flush_all();
+        }
     }
 }
 
@@ -449,10 +522,11 @@ impl Memory for EptMemory<'_> {
 pub const EXITING_MSR_WRITES: &[u32] = &[0x80b, 0x830, 0x832, 0x838, 0x6e0];
 
 /// Builds the EPT tables and each vCPU's hypervisor state.
-pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
+pub(crate) fn build(m: &mut Machine, shadow: bool) -> Result<(), SimError> {
+    let name = if shadow { hvm_shadow::NAME } else { NAME };
     let costs =
         m.cfg.profile.vmx.ok_or_else(|| {
-            SimError::Config("hvm-ept needs a [vmx] section in the profile".into())
+            SimError::Config(format!("{name} needs a [vmx] section in the profile"))
         })?;
     let guest_bytes = m.phys.size();
     let base = guest_bytes.next_multiple_of(1 << 21);
@@ -474,13 +548,17 @@ pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
         maxphyaddr: m.cfg.profile.mmu.maxphyaddr,
         exec_only: false,
     };
+    // The shadow engine's page pool follows the EPT tables' region.
+    let shadow_state = shadow.then(|| {
+        hvm_shadow::ShadowShared::new(&m.cfg.profile.mmu, base + pages * 4096, guest_bytes)
+    });
     for (i, v) in m.vcpus.iter_mut().enumerate() {
         let mut vmx = VmxCpu::new();
         let vmcs = VMXON_BASE + 0x1000 * (i as u64 + 1);
         vmx.create_vmcs(vmcs);
         v.hv = Some(Box::new(HvVcpu {
             vmx,
-            mmu: EptMmu::new(&m.cfg.profile.mmu, i as u16 + 1, ept)?,
+            mmu: EptMmu::new(&m.cfg.profile.mmu, i as u16 + 1, ept, shadow)?,
             vmcs,
             launched: false,
             window: false,
@@ -498,6 +576,7 @@ pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
             builder: b,
             root,
             guest_bytes,
+            shadow: shadow_state,
         },
     }));
     Ok(())
@@ -511,6 +590,7 @@ fn setup_vmcs(
     vpid: u16,
     guest: &CpuState,
     eptp: Eptp,
+    shadow_root: Option<u64>,
 ) -> Result<CpuState, String> {
     let mut host = guest.clone();
     host.cr0 |= CR0_NE;
@@ -533,6 +613,17 @@ fn setup_vmcs(
     v.exec.exception_bitmap = 0;
     v.exec.eptp = eptp.0;
     v.exec.vpid = vpid;
+    if shadow_root.is_some() {
+        // Shadow paging: no EPT (and so no unrestricted guest); CR3 loads and stores,
+        // INVLPG and every #PF exit.
+        v.exec.proc2 = proc2::ENABLE_VPID;
+        v.exec.eptp = 0;
+        v.exec.proc |= proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING | proc::INVLPG_EXITING;
+        v.exec.cr3_target_count = 0;
+        v.exec.exception_bitmap = 1 << 14;
+        v.exec.pf_error_mask = 0;
+        v.exec.pf_error_match = 0;
+    }
     v.fill_bitmaps(false);
     for &msr in EXITING_MSR_WRITES {
         v.set_msr_bitmap_bit(msr, true, true);
@@ -545,6 +636,9 @@ fn setup_vmcs(
     v.exec.cr4_shadow = guest.cr4;
     g.cr0 |= CR0_NE;
     g.cr4 |= cr::CR4_VMXE;
+    if let Some(root) = shadow_root {
+        g.cr3 = root;
+    }
     v.exit.controls = c::EXIT_CAP.must_be_one | exitc::HOST_ADDRESS_SPACE_SIZE;
     v.entry.controls = c::ENTRY_CAP.must_be_one | entc::IA32E_MODE_GUEST;
     switch::save_guest(v, &g);
@@ -594,6 +688,9 @@ impl ExitState {
             ExitReason::Io => c.handler_io,
             ExitReason::EptViolation => c.handler_ept_violation,
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow => c.handler_interrupt,
+            ExitReason::ExceptionOrNmi => c.handler_page_fault,
+            ExitReason::CrAccess => c.handler_cr_access,
+            ExitReason::Invlpg => c.handler_invlpg,
             _ => c.handler_other,
         };
         let t = c.exit_cycles + c.entry_cycles;
@@ -602,6 +699,16 @@ impl ExitState {
         self.exits.push((reason, t + handler));
         // The vCPU's clock (and so its TSC) includes the exit.
         plat.idle += t + handler;
+    }
+
+    /// The hypervisor's emulator executed one guest instruction during this exit.
+    fn emulated(&mut self, plat: &mut SlicePlatform) {
+        let c = self.costs.handler_emulation;
+        self.handling += c;
+        if let Some(e) = self.exits.last_mut() {
+            e.1 += c;
+        }
+        plat.idle += c;
     }
 }
 
@@ -713,6 +820,22 @@ fn handle(
                     }
                 }
             }
+            ExitReason::ExceptionOrNmi | ExitReason::CrAccess | ExitReason::Invlpg
+                if ept.shadow.is_some() =>
+            {
+                let Some(sh) = ept.shadow.as_mut() else {
+                    return Err(unsupported("no shadow state".into(), rip));
+                };
+                match hvm_shadow::handle(&exit, sh, mem, v, cpu) {
+                    Ok(hvm_shadow::After::Advance) => {}
+                    Ok(hvm_shadow::After::Restart) => advance = false,
+                    Ok(hvm_shadow::After::Emulated) => {
+                        advance = false;
+                        st.emulated(plat);
+                    }
+                    Err(e) => return Err(unsupported(e, rip)),
+                }
+            }
             r => {
                 return Err(unsupported(
                     format!("VM exit {} not handled", reason_name(r)),
@@ -753,6 +876,18 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
         u64::from(m.cfg.profile.core.freq_mhz) * 1_000_000,
     );
     let maxphyaddr = m.cfg.profile.mmu.maxphyaddr;
+    // The guest CR3s the other vCPUs run on (their shadow roots stay pinned).
+    let mut others = [0u64; 64];
+    let mut n_others = 0;
+    for (j, o) in m.vcpus.iter().enumerate() {
+        let Some(h) = o.hv.as_ref() else { continue };
+        if let Some(s) = h.mmu.shadow.as_ref() {
+            if j != i && h.launched && n_others < others.len() {
+                others[n_others] = s.guest_cr3;
+                n_others += 1;
+            }
+        }
+    }
     let Some(hm) = m.hv.as_deref_mut() else {
         return 0;
     };
@@ -799,9 +934,27 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
     let mut stop: Option<Stop> = None;
     let mut retired = 0;
     // First run: VMXON, VMCS set-up and VMLAUNCH with the vCPU's current (boot) state.
+    if let Some(sh) = hm.build.shadow.as_mut() {
+        hvm_shadow::before_run(sh, &mut mem, others[..n_others].iter().copied());
+    }
     if !h.launched {
         let guest = cpu.state.clone();
-        match setup_vmcs(vmx, h.vmcs, mem.mmu.vpid, &guest, hm.eptp) {
+        let mut shadow_root = None;
+        if let (Some(sh), Some(sv)) = (hm.build.shadow.as_mut(), mem.mmu.shadow.as_deref_mut()) {
+            let mode = mem.mmu.mode;
+            match hvm_shadow::boot_root(sh, sv, &mut mem.mem, &mode, guest.cr3) {
+                Ok(r) => shadow_root = Some(r),
+                Err(e) => {
+                    m.end = Some(RunEnd::Unsupported {
+                        cpu: i as u32,
+                        what: e,
+                        rip: guest.rip,
+                    });
+                    return 0;
+                }
+            }
+        }
+        match setup_vmcs(vmx, h.vmcs, mem.mmu.vpid, &guest, hm.eptp, shadow_root) {
             Ok(host) => cpu.state = host,
             Err(e) => {
                 m.end = Some(RunEnd::Unsupported {

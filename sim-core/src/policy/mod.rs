@@ -2,6 +2,7 @@
 //! file per policy; `native` is the machine's own path in `machine.rs`.
 
 pub mod hvm_ept;
+pub mod hvm_shadow;
 pub mod native;
 
 use serde::Serialize;
@@ -13,18 +14,26 @@ pub enum Policy {
     Native,
     /// Hardware-assisted: VMX non-root operation with EPT and VPID.
     HvmEpt,
+    /// Hardware-assisted: VMX non-root operation with shadow page tables and VPID.
+    HvmShadow,
 }
 
 impl Policy {
     /// Every policy, in report order.
-    pub const ALL: &'static [Policy] = &[Policy::Native, Policy::HvmEpt];
+    pub const ALL: &'static [Policy] = &[Policy::Native, Policy::HvmShadow, Policy::HvmEpt];
 
     /// The mode name.
     pub fn name(self) -> &'static str {
         match self {
             Policy::Native => native::NAME,
             Policy::HvmEpt => hvm_ept::NAME,
+            Policy::HvmShadow => hvm_shadow::NAME,
         }
+    }
+
+    /// True for the policies that run the guest in VMX non-root operation.
+    pub fn is_hvm(self) -> bool {
+        matches!(self, Policy::HvmEpt | Policy::HvmShadow)
     }
 
     /// The policy of a mode name.
