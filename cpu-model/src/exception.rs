@@ -246,8 +246,10 @@ impl Cpu {
         loop {
             // Faults raised during delivery were offered below, before the double-fault
             // rules; only the #DF they may turn into is offered here.
-            if (offer_first && depth == 0) || (depth > 0 && cur.vector() == vector::DF) {
+            if (offer_first && depth == 0) || depth > 0 {
                 *self.stats.exceptions.entry(cur.vector()).or_insert(0) += 1;
+            }
+            if (offer_first && depth == 0) || (depth > 0 && cur.vector() == vector::DF) {
                 let ev = Sensitive::Exception {
                     vector: cur.vector(),
                     error_code: cur.error_code(),
@@ -292,13 +294,13 @@ impl Cpu {
                     // before the double-fault rules (in VMX non-root operation an exception
                     // the bitmap selects exits, with the interrupted event as IDT-vectoring
                     // information, and no #DF is generated).
-                    *self.stats.exceptions.entry(second.vector()).or_insert(0) += 1;
                     let ev = Sensitive::Exception {
                         vector: second.vector(),
                         error_code: second.error_code(),
                         cr2_candidate: second.cr2(),
                     };
                     if p.intercept(&self.state, &ev) == Disposition::Exit {
+                        *self.stats.exceptions.entry(second.vector()).or_insert(0) += 1;
                         self.stats.intercepted += 1;
                         let ty = match (
                             if depth == 0 {

@@ -708,6 +708,35 @@ fn exception_bitmap_turns_an_exception_into_an_exit() {
 }
 
 #[test]
+fn fault_during_delivery_exits_before_the_double_fault_rules() {
+    // #UD is delivered on a stack that is not mapped: the #PF it raises exits (bit 14 of
+    // the bitmap) and the #UD is the IDT-vectoring event; no #DF is generated.
+    let (mut m, e) = expect_exit(
+        |v, m| {
+            v.exec.exception_bitmap = 1 << 14;
+            m.cpu.state.gpr[4] = HOLE + 0x800;
+        },
+        |a| a.ud2(),
+    );
+    assert_eq!(e.reason, ExitReason::ExceptionOrNmi);
+    assert_eq!(
+        e.interruption_info,
+        intr_info::make(14, intr_info::TYPE_HW_EXCEPTION, true)
+    );
+    assert_eq!(e.qualification, HOLE + 0x800 - 8);
+    assert_eq!(m.cpu.take_vectoring(), Some((6, 3, None)));
+    assert_eq!(m.cpu.stats.double_faults, 0);
+    // Without the #PF bit the same fault is the guest's (and becomes its own problem).
+    let mut m = Machine::new();
+    let v = base_vmcs();
+    m.cpu.state.gpr[4] = HOLE + 0x800;
+    m.code(|a| a.ud2());
+    let (_, e) = m.run_nonroot(&v, 100);
+    assert_eq!(e.map(|e| e.reason), Some(ExitReason::TripleFault));
+    assert_eq!(m.cpu.take_vectoring(), None);
+}
+
+#[test]
 fn exception_not_in_the_bitmap_goes_to_the_guest_idt() {
     let m = expect_no_exit(|v, _| v.exec.exception_bitmap = !(1 << 6), |a| a.ud2());
     assert_eq!(m.cpu.state.rip, handler(6) + 1);

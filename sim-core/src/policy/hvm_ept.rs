@@ -1092,7 +1092,7 @@ mod tests {
             maxphyaddr: 40,
             exec_only: false,
         };
-        let mut mmu = EptMmu::new(&cfg.profile.mmu, 1, ept).unwrap();
+        let mut mmu = EptMmu::new(&cfg.profile.mmu, 1, ept, false).unwrap();
         let mut refs = RefList::new();
         let gpa = mmu::addr::Gpa(0x5000);
         let r = mmu
