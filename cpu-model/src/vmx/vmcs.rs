@@ -348,8 +348,6 @@ pub struct Vmcs {
     pub guest_msrs: SwitchedMsrs,
     /// Host values of the switched MSRs (saved on entry, restored on exit).
     pub host_msrs: SwitchedMsrs,
-    /// The virtual-APIC page's TPR byte (VTPR, offset 0x80), used with "use TPR shadow".
-    pub vtpr: u8,
     /// I/O bitmaps A (ports 0..0x7fff) and B (0x8000..0xffff), one bit per port.
     io_bitmap: Box<[u8; 8192]>,
     /// MSR bitmap: read-low, read-high, write-low, write-high quarters of 1 KiB.
@@ -716,7 +714,6 @@ impl Vmcs {
             info: ExitInfo::default(),
             guest_msrs: SwitchedMsrs::default(),
             host_msrs: SwitchedMsrs::default(),
-            vtpr: 0,
             io_bitmap: Box::new([0; 8192]),
             msr_bitmap: Box::new([0; 4096]),
         };
