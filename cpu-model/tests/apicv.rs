@@ -904,3 +904,113 @@ fn invalid_apicv_control_combinations_fail_entry() {
         Ok(Entry::Entered)
     );
 }
+
+// =======================================================================================
+// Delivery that does not complete.
+
+#[test]
+fn fault_while_delivering_a_virtual_interrupt_exits_with_idt_vectoring_info() {
+    let (mut m, mut vmx) = hypervisor(FULL);
+    let v = vmx.current_vmcs_mut().unwrap();
+    v.guest.idtr_limit = 0x100; // vector 0x40's gate is beyond the limit: #GP
+    v.exec.exception_bitmap = 1 << 13;
+    vmx.request_virtual_interrupt(0x40);
+    let Ok(Entry::Exited(e)) = launch(&mut m, &mut vmx) else {
+        panic!("expected an exit")
+    };
+    assert_eq!(e.reason, ExitReason::ExceptionOrNmi);
+    assert_eq!(intr_info::vector(e.interruption_info), 13);
+    assert_eq!(e.error_code, 0x40 * 8 + 2 + 1, "IDT, EXT");
+    assert_eq!(
+        vmx.vmread(field::IDT_VECTORING_INFO),
+        Ok(intr_info::make(0x40, intr_info::TYPE_EXTERNAL, false) as u64)
+    );
+    assert_eq!(vmx.mode, VmxMode::Root);
+    assert_eq!(m.cpu.state.rip, HOST_CODE);
+    assert!(page(&vmx).visr(0x40), "acknowledged before the IDT was read");
+    assert_eq!(svi(status(&vmx)), 0x40);
+    assert_eq!(vmx.stats.virtual_interrupts, 0);
+}
+
+/// Flat memory whose kernel-stack writes abort (like an unmapped EPT page) while armed.
+struct Aborting<'a> {
+    mem: &'a mut FlatMemory,
+    armed: bool,
+}
+
+impl cpu_model::Memory for Aborting<'_> {
+    fn read(
+        &mut self,
+        addr: cpu_model::LinAddr,
+        size: usize,
+        access: cpu_model::Access,
+    ) -> Result<u64, cpu_model::MemFault> {
+        self.mem.read(addr, size, access)
+    }
+    fn write(
+        &mut self,
+        addr: cpu_model::LinAddr,
+        size: usize,
+        value: u64,
+        access: cpu_model::Access,
+    ) -> Result<cpu_model::Stored, cpu_model::MemFault> {
+        if self.armed && (KSTACK..KSTACK + 0x8000).contains(&addr.0) {
+            return Err(cpu_model::MemFault::Abort(77));
+        }
+        self.mem.write(addr, size, value, access)
+    }
+    fn translate_fetch(
+        &mut self,
+        addr: cpu_model::LinAddr,
+        user: bool,
+    ) -> Result<cpu_model::PhysAddr, cpu_model::MemFault> {
+        self.mem.translate_fetch(addr, user)
+    }
+    fn read_code(&mut self, addr: cpu_model::PhysAddr, buf: &mut [u8]) {
+        self.mem.read_code(addr, buf)
+    }
+}
+
+#[test]
+fn aborted_delivery_leaves_the_virtual_interrupt_pending() {
+    let (mut m, mut vmx) = hypervisor(FULL);
+    in_service(&mut vmx, &[0x21]);
+    vmx.request_virtual_interrupt(0x40);
+    let vppr_before = {
+        let mut mem = Aborting {
+            mem: &mut m.mem,
+            armed: true,
+        };
+        let r = vmx.vmlaunch(&mut m.cpu, &mut mem, &mut m.plat);
+        assert_eq!(r, Ok(Entry::InjectionAborted(77)));
+        page(&vmx).vppr()
+    };
+    assert_eq!(vmx.mode, VmxMode::NonRoot);
+    assert_eq!(m.cpu.state.rip, KCODE);
+    let p = page(&vmx);
+    assert!(p.virr(0x40) && !p.visr(0x40) && p.visr(0x21));
+    assert_eq!((rvi(status(&vmx)), svi(status(&vmx))), (0x40, 0x21));
+    assert_eq!(vppr_before, 0x20);
+    assert!(vmx.virtual_interrupt_pending());
+    assert_eq!(vmx.stats.virtual_interrupts, 0);
+    // The same abort met by `run` is its outcome; once the memory is fixed the next run
+    // delivers.
+    let mut mem = Aborting {
+        mem: &mut m.mem,
+        armed: true,
+    };
+    let r = vmx.run(&mut m.cpu, &mut mem, &mut m.plat, 100);
+    assert_eq!(
+        r.outcome,
+        StepOutcome::MemoryAbort {
+            token: 77,
+            rip: KCODE
+        }
+    );
+    assert_eq!((r.retired, r.exit), (0, None));
+    mem.armed = false;
+    let r = vmx.run(&mut m.cpu, &mut mem, &mut m.plat, 100);
+    exit_of(&r, 12);
+    assert_eq!(vmx.vmread(field::GUEST_RIP), Ok(handler(0x40)));
+    assert_eq!(vmx.stats.virtual_interrupts, 1);
+}

@@ -720,7 +720,8 @@ impl VmxCpu {
                 VirtualDelivery::Aborted(token)
             }
             (StepOutcome::Intercepted { .. }, Some(exit)) => {
-                self.stats.virtual_interrupts += 1;
+                // Not delivered (the hypervisor re-injects it from the IDT-vectoring
+                // information), though VISR and SVI already show it in service.
                 if let Some(v) = self.vmcss.get_mut(&h) {
                     v.info.idt_vectoring_info =
                         intr_info::make(vector, intr_info::TYPE_EXTERNAL, false);
