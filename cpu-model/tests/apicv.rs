@@ -302,7 +302,10 @@ fn eoi_write_is_virtualized_without_an_exit() {
     assert_eq!(vmx.stats.apic_msr_writes, 1);
     assert_eq!(vmx.stats.exits, 1);
     assert_eq!(vmx.stats.exits_by_reason.get(&32), None);
-    assert!(m.plat.writes.is_empty(), "the machine's EOI MSR is untouched");
+    assert!(
+        m.plat.writes.is_empty(),
+        "the machine's EOI MSR is untouched"
+    );
 }
 
 #[test]
@@ -422,7 +425,11 @@ fn requested_virtual_interrupt_is_delivered_on_entry() {
     assert!(page(&vmx).virr(0x40));
     assert_eq!(rvi(status(&vmx)), 0x40);
     assert_eq!(launch(&mut m, &mut vmx), Ok(Entry::Entered));
-    assert_eq!(m.cpu.state.rip, handler(0x40), "delivered through the guest IDT");
+    assert_eq!(
+        m.cpu.state.rip,
+        handler(0x40),
+        "delivered through the guest IDT"
+    );
     assert_eq!(m.cpu.state.gpr[4], FRAME_RIP);
     assert_eq!(m.r64(FRAME_RIP), KCODE);
     assert_eq!(m.cpu.state.rflags & rflags::IF, 0);
@@ -487,10 +494,16 @@ fn lower_priority_virtual_interrupt_waits_until_eoi() {
     vmx.request_virtual_interrupt(0x45); // class 4 < VPPR class 5
     assert_eq!(launch(&mut m, &mut vmx), Ok(Entry::Entered));
     assert_eq!(m.cpu.state.rip, KCODE);
-    assert!(!vmx.virtual_interrupt_pending(), "not recognised under VPPR 0x50");
+    assert!(
+        !vmx.virtual_interrupt_pending(),
+        "not recognised under VPPR 0x50"
+    );
     let r = run(&mut m, &mut vmx);
     exit_of(&r, 12);
-    assert_eq!(r.retired, 4, "delivered right after the EOI, before the NOP");
+    assert_eq!(
+        r.retired, 4,
+        "delivered right after the EOI, before the NOP"
+    );
     assert_eq!(vmx.vmread(field::GUEST_RIP), Ok(handler(0x45)));
     assert_eq!(m.r64(FRAME_RIP), KCODE + EOI_LEN);
     let p = page(&vmx);
@@ -706,7 +719,10 @@ fn tpr_read_sees_a_mov_to_cr8() {
 
 #[test]
 fn without_apic_register_virtualization_only_the_tpr_read_is_virtualized() {
-    let (mut m, mut vmx) = hypervisor(Apicv { regs: false, ..FULL });
+    let (mut m, mut vmx) = hypervisor(Apicv {
+        regs: false,
+        ..FULL
+    });
     m.code(|a| {
         a.mov(ecx, apicv::msr::TPR)?;
         a.rdmsr()?;
@@ -927,7 +943,10 @@ fn fault_while_delivering_a_virtual_interrupt_exits_with_idt_vectoring_info() {
     );
     assert_eq!(vmx.mode, VmxMode::Root);
     assert_eq!(m.cpu.state.rip, HOST_CODE);
-    assert!(page(&vmx).visr(0x40), "acknowledged before the IDT was read");
+    assert!(
+        page(&vmx).visr(0x40),
+        "acknowledged before the IDT was read"
+    );
     assert_eq!(svi(status(&vmx)), 0x40);
     assert_eq!(vmx.stats.virtual_interrupts, 0);
 }

@@ -182,10 +182,7 @@ impl VirtualApicPage {
     /// Offset and bit mask of `vector` in a 256-bit register at `base` (SDM 29.1.1: bit x
     /// is bit x & 0x1f of the field at base | (x & 0xe0) >> 1).
     fn bit(base: usize, vector: u8) -> (usize, u32) {
-        (
-            base | ((vector & 0xe0) >> 1) as usize,
-            1 << (vector & 0x1f),
-        )
+        (base | ((vector & 0xe0) >> 1) as usize, 1 << (vector & 0x1f))
     }
 
     fn get_bit(&self, base: usize, vector: u8) -> bool {
@@ -306,7 +303,7 @@ pub fn evaluate_pending(page: &VirtualApicPage, status: u16, interrupt_window: b
     !interrupt_window && (rvi(status) >> 4) as u32 > (page.vppr() >> 4) & 0xf
 }
 
-/// EOI virtualization up to its decision (SDM 29.1.4): clears VISR[SVI], moves SVI to
+/// EOI virtualization up to its decision (SDM 29.1.4): clears `VISR[SVI]`, moves SVI to
 /// the next highest VISR bit, updates VPPR. Returns the vector and whether its
 /// EOI-exit-bitmap bit asks for an EOI-induced VM exit (otherwise the caller evaluates
 /// pending virtual interrupts).
@@ -324,7 +321,7 @@ pub fn eoi_virtualization(
     (vector, exits)
 }
 
-/// Self-IPI virtualization (SDM 29.1.5) up to the evaluation: VIRR[vector] set and RVI
+/// Self-IPI virtualization (SDM 29.1.5) up to the evaluation: `VIRR[vector]` set and RVI
 /// raised to it.
 pub fn self_ipi_virtualization(page: &mut VirtualApicPage, status: &mut u16, vector: u8) {
     page.set_virr(vector, true);
@@ -332,7 +329,7 @@ pub fn self_ipi_virtualization(page: &mut VirtualApicPage, status: &mut u16, vec
 }
 
 /// The bookkeeping of virtual-interrupt delivery (SDM 29.2.2) before the vector goes
-/// through the guest IDT: VISR[RVI] set, SVI = RVI, VPPR updated, VIRR[RVI] cleared, RVI
+/// through the guest IDT: `VISR[RVI]` set, SVI = RVI, VPPR updated, `VIRR[RVI]` cleared, RVI
 /// = next highest VIRR bit. Returns the vector.
 pub fn acknowledge_virtual_interrupt(page: &mut VirtualApicPage, status: &mut u16) -> u8 {
     let vector = rvi(*status);
@@ -347,7 +344,11 @@ pub fn acknowledge_virtual_interrupt(page: &mut VirtualApicPage, status: &mut u1
 /// Posted-interrupt processing (SDM 29.6) after the notification was recognised: ON
 /// cleared, PIR ORed into VIRR and cleared, RVI = max(RVI, highest PIR bit). The caller
 /// evaluates pending virtual interrupts.
-pub fn process_posted(page: &mut VirtualApicPage, status: &mut u16, desc: &mut PostedInterruptDesc) {
+pub fn process_posted(
+    page: &mut VirtualApicPage,
+    status: &mut u16,
+    desc: &mut PostedInterruptDesc,
+) {
     desc.words[4] &= !1;
     let mut highest = None;
     for k in 0..4 {
@@ -411,8 +412,7 @@ pub fn virtual_interrupt_delivery(vmcs: &Vmcs) -> bool {
 /// RDMSR) or a TPR change may deliver a virtual interrupt.
 pub fn cr8_write_needs_update(vmcs: &Vmcs) -> bool {
     vmcs.exec.proc & proc::USE_TPR_SHADOW != 0
-        && secondary(vmcs)
-            & (proc2::VIRTUALIZE_X2APIC_MODE | proc2::VIRTUAL_INTERRUPT_DELIVERY)
+        && secondary(vmcs) & (proc2::VIRTUALIZE_X2APIC_MODE | proc2::VIRTUAL_INTERRUPT_DELIVERY)
             != 0
 }
 
@@ -559,7 +559,11 @@ impl VmxCpu {
         let Some(v) = self.vmcss.get_mut(&h) else {
             return false;
         };
-        let page = self.apicv.pages.entry(v.exec.virtual_apic_page).or_default();
+        let page = self
+            .apicv
+            .pages
+            .entry(v.exec.virtual_apic_page)
+            .or_default();
         self_ipi_virtualization(page, &mut v.guest.interrupt_status, vector);
         true
     }
@@ -569,7 +573,7 @@ impl VmxCpu {
         self.apicv.recognized
     }
 
-    /// VM entry, after guest state is loaded: the guest's CR8 takes VTPR[7:4]; with
+    /// VM entry, after guest state is loaded: the guest's CR8 takes `VTPR[7:4]`; with
     /// "virtual-interrupt delivery", PPR virtualization and evaluation of pending virtual
     /// interrupts (SDM 27.3.2.5; RVI and SVI are already the VMCS's field).
     pub(super) fn apicv_entry_load(&mut self, cpu: &mut Cpu) {
@@ -580,7 +584,11 @@ impl VmxCpu {
         if v.exec.proc & proc::USE_TPR_SHADOW == 0 {
             return;
         }
-        let page = self.apicv.pages.entry(v.exec.virtual_apic_page).or_default();
+        let page = self
+            .apicv
+            .pages
+            .entry(v.exec.virtual_apic_page)
+            .or_default();
         cpu.state.cr8 = ((page.vtpr() >> 4) & 0xf) as u64;
         if virtual_interrupt_delivery(v) {
             let status = v.guest.interrupt_status;
@@ -619,7 +627,11 @@ impl VmxCpu {
         if v.exec.proc & proc::USE_TPR_SHADOW == 0 {
             return;
         }
-        let page = self.apicv.pages.entry(v.exec.virtual_apic_page).or_default();
+        let page = self
+            .apicv
+            .pages
+            .entry(v.exec.virtual_apic_page)
+            .or_default();
         let cr8 = (s.cr8 & 0xf) as u32;
         if (page.vtpr() >> 4) & 0xf != cr8 || page.vtpr() >> 8 != 0 {
             page.set_vtpr(cr8 << 4);
@@ -633,7 +645,11 @@ impl VmxCpu {
     pub(super) fn apply_apic_write(&mut self, cpu: &mut Cpu, w: ApicWrite) -> Option<VmExit> {
         let h = self.current?;
         let v = self.vmcss.get_mut(&h)?;
-        let page = self.apicv.pages.entry(v.exec.virtual_apic_page).or_default();
+        let page = self
+            .apicv
+            .pages
+            .entry(v.exec.virtual_apic_page)
+            .or_default();
         let vid = virtual_interrupt_delivery(v);
         let status = &mut v.guest.interrupt_status;
         match w {
@@ -696,7 +712,11 @@ impl VmxCpu {
         if !can_take(v, &cpu.state) {
             return VirtualDelivery::Blocked;
         }
-        let page = self.apicv.pages.entry(v.exec.virtual_apic_page).or_default();
+        let page = self
+            .apicv
+            .pages
+            .entry(v.exec.virtual_apic_page)
+            .or_default();
         let undo = (v.guest.interrupt_status, page.vppr());
         let vector = acknowledge_virtual_interrupt(page, &mut v.guest.interrupt_status);
         self.apicv.recognized = false;
@@ -749,7 +769,11 @@ impl VmxCpu {
         let Some(v) = self.current.and_then(|h| self.vmcss.get_mut(&h)) else {
             return InterruptResult::Pending;
         };
-        let page = self.apicv.pages.entry(v.exec.virtual_apic_page).or_default();
+        let page = self
+            .apicv
+            .pages
+            .entry(v.exec.virtual_apic_page)
+            .or_default();
         let desc = self.apicv.descs.entry(v.exec.posted_intr_desc).or_default();
         let status = &mut v.guest.interrupt_status;
         process_posted(page, status, desc);
@@ -839,7 +863,10 @@ mod tests {
     fn posting_and_processing() {
         let mut d = PostedInterruptDesc::new();
         assert!(d.post_interrupt(0x45));
-        assert!(!d.post_interrupt(0xe1), "a notification is already outstanding");
+        assert!(
+            !d.post_interrupt(0xe1),
+            "a notification is already outstanding"
+        );
         assert!(d.on() && d.pir(0x45) && d.pir(0xe1));
         let mut p = VirtualApicPage::new();
         let mut st = interrupt_status(0x20, 0);

@@ -156,7 +156,7 @@ pub fn check_controls(vmcs: &Vmcs) -> Result<(), u32> {
 /// The control check that reads the virtual-APIC page (kept apart from
 /// [`check_controls`] because the page lives beside the VMCS, not in it): with "use TPR
 /// shadow" and neither "virtual-interrupt delivery" nor "virtualize APIC accesses", the
-/// TPR threshold must not exceed VTPR[7:4]. `Err(7)` on failure.
+/// TPR threshold must not exceed `VTPR[7:4]`. `Err(7)` on failure.
 pub fn check_tpr_threshold(vmcs: &Vmcs, vtpr: u8) -> Result<(), u32> {
     let p2 = secondary(vmcs);
     if vmcs.exec.proc & proc::USE_TPR_SHADOW != 0

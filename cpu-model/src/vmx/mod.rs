@@ -8,7 +8,8 @@
 //! memory. [`VmxCpu::run`] runs the guest on a [`Cpu`] through [`VmxPlatform`] until a VM
 //! exit, which it performs (guest state saved, exit information filled, host state
 //! loaded). Every VMREAD, VMWRITE, entry and exit is counted in [`VmxStats`] so that the
-//! timing side can cost them; this module holds no cycle constants.
+//! timing side can cost them; this module holds no cycle constants. APIC virtualization
+//! (virtual-APIC pages, virtual-interrupt delivery, posted interrupts) is in [`apicv`].
 
 pub mod adapter;
 pub mod apicv;
@@ -75,7 +76,9 @@ pub enum Entry {
     Exited(VmExit),
     /// The memory system aborted delivery of the injected event (token from
     /// [`crate::MemFault::Abort`]); the guest is in non-root operation with the event
-    /// still pending in the VM-entry interruption-information field.
+    /// still pending in the VM-entry interruption-information field. Also the answer when
+    /// delivery of a virtual interrupt recognised on entry is aborted: that interrupt is
+    /// still pending in the VIRR (the entry-information field is then not valid).
     InjectionAborted(u32),
 }
 

@@ -1,7 +1,9 @@
 //! The virtual-machine control structure with typed fields, accessed by the hypervisor
 //! model either directly or through VMREAD/VMWRITE by SDM field encoding (SDM vol. 3C,
 //! appendix B). The I/O and MSR bitmaps are held in the structure itself (their address
-//! fields are kept for VMREAD/VMWRITE but never dereferenced).
+//! fields are kept for VMREAD/VMWRITE but never dereferenced). The virtual-APIC page and
+//! the posted-interrupt descriptor are kept by [`super::VmxCpu`], named by their address
+//! fields as handles (see [`super::apicv`]).
 
 use serde::Serialize;
 
@@ -106,7 +108,8 @@ pub struct GuestState {
     pub vmcs_link_pointer: u64,
     /// VMX-preemption timer value.
     pub preemption_timer: u32,
-    /// Guest interrupt status (RVI 7:0, SVI 15:8).
+    /// Guest interrupt status (RVI 7:0, SVI 15:8). With virtual-interrupt delivery the
+    /// model keeps RVI and SVI here while the guest runs (see [`super::apicv`]).
     pub interrupt_status: u16,
 }
 
