@@ -464,7 +464,7 @@ pub fn virtual_msr_write(vmcs: &Vmcs, msr: u32, value: u64) -> MsrWrite {
 /// Virtual-APIC pages and posted-interrupt descriptors by handle, and the one piece of
 /// processor state APIC virtualization adds: whether a virtual interrupt is recognised.
 #[derive(Debug, Default)]
-pub struct ApicvStore {
+pub(super) struct ApicvStore {
     pages: HashMap<u64, VirtualApicPage>,
     descs: HashMap<u64, PostedInterruptDesc>,
     /// A pending virtual interrupt has been recognised and waits for delivery (cleared by
@@ -633,7 +633,7 @@ impl VmxCpu {
             .entry(v.exec.virtual_apic_page)
             .or_default();
         let cr8 = (s.cr8 & 0xf) as u32;
-        if (page.vtpr() >> 4) & 0xf != cr8 || page.vtpr() >> 8 != 0 {
+        if (page.vtpr() >> 4) & 0xf != cr8 {
             page.set_vtpr(cr8 << 4);
         }
     }
@@ -688,6 +688,14 @@ impl VmxCpu {
             self.apicv.recognized = evaluate_pending(page, *status, iwe);
         }
         None
+    }
+
+    /// Whether [`Self::deliver_virtual_interrupt`] would deliver now: a virtual interrupt
+    /// is recognised and the guest can take it.
+    pub(super) fn virtual_interrupt_deliverable(&self, s: &CpuState) -> bool {
+        self.apicv.recognized
+            && self.mode == VmxMode::NonRoot
+            && self.current_vmcs().is_some_and(|v| can_take(v, s))
     }
 
     /// Delivers the recognised virtual interrupt if the guest can take it now (RFLAGS.IF

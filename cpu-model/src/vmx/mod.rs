@@ -613,7 +613,7 @@ impl VmxCpu {
             // A halted guest with a virtual interrupt it can take wakes for it.
             let wakes = r.outcome == StepOutcome::Halted
                 && self.apicv.recognized()
-                && cpu.state.interrupts_enabled();
+                && self.virtual_interrupt_deliverable(&cpu.state);
             if (r.outcome != StepOutcome::Retired && !wakes) || retired >= budget {
                 return GuestRun {
                     outcome: r.outcome,
