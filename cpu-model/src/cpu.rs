@@ -377,6 +377,11 @@ impl Cpu {
                 self.retire(p, insn, rip, cpl, false);
                 Some(StepOutcome::Halted)
             }
+            Ok(Flow::EndRun) => {
+                self.state.rip = self.next_rip;
+                self.retire(p, insn, rip, cpl, false);
+                Some(StepOutcome::Retired)
+            }
             Ok(Flow::SoftInt(v)) => {
                 let next = self.next_rip;
                 // INT n is a trap: the pushed RIP is the next instruction. It retires only

@@ -173,6 +173,17 @@ pub trait Platform {
         let _ = (state, event);
         Disposition::Proceed
     }
+    /// Asked after a WRMSR or a MOV to CR8 has been carried out: true ends the CPU's run
+    /// once that instruction retires ([`crate::StepOutcome::Retired`], budget not
+    /// necessarily used up), so that the caller can finish what the instruction started
+    /// before the next one runs. The VMX model answers true after an APIC write it
+    /// virtualized (TPR, EOI, self-IPI), which may deliver a virtual interrupt or cause a
+    /// trap-like VM exit at that instruction boundary. Only those two instructions ask, so
+    /// the question costs nothing elsewhere.
+    #[inline(always)]
+    fn stop_after_instruction(&mut self) -> bool {
+        false
+    }
     /// The value MOV from CR0 or CR4 returns for the register's real value `value`
     /// (`cr` is 0 or 4). VMX non-root operation returns the read shadow for host-owned
     /// bits; native operation returns the value itself.

@@ -1188,15 +1188,19 @@ fn posted_interrupts_require_vid_and_ack_on_exit() {
 
 #[test]
 fn tpr_threshold_must_not_exceed_the_tpr_shadow() {
-    let tpr = |v: &mut Vmcs, threshold: u32, vtpr: u8| {
+    // VTPR is byte 0x80 of the virtual-APIC page, which the model keeps beside the VMCS.
+    let tpr = |threshold: u32, vtpr: u32| {
+        let (mut m, mut vmx) = hypervisor();
+        let v = vmx.current_vmcs_mut().unwrap();
         v.exec.proc |= proc::USE_TPR_SHADOW;
         v.exec.virtual_apic_page = 0x6000;
         v.exec.tpr_threshold = threshold;
-        v.vtpr = vtpr;
+        vmx.virtual_apic_mut(0x6000).set_vtpr(vtpr);
+        launch(&mut m, &mut vmx)
     };
-    assert_eq!(entry_error(|v| tpr(v, 3, 0x40)), Ok(Entry::Entered));
-    assert_eq!(entry_error(|v| tpr(v, 5, 0x40)), CONTROLS);
-    assert_eq!(entry_error(|v| tpr(v, 0x13, 0xf0)), CONTROLS, "bits 31:4");
+    assert_eq!(tpr(3, 0x40), Ok(Entry::Entered));
+    assert_eq!(tpr(5, 0x40), CONTROLS);
+    assert_eq!(tpr(0x13, 0xf0), CONTROLS, "bits 31:4");
 }
 
 #[test]
@@ -1625,14 +1629,14 @@ fn tpr_below_threshold_is_a_trap_like_exit_after_the_cr8_write() {
     v.exec.proc |= proc::USE_TPR_SHADOW | proc::CR8_LOAD_EXITING;
     v.exec.virtual_apic_page = 0x6000;
     v.exec.tpr_threshold = 6;
-    v.vtpr = 0x80;
+    vmx.virtual_apic_mut(0x6000).set_vtpr(0x80);
     assert_eq!(launch(&mut m, &mut vmx), Ok(Entry::Entered));
     assert_eq!(m.cpu.state.cr8, 8, "the guest's CR8 is the virtual TPR");
     let r = vmx.run(&mut m.cpu, &mut m.mem, &mut m.plat, 100);
     assert_eq!(r.exit.unwrap().reason.number(), 43);
     assert_eq!(r.retired, 2);
     assert_eq!(vmx.vmread(field::GUEST_RIP), Ok(KCODE + 8));
-    assert_eq!(vmx.current_vmcs().unwrap().vtpr, 0x20);
+    assert_eq!(vmx.virtual_apic(0x6000).unwrap().vtpr(), 0x20);
     assert_eq!(m.cpu.state.cr8, 0, "host CR8 restored");
 }
 

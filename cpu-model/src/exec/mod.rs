@@ -30,6 +30,9 @@ pub(crate) enum Flow {
     Intercept,
     /// INT n / INT3: deliver this vector as a software interrupt after the instruction.
     SoftInt(u8),
+    /// Sequential, and the run ends once the instruction retires (the platform asked for
+    /// it with [`crate::Platform::stop_after_instruction`]).
+    EndRun,
 }
 
 /// Evaluates condition code `cc` (x86 encoding order) against RFLAGS.

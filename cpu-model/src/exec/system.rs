@@ -384,7 +384,11 @@ impl Cpu {
                         return Ok(f);
                     }
                 }
-                self.write_cr(m, i.cc, v)
+                let f = self.write_cr(m, i.cc, v)?;
+                if i.cc == 8 && p.stop_after_instruction() {
+                    return Ok(Flow::EndRun);
+                }
+                Ok(f)
             }
             Op::MovToSeg => {
                 self.need_cpl0_for_seg(i)?;
@@ -428,6 +432,9 @@ impl Cpu {
                     return Ok(f);
                 }
                 self.write_msr(m, p, n, v)?;
+                if p.stop_after_instruction() {
+                    return Ok(Flow::EndRun);
+                }
                 Ok(Flow::Next)
             }
             Op::Invlpg => {

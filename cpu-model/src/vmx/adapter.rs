@@ -1,6 +1,8 @@
 //! A [`Platform`] wrapper that puts a CPU in VMX non-root operation: sensitive events are
-//! checked against the VMCS controls, and CR0/CR4 reads see the read shadows.
+//! checked against the VMCS controls, CR0/CR4 reads see the read shadows, and x2APIC MSR
+//! accesses are virtualized under the APIC-virtualization controls.
 
+use super::apicv::{self, ApicWrite, MsrWrite, VirtualApicPage};
 use super::exit_reason::VmExit;
 use super::nonroot::exit_for;
 use super::vmcs::Vmcs;
@@ -21,6 +23,15 @@ pub struct VmxPlatform<'a, P: Platform> {
     /// The last VM exit decided by the intercept hook (its instruction length is filled
     /// in by [`VmxPlatform::take_exit`]).
     pub exit: Option<VmExit>,
+    /// The virtual-APIC page virtualized RDMSR reads (with "virtualize x2APIC mode");
+    /// `None` reads as a zeroed page.
+    pub apic: Option<&'a VirtualApicPage>,
+    /// An APIC write virtualized by the instruction now retiring. The CPU ends its run
+    /// after that instruction ([`Platform::stop_after_instruction`]) and the caller
+    /// applies the write before the next one ([`super::VmxCpu::run`] does).
+    pub apic_write: Option<ApicWrite>,
+    /// x2APIC MSR reads served from the virtual-APIC page.
+    pub apic_reads: u64,
 }
 
 impl<'a, P: Platform> VmxPlatform<'a, P> {
@@ -30,6 +41,9 @@ impl<'a, P: Platform> VmxPlatform<'a, P> {
             vmcs,
             inner,
             exit: None,
+            apic: None,
+            apic_write: None,
+            apic_reads: 0,
         }
     }
 
@@ -56,10 +70,21 @@ impl<P: Platform> Platform for VmxPlatform<'_, P> {
         self.inner.cpuid(leaf, subleaf)
     }
     fn rdmsr(&mut self, msr: u32) -> Option<u64> {
+        if let Some(v) = apicv::virtual_msr_read(self.vmcs, self.apic, msr) {
+            self.apic_reads += 1;
+            return Some(v);
+        }
         self.inner.rdmsr(msr)
     }
     fn wrmsr(&mut self, msr: u32, value: u64) -> bool {
-        self.inner.wrmsr(msr, value)
+        match apicv::virtual_msr_write(self.vmcs, msr, value) {
+            MsrWrite::Normal => self.inner.wrmsr(msr, value),
+            MsrWrite::Fault => false,
+            MsrWrite::Virtualized(w) => {
+                self.apic_write = Some(w);
+                true
+            }
+        }
     }
     fn io_in(&mut self, port: u16, size: u8) -> u32 {
         self.inner.io_in(port, size)
@@ -76,8 +101,22 @@ impl<P: Platform> Platform for VmxPlatform<'_, P> {
                 self.exit = Some(e);
                 Disposition::Exit
             }
-            None => self.inner.intercept(state, event),
+            None => {
+                let d = self.inner.intercept(state, event);
+                if let (Disposition::Proceed, Sensitive::CrWrite { cr: 8, value, .. }) = (d, event)
+                {
+                    // The write goes to the TPR shadow; reserved bits fault instead.
+                    if *value & !0xf == 0 && apicv::cr8_write_needs_update(self.vmcs) {
+                        self.apic_write = Some(ApicWrite::Cr8(*value as u8));
+                    }
+                }
+                d
+            }
         }
+    }
+    #[inline(always)]
+    fn stop_after_instruction(&mut self) -> bool {
+        self.apic_write.is_some()
     }
     fn cr_read_shadow(&mut self, cr: u8, value: u64) -> u64 {
         let (mask, shadow) = match cr {

@@ -93,15 +93,8 @@ pub fn check_controls(vmcs: &Vmcs) -> Result<(), u32> {
         if !page_aligned(x.virtual_apic_page) {
             return bad;
         }
-        if p2 & proc2::VIRTUAL_INTERRUPT_DELIVERY == 0 {
-            if x.tpr_threshold & !0xf != 0 {
-                return bad;
-            }
-            if p2 & proc2::VIRTUALIZE_APIC_ACCESSES == 0
-                && x.tpr_threshold > (vmcs.vtpr >> 4) as u32
-            {
-                return bad;
-            }
+        if p2 & proc2::VIRTUAL_INTERRUPT_DELIVERY == 0 && x.tpr_threshold & !0xf != 0 {
+            return bad;
         }
     } else if p2
         & (proc2::VIRTUALIZE_X2APIC_MODE
@@ -158,6 +151,21 @@ pub fn check_controls(vmcs: &Vmcs) -> Result<(), u32> {
         return bad;
     }
     check_injection(vmcs)
+}
+
+/// The control check that reads the virtual-APIC page (kept apart from
+/// [`check_controls`] because the page lives beside the VMCS, not in it): with "use TPR
+/// shadow" and neither "virtual-interrupt delivery" nor "virtualize APIC accesses", the
+/// TPR threshold must not exceed `VTPR[7:4]`. `Err(7)` on failure.
+pub fn check_tpr_threshold(vmcs: &Vmcs, vtpr: u8) -> Result<(), u32> {
+    let p2 = secondary(vmcs);
+    if vmcs.exec.proc & proc::USE_TPR_SHADOW != 0
+        && p2 & (proc2::VIRTUAL_INTERRUPT_DELIVERY | proc2::VIRTUALIZE_APIC_ACCESSES) == 0
+        && vmcs.exec.tpr_threshold > (vtpr >> 4) as u32
+    {
+        return Err(error::INVALID_CONTROL_FIELDS);
+    }
+    Ok(())
 }
 
 /// Checks on the VM-entry event-injection fields.

@@ -8,9 +8,11 @@
 //! memory. [`VmxCpu::run`] runs the guest on a [`Cpu`] through [`VmxPlatform`] until a VM
 //! exit, which it performs (guest state saved, exit information filled, host state
 //! loaded). Every VMREAD, VMWRITE, entry and exit is counted in [`VmxStats`] so that the
-//! timing side can cost them; this module holds no cycle constants.
+//! timing side can cost them; this module holds no cycle constants. APIC virtualization
+//! (virtual-APIC pages, virtual-interrupt delivery, posted interrupts) is in [`apicv`].
 
 pub mod adapter;
+pub mod apicv;
 pub mod checks;
 pub mod controls;
 pub mod exit_reason;
@@ -19,6 +21,7 @@ pub mod switch;
 pub mod vmcs;
 
 pub use adapter::VmxPlatform;
+pub use apicv::{PostedInterruptDesc, VirtualApicPage};
 pub use exit_reason::{ExitReason, VmExit};
 pub use nonroot::exit_for;
 pub use vmcs::{FieldError, LaunchState, Vmcs};
@@ -73,7 +76,9 @@ pub enum Entry {
     Exited(VmExit),
     /// The memory system aborted delivery of the injected event (token from
     /// [`crate::MemFault::Abort`]); the guest is in non-root operation with the event
-    /// still pending in the VM-entry interruption-information field.
+    /// still pending in the VM-entry interruption-information field. Also the answer when
+    /// delivery of a virtual interrupt recognised on entry is aborted: that interrupt is
+    /// still pending in the VIRR (the entry-information field is then not valid).
     InjectionAborted(u32),
 }
 
@@ -98,6 +103,12 @@ pub enum InterruptResult {
     /// The guest cannot take it now (RFLAGS.IF = 0 or an interrupt shadow): keep it
     /// pending (and set interrupt-window exiting to learn when it can).
     Pending,
+    /// A posted-interrupt notification ("process posted interrupts" and the notification
+    /// vector): no VM exit. The processor acknowledged it (the hypervisor model dismisses
+    /// it from its interrupt controller, EOI included), moved the descriptor's PIR into
+    /// the VIRR and evaluated pending virtual interrupts; one the guest could take at once
+    /// has been delivered through the guest IDT, another waits in the VIRR for the guest.
+    Posted,
 }
 
 /// Counters for the timing side to cost VMX transitions and accesses.
@@ -131,6 +142,17 @@ pub struct VmxStats {
     pub exits: u64,
     /// VM exits by basic reason number.
     pub exits_by_reason: BTreeMap<u16, u64>,
+    /// EOI virtualizations (a virtualized write of the EOI MSR), whether or not they
+    /// ended in an EOI-induced VM exit.
+    pub virtualized_eois: u64,
+    /// Virtual interrupts delivered through the guest IDT by virtual-interrupt delivery.
+    pub virtual_interrupts: u64,
+    /// Posted-interrupt notifications processed in non-root operation (no VM exit).
+    pub posted_notifications: u64,
+    /// x2APIC MSR reads served from the virtual-APIC page.
+    pub apic_msr_reads: u64,
+    /// x2APIC MSR writes virtualized (TPR, EOI, self-IPI).
+    pub apic_msr_writes: u64,
 }
 
 /// The VMX side of one logical processor.
@@ -144,6 +166,8 @@ pub struct VmxCpu {
     vmcss: HashMap<u64, Vmcs>,
     current: Option<u64>,
     host_extra: HostExtra,
+    /// Virtual-APIC pages, posted-interrupt descriptors, virtual-interrupt recognition.
+    apicv: apicv::ApicvStore,
 }
 
 fn aligned_handle(h: u64) -> bool {
@@ -339,9 +363,10 @@ impl VmxCpu {
         };
         let (launch_state, ctl, host) = {
             let v = &self.vmcss[&h];
+            let vtpr = self.apicv.vtpr(v.exec.virtual_apic_page);
             (
                 v.launch_state,
-                checks::check_controls(v),
+                checks::check_controls(v).and_then(|()| checks::check_tpr_threshold(v, vtpr)),
                 checks::check_host(v),
             )
         };
@@ -380,14 +405,18 @@ impl VmxCpu {
         self.stats.entries += 1;
         let vpid = checks::secondary(v) & controls::proc2::ENABLE_VPID != 0;
         m.paging_changed(&paging_ctl(&cpu.state), !vpid);
+        self.apicv_entry_load(cpu);
         // Event injection.
+        let Some(v) = self.vmcss.get(&h) else {
+            return Ok(Entry::Entered);
+        };
         let info = v.entry.interruption_info;
         if info & intr_info::VALID == 0 {
-            return Ok(Entry::Entered);
+            return Ok(self.apicv_entered(cpu, m, p));
         }
         let ty = match EventType::from_number(intr_info::ty(info) as u8) {
             Some(t) => t,
-            None => return Ok(Entry::Entered),
+            None => return Ok(self.apicv_entered(cpu, m, p)),
         };
         let code = if info & intr_info::ERROR_CODE != 0 {
             Some(v.entry.error_code)
@@ -417,7 +446,7 @@ impl VmxCpu {
                 if let Some(v) = self.vmcss.get_mut(&h) {
                     v.entry.interruption_info &= !intr_info::VALID;
                 }
-                Ok(Entry::Entered)
+                Ok(self.apicv_entered(cpu, m, p))
             }
         }
     }
@@ -444,6 +473,7 @@ impl VmxCpu {
         if self.mode != VmxMode::NonRoot {
             return;
         }
+        self.apicv_exit_save(&cpu.state);
         let extra = self.host_extra;
         let Some(v) = self.current_vmcs_mut() else {
             return;
@@ -478,7 +508,12 @@ impl VmxCpu {
     /// exiting, budget used up, memory abort, the inner platform's own intercept). With
     /// interrupt-window, NMI-window exiting or the monitor trap flag set, the guest runs
     /// one instruction at a time so that the window or trap exit is taken at the right
-    /// instruction boundary.
+    /// instruction boundary; so it does while a recognised virtual interrupt waits for the
+    /// guest to be able to take it. A virtualized APIC write (see [`apicv`]) is completed
+    /// between instructions: it may end the run in a trap-like VM exit (TPR below
+    /// threshold, EOI-induced) or deliver a virtual interrupt. A memory abort while
+    /// delivering a virtual interrupt returns [`StepOutcome::MemoryAbort`] with the
+    /// interrupt still pending.
     pub fn run<M: Memory, P: Platform>(
         &mut self,
         cpu: &mut Cpu,
@@ -503,20 +538,60 @@ impl VmxCpu {
             if let Some(exit) = pending {
                 return self.exit_run(cpu, m, exit, StepOutcome::Retired, retired);
             }
+            // A recognised virtual interrupt is delivered at this boundary if the guest
+            // can take it; if not, the guest steps so that it is taken at the first
+            // boundary that allows it (the flag is false whenever APICv is off).
+            let v = if self.apicv.recognized() {
+                match self.deliver_virtual_interrupt(cpu, m, p) {
+                    apicv::VirtualDelivery::Blocked => {}
+                    apicv::VirtualDelivery::Delivered => continue,
+                    apicv::VirtualDelivery::Exited(exit) => {
+                        return GuestRun {
+                            outcome: StepOutcome::Retired,
+                            retired,
+                            exit: Some(exit),
+                        }
+                    }
+                    apicv::VirtualDelivery::Aborted(token) => {
+                        let rip = cpu.state.rip;
+                        return GuestRun {
+                            outcome: StepOutcome::MemoryAbort { token, rip },
+                            retired,
+                            exit: None,
+                        };
+                    }
+                }
+                match self.current_vmcs() {
+                    Some(v) => v,
+                    None => {
+                        return GuestRun {
+                            outcome: StepOutcome::Retired,
+                            retired,
+                            exit: None,
+                        }
+                    }
+                }
+            } else {
+                v
+            };
             let stepwise = v.exec.proc
                 & (controls::proc::INTERRUPT_WINDOW_EXITING
                     | controls::proc::NMI_WINDOW_EXITING
                     | controls::proc::MONITOR_TRAP_FLAG)
-                != 0;
+                != 0
+                || self.apicv.recognized();
             let mtf = v.exec.proc & controls::proc::MONITOR_TRAP_FLAG != 0;
             let left = budget.saturating_sub(retired);
             let chunk = if stepwise { left.min(1) } else { left };
-            let (r, exit) = {
+            let page = self.apicv.page_for(v);
+            let (r, exit, write, reads) = {
                 let mut ap = VmxPlatform::new(v, p);
+                ap.apic = page;
                 let r = cpu.run(m, &mut ap, chunk);
                 let e = ap.take_exit(&r.outcome);
-                (r, e)
+                (r, e, ap.apic_write.take(), ap.apic_reads)
             };
+            self.stats.apic_msr_reads += reads;
             retired += r.retired;
             if let Some(exit) = exit {
                 if exit.reason == ExitReason::TprBelowThreshold {
@@ -535,11 +610,21 @@ impl VmxCpu {
                 }
                 return self.exit_run(cpu, m, exit, r.outcome, retired);
             }
+            if let Some(w) = write {
+                // A virtualized APIC write ended the CPU's run after its instruction.
+                if let Some(exit) = self.apply_apic_write(cpu, w) {
+                    return self.exit_run(cpu, m, exit, r.outcome, retired);
+                }
+            }
             if mtf && r.retired > 0 {
                 let exit = VmExit::new(ExitReason::MonitorTrapFlag, 0, 0);
                 return self.exit_run(cpu, m, exit, r.outcome, retired);
             }
-            if r.outcome != StepOutcome::Retired || retired >= budget {
+            // A halted guest with a virtual interrupt it can take wakes for it.
+            let wakes = r.outcome == StepOutcome::Halted
+                && self.apicv.recognized()
+                && self.virtual_interrupt_deliverable(&cpu.state);
+            if (r.outcome != StepOutcome::Retired && !wakes) || retired >= budget {
                 return GuestRun {
                     outcome: r.outcome,
                     retired,
@@ -565,9 +650,11 @@ impl VmxCpu {
         }
     }
 
-    /// An external interrupt with `vector` arrives for the guest: a VM exit under
-    /// "external-interrupt exiting" (whatever the guest's RFLAGS.IF), otherwise delivery
-    /// through the guest IDT if the guest can take it.
+    /// An external interrupt with `vector` arrives for the guest: with "process posted
+    /// interrupts" and the notification vector, posted-interrupt processing without a VM
+    /// exit ([`InterruptResult::Posted`]); otherwise a VM exit under "external-interrupt
+    /// exiting" (whatever the guest's RFLAGS.IF), or delivery through the guest IDT if the
+    /// guest can take it.
     pub fn external_interrupt<M: Memory, P: Platform>(
         &mut self,
         cpu: &mut Cpu,
@@ -581,6 +668,9 @@ impl VmxCpu {
         else {
             return InterruptResult::Pending;
         };
+        if apicv::is_notification(v, vector) {
+            return self.posted_notification(cpu, m, p);
+        }
         let ev = crate::platform::Sensitive::ExternalInterrupt { vector };
         if let Some(exit) = exit_for(v, &cpu.state, &ev, 0) {
             self.perform_exit(cpu, m, &exit, false);

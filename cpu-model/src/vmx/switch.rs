@@ -107,9 +107,6 @@ pub fn save_guest(vmcs: &mut Vmcs, s: &CpuState) {
         };
     g.activity = s.halted as u32;
     g.pending_debug = 0;
-    if vmcs.exec.proc & proc::USE_TPR_SHADOW != 0 {
-        vmcs.vtpr = ((s.cr8 & 0xf) << 4) as u8 | (vmcs.vtpr & 0xf);
-    }
     vmcs.guest_msrs = SwitchedMsrs {
         star: s.star,
         lstar: s.lstar,
@@ -202,9 +199,6 @@ pub fn load_guest(vmcs: &Vmcs, s: &mut CpuState) -> HostExtra {
     load_msrs(s, &vmcs.guest_msrs);
     if vmcs.exec.proc & proc::USE_TSC_OFFSETTING != 0 {
         s.tsc_offset = saved.tsc_offset.wrapping_add(vmcs.exec.tsc_offset);
-    }
-    if vmcs.exec.proc & proc::USE_TPR_SHADOW != 0 {
-        s.cr8 = (vmcs.vtpr >> 4) as u64;
     }
     saved
 }

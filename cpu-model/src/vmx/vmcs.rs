@@ -1,7 +1,9 @@
 //! The virtual-machine control structure with typed fields, accessed by the hypervisor
 //! model either directly or through VMREAD/VMWRITE by SDM field encoding (SDM vol. 3C,
 //! appendix B). The I/O and MSR bitmaps are held in the structure itself (their address
-//! fields are kept for VMREAD/VMWRITE but never dereferenced).
+//! fields are kept for VMREAD/VMWRITE but never dereferenced). The virtual-APIC page and
+//! the posted-interrupt descriptor are kept by [`super::VmxCpu`], named by their address
+//! fields as handles (see [`super::apicv`]).
 
 use serde::Serialize;
 
@@ -106,7 +108,8 @@ pub struct GuestState {
     pub vmcs_link_pointer: u64,
     /// VMX-preemption timer value.
     pub preemption_timer: u32,
-    /// Guest interrupt status (RVI 7:0, SVI 15:8).
+    /// Guest interrupt status (RVI 7:0, SVI 15:8). With virtual-interrupt delivery the
+    /// model keeps RVI and SVI here while the guest runs (see [`super::apicv`]).
     pub interrupt_status: u16,
 }
 
@@ -348,8 +351,6 @@ pub struct Vmcs {
     pub guest_msrs: SwitchedMsrs,
     /// Host values of the switched MSRs (saved on entry, restored on exit).
     pub host_msrs: SwitchedMsrs,
-    /// The virtual-APIC page's TPR byte (VTPR, offset 0x80), used with "use TPR shadow".
-    pub vtpr: u8,
     /// I/O bitmaps A (ports 0..0x7fff) and B (0x8000..0xffff), one bit per port.
     io_bitmap: Box<[u8; 8192]>,
     /// MSR bitmap: read-low, read-high, write-low, write-high quarters of 1 KiB.
@@ -716,7 +717,6 @@ impl Vmcs {
             info: ExitInfo::default(),
             guest_msrs: SwitchedMsrs::default(),
             host_msrs: SwitchedMsrs::default(),
-            vtpr: 0,
             io_bitmap: Box::new([0; 8192]),
             msr_bitmap: Box::new([0; 4096]),
         };
