@@ -500,7 +500,7 @@ impl Machine {
             hv: None,
         };
         if policy.is_hvm() {
-            hvm_ept::build(&mut m, policy == Policy::HvmShadow)?;
+            hvm_ept::build(&mut m, policy)?;
         }
         Ok(m)
     }

@@ -371,6 +371,12 @@ impl Lapic {
         Some(Eoi { vector, trigger })
     }
 
+    /// The vector the LVT timer entry names (a hypervisor model tells timer expiries
+    /// from other interrupts with it; not a register access, so not counted).
+    pub fn timer_vector(&self) -> u8 {
+        (self.lvt[LVT_TIMER] & 0xFF) as u8
+    }
+
     /// Whether vector `vector` is pending in the IRR.
     pub fn is_pending(&self, vector: u8) -> bool {
         self.irr.contains(vector)

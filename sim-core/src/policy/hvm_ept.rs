@@ -22,7 +22,7 @@
 //! and re-enters. Each exit costs the profile's `vmx.exit_cycles + vmx.entry_cycles` plus
 //! the handler cost of its reason.
 
-use super::hvm_shadow;
+use super::{hvm_shadow, Policy};
 use crate::error::SimError;
 use crate::machine::{ExitCount, Machine, RunEnd, SlicePlatform, EXIT_PORT};
 use crate::native_mmu::{MemCycles, NativeMmuStats};
@@ -51,6 +51,8 @@ use std::collections::BTreeMap;
 
 /// Mode name.
 pub const NAME: &str = "hvm-ept";
+/// Mode name of the flavour with APIC virtualization and posted interrupts.
+pub const APICV_NAME: &str = "hvm-ept-apicv";
 
 /// The hypervisor's own CR3 (its address space is not modelled): the translation path
 /// recognises it on VM exits and keeps the guest's translation state.
@@ -118,6 +120,8 @@ pub struct HvVcpu {
     mmu: EptMmu,
     vmcs: u64,
     launched: bool,
+    /// APIC virtualization and posted interrupts (hvm-ept-apicv).
+    apicv: bool,
     /// An interrupt is waiting for the guest's interrupt window.
     window: bool,
     transitions: u64,
@@ -522,8 +526,10 @@ impl Memory for EptMemory<'_> {
 pub const EXITING_MSR_WRITES: &[u32] = &[0x80b, 0x830, 0x832, 0x838, 0x6e0];
 
 /// Builds the EPT tables and each vCPU's hypervisor state.
-pub(crate) fn build(m: &mut Machine, shadow: bool) -> Result<(), SimError> {
-    let name = if shadow { hvm_shadow::NAME } else { NAME };
+pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
+    let shadow = policy == Policy::HvmShadow;
+    let apicv = policy == Policy::HvmEptApicv;
+    let name = policy.name();
     let costs =
         m.cfg.profile.vmx.ok_or_else(|| {
             SimError::Config(format!("{name} needs a [vmx] section in the profile"))
@@ -561,6 +567,7 @@ pub(crate) fn build(m: &mut Machine, shadow: bool) -> Result<(), SimError> {
             mmu: EptMmu::new(&m.cfg.profile.mmu, i as u16 + 1, ept, shadow)?,
             vmcs,
             launched: false,
+            apicv,
             window: false,
             transitions: 0,
             handling: 0,
@@ -591,6 +598,7 @@ fn setup_vmcs(
     guest: &CpuState,
     eptp: Eptp,
     shadow_root: Option<u64>,
+    apicv: Option<&mut SlicePlatform>,
 ) -> Result<CpuState, String> {
     let mut host = guest.clone();
     host.cr0 |= CR0_NE;
@@ -628,6 +636,7 @@ fn setup_vmcs(
     for &msr in EXITING_MSR_WRITES {
         v.set_msr_bitmap_bit(msr, true, true);
     }
+    let apicv = apicv.map(|plat| apicv_controls(v, plat));
     // CR0.NE and CR4.VMXE are required in VMX operation: host-owned, shadowed.
     let mut g = guest.clone();
     v.exec.cr0_mask = CR0_NE;
@@ -640,9 +649,21 @@ fn setup_vmcs(
         g.cr3 = root;
     }
     v.exit.controls = c::EXIT_CAP.must_be_one | exitc::HOST_ADDRESS_SPACE_SIZE;
+    if apicv.is_some() {
+        v.exit.controls |= exitc::ACK_INTERRUPT_ON_EXIT;
+    }
     v.entry.controls = c::ENTRY_CAP.must_be_one | entc::IA32E_MODE_GUEST;
     switch::save_guest(v, &g);
     switch::save_host(v, &host);
+    if let Some(regs) = apicv {
+        let page = vmx_virtual_apic(vmx, vmcs);
+        for (off, val) in regs.into_iter().flatten() {
+            page.write(off, val);
+        }
+    }
+    let Some(v) = vmx.current_vmcs_mut() else {
+        return Err("no current VMCS".into());
+    };
     // The hypervisor's own descriptors are not modelled: its selectors are the boot
     // GDT's with RPL 0 and a non-null task register.
     let hs = &mut v.host;
@@ -663,6 +684,62 @@ fn setup_vmcs(
     Ok(host)
 }
 
+/// Host vector of posted-interrupt notifications (as KVM's POSTED_INTR_VECTOR).
+pub const POSTED_INTR_VECTOR: u8 = 0xf2;
+/// Host vector of the hypervisor's timer (the host timer interrupt that carries a
+/// guest timer expiry under APICv).
+const HOST_TIMER_VECTOR: u8 = 0xec;
+/// Handles of the virtual-APIC page and posted-interrupt descriptor (host pages, named
+/// by handle like the VMCS).
+const VIRTUAL_APIC_BASE: u64 = VMXON_BASE + 0x10_0000;
+const PI_DESC_BASE: u64 = VMXON_BASE + 0x20_0000;
+
+/// x2APIC registers mirrored into the virtual-APIC page (reads are virtualized): ID,
+/// version, LDR, SVR, LVT timer..error, divide configuration.
+const MIRRORED: &[u32] = &[
+    0x802, 0x803, 0x80d, 0x80f, 0x832, 0x833, 0x834, 0x835, 0x836, 0x837, 0x83e,
+];
+
+/// APIC virtualization: TPR shadow, virtualize x2APIC mode, APIC-register
+/// virtualization, virtual-interrupt delivery and posted interrupts. Writes to the TPR,
+/// EOI and SELF IPI are virtualized (no exit, EOI-exit bitmap clear: edge-triggered
+/// vectors only); every other x2APIC write exits (the ICR: no IPI virtualization on the
+/// shipped profiles' processors) and the hypervisor mirrors it into the page; reads come
+/// from the page except the timer's current count. Returns the initial register values
+/// for the page.
+fn apicv_controls(
+    v: &mut cpu_model::vmx::Vmcs,
+    plat: &mut SlicePlatform,
+) -> [Option<(usize, u32)>; 11] {
+    use cpu_model::vmx::apicv::msr;
+    let idx = v.exec.vpid as u64;
+    v.exec.pin |= pin::PROCESS_POSTED_INTERRUPTS;
+    v.exec.proc |= proc::USE_TPR_SHADOW;
+    v.exec.proc2 |= proc2::VIRTUALIZE_X2APIC_MODE
+        | proc2::APIC_REGISTER_VIRTUALIZATION
+        | proc2::VIRTUAL_INTERRUPT_DELIVERY;
+    v.exec.virtual_apic_page = VIRTUAL_APIC_BASE + 0x1000 * idx;
+    v.exec.posted_intr_desc = PI_DESC_BASE + 0x40 * idx;
+    v.exec.posted_intr_vector = u16::from(POSTED_INTR_VECTOR);
+    v.exec.tpr_threshold = 0;
+    v.exec.eoi_exit_bitmap = [0; 4];
+    for m in msr::FIRST..=msr::LAST {
+        let virtualized = matches!(m, msr::TPR | msr::EOI | msr::SELF_IPI);
+        v.set_msr_bitmap_bit(m, true, !virtualized);
+        v.set_msr_bitmap_bit(m, false, m == 0x839);
+    }
+    let mut regs = [None; 11];
+    for (k, &m) in MIRRORED.iter().enumerate() {
+        regs[k] = plat.rdmsr(m).map(|val| (msr::page_offset(m), val as u32));
+    }
+    regs
+}
+
+fn vmx_virtual_apic(vmx: &mut VmxCpu, vmcs: u64) -> &mut cpu_model::vmx::apicv::VirtualApicPage {
+    let h = vmx.vmcs(vmcs).map_or(0, |v| v.exec.virtual_apic_page);
+    vmx.virtual_apic_mut(h)
+}
+
 /// Why handling stopped the machine.
 enum Stop {
     Exit(u32),
@@ -672,6 +749,11 @@ enum Stop {
 /// Exit accounting during one slice.
 struct ExitState {
     costs: VmxProfile,
+    /// APIC virtualization is on (hvm-ept-apicv).
+    apicv: bool,
+    /// A guest timer expiry the host timer interrupt carries (APICv): requested as a
+    /// virtual interrupt by the external-interrupt exit's handler.
+    timer: Option<u8>,
     window: bool,
     transitions: u64,
     handling: u64,
@@ -726,6 +808,14 @@ fn handle(
     let mut exit = first;
     loop {
         st.charge(exit.reason, plat);
+        if st.apicv && exit.reason == ExitReason::ExternalInterrupt {
+            // The host interrupt carried a guest timer expiry: it becomes a virtual
+            // interrupt, evaluated and delivered at VM entry (no window exit needed).
+            if let Some(t) = st.timer.take() {
+                vmx.request_virtual_interrupt(t);
+            }
+        }
+        let mut mirror = None;
         let Some(v) = vmx.current_vmcs_mut() else {
             return Err(unsupported("no current VMCS".into(), 0));
         };
@@ -745,6 +835,9 @@ fn handle(
                 let value = (g[2] << 32) | (g[0] & 0xffff_ffff);
                 if !plat.wrmsr(msr, value) {
                     return Err(unsupported(format!("WRMSR {msr:#x} rejected"), rip));
+                }
+                if st.apicv && (0x800..=0x8ff).contains(&msr) && msr != 0x830 {
+                    mirror = plat.rdmsr(msr).map(|val| (msr, val as u32));
                 }
             }
             ExitReason::Rdmsr => {
@@ -797,6 +890,7 @@ fn handle(
                     return Err(unsupported(format!("EPT map of {gpa:#x}: {e:?}"), rip));
                 }
             }
+            ExitReason::ExternalInterrupt if st.apicv => advance = false,
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow => {
                 advance = false;
                 let can = v.guest.rflags & (1 << 9) != 0 && v.guest.interruptibility & 3 == 0;
@@ -847,6 +941,13 @@ fn handle(
             v.guest.rip = rip.wrapping_add(u64::from(exit.instruction_len));
             v.guest.interruptibility &= !3;
         }
+        // The hypervisor keeps the virtual-APIC page in step with the registers the
+        // guest wrote through exits (reads are served from the page).
+        if let Some((msr, val)) = mirror {
+            let h = v.exec.virtual_apic_page;
+            vmx.virtual_apic_mut(h)
+                .write(cpu_model::vmx::apicv::msr::page_offset(msr), val);
+        }
         match vmx.vmresume(cpu, mem, plat) {
             Ok(Entry::Entered) => return Ok(()),
             Ok(Entry::Exited(e)) => exit = e,
@@ -866,6 +967,53 @@ fn handle(
             other => return Err(unsupported(format!("VMRESUME: {other:?}"), rip)),
         }
     }
+}
+
+/// Interrupt arrival under APIC virtualization. Every vector pending in the vCPU's
+/// interrupt controller model is taken from it (the virtual-APIC page tracks service
+/// from here on). A guest timer expiry arrives with the host's timer interrupt, which
+/// exits (reason 1) while the guest runs; its handler requests the virtual interrupt.
+/// Any other vector (an IPI from another vCPU) is posted: PIR bit set, and when the
+/// descriptor's ON bit was clear the notification vector is sent, which the processor
+/// handles in non-root operation without an exit.
+fn apicv_interrupts(
+    st: &mut ExitState,
+    ept: &mut EptBuild,
+    vmx: &mut VmxCpu,
+    cpu: &mut cpu_model::Cpu,
+    mem: &mut EptMemory,
+    plat: &mut SlicePlatform,
+) -> Result<(), Stop> {
+    // The LVT timer register names the timer's vector.
+    let timer = Some(plat.lapic.timer_vector());
+    let mut notify = false;
+    while let Some(vec) = plat.lapic.ack() {
+        plat.lapic.eoi();
+        plat.stats.interrupts_delivered += 1;
+        if Some(vec) == timer && st.timer.is_none() {
+            st.timer = Some(vec);
+        } else {
+            notify |= vmx.post_interrupt(vec);
+        }
+    }
+    if notify {
+        if let InterruptResult::Exited(e) =
+            vmx.external_interrupt(cpu, mem, plat, POSTED_INTR_VECTOR)
+        {
+            handle(st, ept, vmx, cpu, mem, plat, e)?;
+        }
+    }
+    if let Some(t) = st.timer {
+        match vmx.external_interrupt(cpu, mem, plat, HOST_TIMER_VECTOR) {
+            InterruptResult::Exited(e) => handle(st, ept, vmx, cpu, mem, plat, e)?,
+            // Not in non-root operation: the request waits for the next entry.
+            _ => {
+                st.timer = None;
+                vmx.request_virtual_interrupt(t);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs vCPU `i` for at most `budget` guest instructions in non-root operation, handling
@@ -926,6 +1074,8 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
     let vmx = &mut h.vmx;
     let mut st = ExitState {
         costs: h.costs,
+        apicv: h.apicv,
+        timer: None,
         window: h.window,
         transitions: 0,
         handling: 0,
@@ -954,7 +1104,16 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
                 }
             }
         }
-        match setup_vmcs(vmx, h.vmcs, mem.mmu.vpid, &guest, hm.eptp, shadow_root) {
+        let apic_plat: Option<&mut SlicePlatform> = if h.apicv { Some(&mut plat) } else { None };
+        match setup_vmcs(
+            vmx,
+            h.vmcs,
+            mem.mmu.vpid,
+            &guest,
+            hm.eptp,
+            shadow_root,
+            apic_plat,
+        ) {
             Ok(host) => cpu.state = host,
             Err(e) => {
                 m.end = Some(RunEnd::Unsupported {
@@ -978,9 +1137,13 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
             }
         }
     }
-    // A pending interrupt: the physical interrupt arrives and exits (reason 1) unless it
-    // already waits for the guest's interrupt window.
-    if !st.window {
+    if st.apicv {
+        if let Err(x) = apicv_interrupts(&mut st, &mut hm.build, vmx, cpu, &mut mem, &mut plat) {
+            stop = Some(x);
+        }
+    } else if !st.window {
+        // A pending interrupt: the physical interrupt arrives and exits (reason 1) unless
+        // it already waits for the guest's interrupt window.
         if let Some(vec) = plat.lapic.highest_pending() {
             if let InterruptResult::Exited(e) =
                 vmx.external_interrupt(cpu, &mut mem, &mut plat, vec)

@@ -16,11 +16,18 @@ pub enum Policy {
     HvmEpt,
     /// Hardware-assisted: VMX non-root operation with shadow page tables and VPID.
     HvmShadow,
+    /// Hardware-assisted with EPT, VPID, APIC virtualization and posted interrupts.
+    HvmEptApicv,
 }
 
 impl Policy {
     /// Every policy, in report order.
-    pub const ALL: &'static [Policy] = &[Policy::Native, Policy::HvmShadow, Policy::HvmEpt];
+    pub const ALL: &'static [Policy] = &[
+        Policy::Native,
+        Policy::HvmShadow,
+        Policy::HvmEpt,
+        Policy::HvmEptApicv,
+    ];
 
     /// The mode name.
     pub fn name(self) -> &'static str {
@@ -28,12 +35,16 @@ impl Policy {
             Policy::Native => native::NAME,
             Policy::HvmEpt => hvm_ept::NAME,
             Policy::HvmShadow => hvm_shadow::NAME,
+            Policy::HvmEptApicv => hvm_ept::APICV_NAME,
         }
     }
 
     /// True for the policies that run the guest in VMX non-root operation.
     pub fn is_hvm(self) -> bool {
-        matches!(self, Policy::HvmEpt | Policy::HvmShadow)
+        matches!(
+            self,
+            Policy::HvmEpt | Policy::HvmShadow | Policy::HvmEptApicv
+        )
     }
 
     /// The policy of a mode name.
