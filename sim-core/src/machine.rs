@@ -17,7 +17,7 @@ use crate::event_queue::EventQueue;
 use crate::loader::{self, boot_info, BootParams, BOOT_INFO_PHYS, BOOT_STACK_TOP, KERNEL_MAP};
 use crate::native_mmu::{NativeMemory, NativeMmu, NativeMmuStats};
 use crate::phys_mem::{PhysMem, PhysMemStats};
-use crate::policy::{hvm_ept, Policy};
+use crate::policy::{hvm_ept, hybrid, hypercall::HypercallStats, Policy};
 use crate::profile::MachineProfile;
 use crate::timing::{CoreTiming, CycleBreakdown};
 use cpu_model::{
@@ -187,7 +187,7 @@ pub struct VcpuResult {
 pub struct RunResult {
     /// The configuration that ran.
     pub config: MachineConfig,
-    /// Virtualization mode (only `native` so far).
+    /// Virtualization mode (a policy name).
     pub mode: String,
     /// Why the run ended.
     pub end: RunEnd,
@@ -217,6 +217,16 @@ pub struct RunResult {
     /// VM exits by reason name (virtualized modes; empty and omitted for native).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub vm_exits: BTreeMap<String, ExitCount>,
+    /// Hypercalls by operation (`NN_name.command`, NN the Xen hypercall number; `unknown`
+    /// for those answered -ENOSYS). Hybrid mode; empty and omitted otherwise.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hypercalls: BTreeMap<String, u64>,
+    /// Hypercall outcomes and the hypervisor's event delivery (hybrid mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hypercall_stats: Option<HypercallStats>,
+    /// Event-channel counters: sends, upcalls, suppressions (hybrid mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_channels: Option<devices::evtchn::EvtchnStats>,
 }
 
 /// Count and cycles (transition + handling) of one VM-exit reason.
@@ -485,8 +495,11 @@ impl Machine {
             policy,
             hv: None,
         };
-        if policy == Policy::HvmEpt {
+        if matches!(policy, Policy::HvmEpt | Policy::Hybrid) {
             hvm_ept::build(&mut m)?;
+        }
+        if policy == Policy::Hybrid {
+            hybrid::build(&mut m)?;
         }
         Ok(m)
     }
@@ -540,7 +553,7 @@ impl Machine {
 
     /// Runs one vCPU for at most `budget` instructions; returns instructions retired.
     fn run_vcpu(&mut self, i: usize, budget: u64) -> u64 {
-        if self.policy == Policy::HvmEpt {
+        if matches!(self.policy, Policy::HvmEpt | Policy::Hybrid) {
             return hvm_ept::run_vcpu(self, i, budget);
         }
         let (tsc_num, tsc_den) = self.tsc_ratio();
@@ -838,7 +851,11 @@ impl Machine {
                 unsupported.join(", ")
             ));
         }
+        let pv = self.hv.as_ref().and_then(|h| h.hybrid.as_deref());
         RunResult {
+            hypercalls: pv.map(|d| d.by_op().clone()).unwrap_or_default(),
+            hypercall_stats: pv.map(|d| d.stats().clone()),
+            event_channels: pv.map(|d| d.evtchn_stats().clone()),
             end_reason,
             guest_panic: panic,
             end,

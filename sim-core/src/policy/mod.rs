@@ -2,6 +2,8 @@
 //! file per policy; `native` is the machine's own path in `machine.rs`.
 
 pub mod hvm_ept;
+pub mod hybrid;
+pub mod hypercall;
 pub mod native;
 
 use serde::Serialize;
@@ -13,17 +15,21 @@ pub enum Policy {
     Native,
     /// Hardware-assisted: VMX non-root operation with EPT and VPID.
     HvmEpt,
+    /// A PV kernel in an HVM container: `HvmEpt` plus hypercalls, event channels and the
+    /// PV timer.
+    Hybrid,
 }
 
 impl Policy {
     /// Every policy, in report order.
-    pub const ALL: &'static [Policy] = &[Policy::Native, Policy::HvmEpt];
+    pub const ALL: &'static [Policy] = &[Policy::Native, Policy::HvmEpt, Policy::Hybrid];
 
     /// The mode name.
     pub fn name(self) -> &'static str {
         match self {
             Policy::Native => native::NAME,
             Policy::HvmEpt => hvm_ept::NAME,
+            Policy::Hybrid => hybrid::NAME,
         }
     }
 
@@ -43,6 +49,7 @@ mod tests {
             assert_eq!(Policy::from_name(p.name()), Some(*p));
         }
         assert_eq!(Policy::from_name("hvm-ept"), Some(Policy::HvmEpt));
+        assert_eq!(Policy::from_name("hybrid"), Some(Policy::Hybrid));
         assert_eq!(Policy::from_name("pv"), None);
     }
 }
