@@ -20,8 +20,10 @@
 //! | 24 | `vcpu_op` | `VCPUOP_register_vcpu_info` 10 | vcpu | shared_info gPA | 0 |
 //!
 //! - `set_timer_op` is a one-shot timer for the calling vCPU, its deadline in TSC units
-//!   (Xen's is in nanoseconds of system time: a deviation); 0 cancels it, a deadline
-//!   already reached raises `VIRQ_TIMER` at once. It replaces any earlier deadline.
+//!   (Xen's is in nanoseconds of system time: a deviation); 0 cancels it. It replaces any
+//!   earlier deadline. A deadline already reached fires at the machine's next interrupt
+//!   check, through the physical timer interrupt like any other (as a LAPIC deadline in
+//!   the past does under `hvm-ept`), not inside the hypercall.
 //! - `sched_op(SCHEDOP_block)` blocks the vCPU until an event is pending for it; it
 //!   returns at once when its `evtchn_upcall_pending` is already set, so `sti; vmcall`
 //!   cannot lose a wake-up. `SCHEDOP_yield` returns at once (each vCPU has its own
@@ -40,7 +42,6 @@
 use super::hybrid::{Ctx, Phys};
 use crate::machine::SlicePlatform;
 use crate::phys_mem::PhysMem;
-use cpu_model::Platform;
 use devices::evtchn::{EventChannels, GuestPhys, Sent};
 use serde::Serialize;
 
@@ -108,8 +109,7 @@ pub struct HypercallStats {
     pub blocks: u64,
     /// `sched_op(block)` calls that returned at once because an upcall was pending.
     pub blocks_not_needed: u64,
-    /// PV timer expiries that raised `VIRQ_TIMER` (physical timer interrupt, or a
-    /// deadline already reached when set).
+    /// PV timer expiries (physical timer interrupts) that raised `VIRQ_TIMER`.
     pub timer_virqs: u64,
     /// PV timer expiries with no `VIRQ_TIMER` port bound for the vCPU (dropped).
     pub timer_virqs_unbound: u64,
@@ -231,13 +231,7 @@ fn call(
     let vcpu_arg = |v: u64| u32::try_from(v).map_err(|_| errno::EINVAL);
     match op {
         Op::SetTimer => {
-            let now = plat.tsc();
-            if a1 != 0 && a1 <= now {
-                cx.program_timer(plat, 0);
-                cx.timer_fired(phys, plat);
-            } else {
-                cx.program_timer(plat, a1);
-            }
+            cx.program_timer(plat, a1);
             Ok(0)
         }
         Op::Yield => Ok(0),
