@@ -33,7 +33,9 @@ use crate::phys_mem::PhysMem;
 use cpu_model::vmx::controls::proc;
 use cpu_model::vmx::exit_reason::intr_info;
 use cpu_model::vmx::Vmcs;
-use devices::evtchn::{EventChannels, EvtchnStats, GuestMemory, GuestPhys, Notify, VIRQ_TIMER};
+use devices::evtchn::{
+    EventChannels, EvtchnStats, GuestMemory, GuestPhys, Notify, MAX_VCPUS, VIRQ_TIMER,
+};
 use devices::lapic::{DeliveryMode, Destination, Ipi, TriggerMode};
 use std::collections::BTreeMap;
 
@@ -238,12 +240,12 @@ impl Ctx<'_> {
 /// timer on [`HV_TIMER_VECTOR`]).
 pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
     let n = m.vcpus.len() as u32;
-    let evtchn = EventChannels::new(n).map_err(|e| {
-        SimError::Config(format!(
-            "hybrid: {e} (at most {} vCPUs)",
-            devices::evtchn::MAX_VCPUS
-        ))
-    })?;
+    if n > MAX_VCPUS {
+        return Err(SimError::Config(format!(
+            "hybrid: {n} vCPUs: at most {MAX_VCPUS} (one shared_info page holds every vcpu_info)"
+        )));
+    }
+    let evtchn = EventChannels::new(n).map_err(|e| SimError::Config(format!("hybrid: {e}")))?;
     let mut apic_ids = Vec::new();
     for v in &mut m.vcpus {
         let bad = |e: devices::DeviceError| SimError::Config(format!("hybrid: LAPIC set-up: {e}"));
