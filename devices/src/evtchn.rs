@@ -209,7 +209,7 @@ impl EventChannels {
     /// Registers the domain's shared_info page (page-aligned). Registering the same page
     /// again is accepted (every vCPU names it); a different page is refused.
     pub fn set_shared_info(&mut self, gpa: GuestPhys) -> Result<(), DeviceError> {
-        if gpa.0 % layout::PAGE_SIZE != 0 {
+        if !gpa.0.is_multiple_of(layout::PAGE_SIZE) {
             return Err(DeviceError::EvtchnBadSharedInfo { gpa: gpa.0 });
         }
         match self.shared_info {
