@@ -4,6 +4,8 @@
 //! bus ranges, a zero timer rate), and guest register accesses the architecture answers with
 //! a fault (an x2APIC MSR touched in xAPIC mode, a non-zero EOI write). The second kind is
 //! returned to the caller, which turns it into `#GP(0)`: a guest can never panic the host.
+//! Event-channel operations a guest asks for by hypercall fail the same way, and the
+//! caller turns them into an errno ([`crate::evtchn::EventChannels::errno`]).
 
 use crate::bus::DeviceId;
 use thiserror::Error;
@@ -117,5 +119,50 @@ pub enum DeviceError {
         from: u64,
         /// Value the guest tried to write.
         to: u64,
+    },
+    /// An event-channel port that is not bound (or out of range).
+    #[error("event channel: port {port} is not bound")]
+    EvtchnBadPort {
+        /// The port.
+        port: u32,
+    },
+    /// A vCPU the domain does not have (or, at construction, a vCPU count the shared_info
+    /// page cannot hold).
+    #[error("event channel: no vCPU {vcpu}")]
+    EvtchnBadVcpu {
+        /// The vCPU (or count).
+        vcpu: u32,
+    },
+    /// A virtual IRQ number out of range.
+    #[error("event channel: no virtual IRQ {virq}")]
+    EvtchnBadVirq {
+        /// The VIRQ.
+        virq: u32,
+    },
+    /// A virtual IRQ already bound for that vCPU.
+    #[error("event channel: VIRQ {virq} of vCPU {vcpu} is already bound")]
+    EvtchnVirqBound {
+        /// The VIRQ.
+        virq: u32,
+        /// The vCPU.
+        vcpu: u32,
+    },
+    /// Every port of the 2-level ABI is bound.
+    #[error("event channel: no free port")]
+    EvtchnNoFreePort,
+    /// An operation that needs the shared_info page before the guest registered one.
+    #[error("event channel: no shared_info page registered")]
+    EvtchnNoSharedInfo,
+    /// A shared_info address that is not page-aligned, or differs from the one registered.
+    #[error("event channel: shared_info at {gpa:#x} refused")]
+    EvtchnBadSharedInfo {
+        /// The guest-physical address given.
+        gpa: u64,
+    },
+    /// A send on an inter-domain port whose other end is not connected.
+    #[error("event channel: port {port} is not connected")]
+    EvtchnNotConnected {
+        /// The port.
+        port: u32,
     },
 }

@@ -12,15 +12,19 @@
 //! - [`lapic`]: the local APIC (one per vCPU): xAPIC MMIO and x2APIC MSR forms, IRR/ISR/TMR
 //!   and priority, EOI, the one-shot/periodic/TSC-deadline timer, ICR writes as
 //!   [`lapic::Ipi`] values for the core to route.
+//! - [`evtchn`]: Xen-style event channels (2-level ABI): a domain's port table (VIRQ, IPI,
+//!   PIRQ and inter-domain bindings) acting on the pending/mask bitmaps of a shared_info
+//!   page in guest memory, reached through the [`evtchn::GuestMemory`] trait.
 //! - [`error`]: [`DeviceError`], for platform descriptions that cannot be built and for
 //!   guest accesses the architecture answers with `#GP`.
 //!
-//! Still to come here: IOAPIC and MSI, Xen event channels and grant tables, shared rings,
+//! Still to come here: IOAPIC and MSI, grant tables, shared rings,
 //! and NIC/disk models (emulated, PV split, pass-through).
 
 pub mod bus;
 pub mod console;
 pub mod error;
+pub mod evtchn;
 pub mod lapic;
 
 pub use error::DeviceError;

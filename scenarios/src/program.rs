@@ -236,6 +236,27 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
             let _ = writeln!(o, "|   exit {reason} | {} ({} cycles) |", e.count, e.cycles);
         }
     }
+    if !r.hypercalls.is_empty() {
+        let total: u64 = r.hypercalls.values().sum();
+        let _ = writeln!(o, "| hypercalls (all operations) | {total} |");
+        for (op, n) in &r.hypercalls {
+            let _ = writeln!(o, "|   hypercall {op} | {n} |");
+        }
+    }
+    if let Some(e) = &r.event_channels {
+        let _ = writeln!(
+            o,
+            "| event-channel sends / upcalls raised | {} / {} |",
+            e.sends, e.upcalls
+        );
+    }
+    if let Some(h) = &r.hypercall_stats {
+        let _ = writeln!(
+            o,
+            "| upcalls injected / event-check IPIs / blocks | {} / {} / {} |",
+            h.upcalls_injected, h.kicks, h.blocks
+        );
+    }
     let _ = writeln!(o, "\nguest console:\n{}", r.console);
     o
 }

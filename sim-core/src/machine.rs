@@ -17,7 +17,7 @@ use crate::event_queue::EventQueue;
 use crate::loader::{self, boot_info, BootParams, BOOT_INFO_PHYS, BOOT_STACK_TOP, KERNEL_MAP};
 use crate::native_mmu::{NativeMemory, NativeMmu, NativeMmuStats};
 use crate::phys_mem::{PhysMem, PhysMemStats};
-use crate::policy::{hvm_ept, Policy};
+use crate::policy::{hvm_ept, hybrid, hypercall::HypercallStats, Policy};
 use crate::profile::MachineProfile;
 use crate::timing::{CoreTiming, CycleBreakdown};
 use cpu_model::{
@@ -187,7 +187,7 @@ pub struct VcpuResult {
 pub struct RunResult {
     /// The configuration that ran.
     pub config: MachineConfig,
-    /// Virtualization mode (only `native` so far).
+    /// Virtualization mode (a policy name).
     pub mode: String,
     /// Why the run ended.
     pub end: RunEnd,
@@ -220,6 +220,16 @@ pub struct RunResult {
     /// Shadow-paging counters (hvm-shadow only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowResult>,
+    /// Hypercalls by operation (`NN_name.command`, NN the Xen hypercall number; `unknown`
+    /// for those answered -ENOSYS). Hybrid mode; empty and omitted otherwise.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub hypercalls: BTreeMap<String, u64>,
+    /// Hypercall outcomes and the hypervisor's event delivery (hybrid mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hypercall_stats: Option<HypercallStats>,
+    /// Event-channel counters: sends, upcalls, suppressions (hybrid mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_channels: Option<devices::evtchn::EvtchnStats>,
 }
 
 /// Shadow-paging results of a run.
@@ -501,6 +511,9 @@ impl Machine {
         };
         if policy.is_hvm() {
             hvm_ept::build(&mut m, policy)?;
+        }
+        if policy == Policy::Hybrid {
+            hybrid::build(&mut m)?;
         }
         Ok(m)
     }
@@ -852,7 +865,11 @@ impl Machine {
                 unsupported.join(", ")
             ));
         }
+        let pv = self.hv.as_ref().and_then(|h| h.hybrid.as_deref());
         RunResult {
+            hypercalls: pv.map(|d| d.by_op().clone()).unwrap_or_default(),
+            hypercall_stats: pv.map(|d| d.stats().clone()),
+            event_channels: pv.map(|d| d.evtchn_stats().clone()),
             end_reason,
             guest_panic: panic,
             end,

@@ -71,6 +71,9 @@ pub struct VmxProfile {
     pub handler_emulation: u64,
     /// Any other exit reason.
     pub handler_other: u64,
+    /// VMCALL (exit 18) under a policy with hypercalls: the dispatcher and the operation's
+    /// own work, beyond the transition (`exit_cycles + entry_cycles`).
+    pub handler_hypercall: u64,
 }
 
 /// The core: clock and instruction costs.

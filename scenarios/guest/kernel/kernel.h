@@ -66,6 +66,7 @@ typedef int64_t i64;
 #define VEC_TIMER 0x20
 #define VEC_RESCHED 0xF0
 #define VEC_TLB 0xF1
+#define VEC_UPCALL 0xF3 /* hybrid: the event-channel callback vector */
 #define VEC_SPURIOUS 0xFF
 
 /* ---- MSRs ---- */
@@ -169,6 +170,12 @@ struct pv_ops {
 };
 extern struct pv_ops pv;
 void pv_select(struct boot_info *bi);
+
+/* Events an interrupt vector or an event-channel upcall brings. */
+#define EV_TIMER 1u
+#define EV_RESCHED 2u
+#define EV_TLB 4u
+u32 pv_upcall_events(void); /* hybrid: consume this CPU's pending event channels */
 
 /* ---- trap frame (layout fixed by entry.S) ---- */
 struct trapframe {

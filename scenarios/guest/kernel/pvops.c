@@ -1,9 +1,10 @@
 /*
  * pv_ops: the table of privileged operations, chosen once at boot.
  *
- * Only the native backend exists so far: it executes the privileged instructions and
- * programs the x2APIC through MSRs. A PV or hybrid backend provides the same table with
- * hypercalls / event channels; pv_select() is the single place that chooses.
+ * The native backend executes the privileged instructions and programs the x2APIC through
+ * MSRs. The hybrid backend (a PV kernel in an HVM container) is the native table with the
+ * timer, interrupts, idle and IPIs replaced by hypercalls and event channels; CPU start-up,
+ * the MMU and syscalls stay native. pv_select() is the single place that chooses.
  */
 #include "kernel.h"
 
@@ -193,10 +194,144 @@ static const struct pv_ops native_ops = {
     .write_msr = native_write_msr,
 };
 
+/* ---------------- hybrid backend ----------------
+ *
+ * Hypercall ABI (the hypervisor's side documents it in full): vmcall at CPL 0, RAX = Xen
+ * hypercall number, arguments in RDI, RSI, RDX, result in RAX (>= 0, or -errno).
+ * Arguments travel in registers, not in guest-memory structures as in Xen.
+ */
+#define HC_SET_TIMER_OP 15
+#define HC_VCPU_OP 24
+#define HC_SCHED_OP 29
+#define HC_EVENT_CHANNEL_OP 32
+#define HC_HVM_OP 34
+#define SCHEDOP_block 1
+#define EVTCHNOP_bind_virq 1
+#define EVTCHNOP_send 4
+#define EVTCHNOP_bind_ipi 7
+#define HVMOP_set_param 0
+#define HVM_PARAM_CALLBACK_IRQ 0
+#define VCPUOP_register_vcpu_info 10
+#define VIRQ_TIMER 0
+
+static inline i64 hypercall3(u64 nr, u64 a1, u64 a2, u64 a3)
+{
+    i64 r;
+    __asm__ volatile("vmcall" : "=a"(r) : "a"(nr), "D"(a1), "S"(a2), "d"(a3) : "memory");
+    return r;
+}
+
+/* Xen's x86-64 shared_info page (the parts event channels use). */
+struct vcpu_info {
+    volatile u8 evtchn_upcall_pending;
+    volatile u8 evtchn_upcall_mask;
+    u8 pad0[6];
+    volatile u64 evtchn_pending_sel;
+    u8 arch_and_time[48];
+};
+
+#define SHINFO_VCPUS 32
+struct shared_info {
+    struct vcpu_info vcpu_info[SHINFO_VCPUS];
+    volatile u64 evtchn_pending[64];
+    volatile u64 evtchn_mask[64];
+    u8 rest[1024];
+};
+_Static_assert(sizeof(struct vcpu_info) == 64, "vcpu_info layout");
+_Static_assert(offsetof(struct shared_info, evtchn_pending) == 2048, "shared_info layout");
+_Static_assert(offsetof(struct shared_info, evtchn_mask) == 2560, "shared_info layout");
+_Static_assert(sizeof(struct shared_info) == 4096, "shared_info layout");
+
+static struct shared_info shinfo ALIGNED(4096);
+
+/* Ports this kernel binds: 3 per CPU, all below 64 * PORT_WORDS. */
+#define PORT_WORDS 4
+static u8 port_event[64 * PORT_WORDS];         /* port -> EV_* */
+static u64 cpu_ports[MAX_CPUS][PORT_WORDS];    /* ports each CPU owns, as bitmaps */
+static u32 resched_port[MAX_CPUS], tlb_port[MAX_CPUS];
+
+static u32 hybrid_bind(i64 port, u64 cpu, u32 event, const char *what)
+{
+    if (port <= 0 || port >= 64 * PORT_WORDS)
+        panic("hybrid: %s for cpu %lu failed: %ld", what, cpu, port);
+    port_event[port] = (u8)event;
+    cpu_ports[cpu][port / 64] |= 1UL << (port % 64);
+    return (u32)port;
+}
+
+static void hybrid_lapic_init(void)
+{
+    u64 cpu = this_cpu()->id;
+    if (cpu >= SHINFO_VCPUS)
+        panic("hybrid: cpu %lu has no vcpu_info in shared_info", cpu);
+    i64 r = hypercall3(HC_VCPU_OP, VCPUOP_register_vcpu_info, cpu, (u64)&shinfo - KERNEL_VMA);
+    if (r != 0)
+        panic("hybrid: register_vcpu_info: %ld", r);
+    if (cpu == 0) {
+        r = hypercall3(HC_HVM_OP, HVMOP_set_param, HVM_PARAM_CALLBACK_IRQ, VEC_UPCALL);
+        if (r != 0)
+            panic("hybrid: set callback vector: %ld", r);
+    }
+    hybrid_bind(hypercall3(HC_EVENT_CHANNEL_OP, EVTCHNOP_bind_virq, VIRQ_TIMER, cpu), cpu,
+                EV_TIMER, "bind_virq");
+    resched_port[cpu] = hybrid_bind(hypercall3(HC_EVENT_CHANNEL_OP, EVTCHNOP_bind_ipi, cpu, 0),
+                                    cpu, EV_RESCHED, "bind_ipi");
+    tlb_port[cpu] = hybrid_bind(hypercall3(HC_EVENT_CHANNEL_OP, EVTCHNOP_bind_ipi, cpu, 0), cpu,
+                                EV_TLB, "bind_ipi");
+}
+
+/* Nothing to acknowledge: the upcall handler cleared the pending bits it consumed. */
+static void hybrid_eoi(void) {}
+
+static void hybrid_set_timer(u64 deadline) { hypercall3(HC_SET_TIMER_OP, deadline, 0, 0); }
+
+static void hybrid_halt(void)
+{
+    /* STI's shadow covers the VMCALL, and sched_op(block) returns at once when an event is
+     * already pending, so no wake-up is lost; the upcall is taken right after it. */
+    i64 r;
+    __asm__ volatile("sti\n\tvmcall\n\tcli"
+                     : "=a"(r)
+                     : "a"((u64)HC_SCHED_OP), "D"((u64)SCHEDOP_block), "S"(0UL), "d"(0UL)
+                     : "memory");
+    (void)r;
+}
+
+static void hybrid_send_ipi(u32 cpu, u32 vector)
+{
+    u32 port = vector == VEC_TLB ? tlb_port[cpu] : resched_port[cpu];
+    hypercall3(HC_EVENT_CHANNEL_OP, EVTCHNOP_send, port, 0);
+}
+
+/* The upcall's work: consumes this CPU's pending, unmasked ports (2-level scan with atomic
+ * clears, as Xen's Linux does) and returns the events they stand for. */
+u32 pv_upcall_events(void)
+{
+    u64 cpu = this_cpu()->id;
+    struct vcpu_info *vi = &shinfo.vcpu_info[cpu];
+    u32 ev = 0;
+    vi->evtchn_upcall_pending = 0;
+    u64 sel = __atomic_exchange_n(&vi->evtchn_pending_sel, 0, __ATOMIC_SEQ_CST);
+    while (sel) {
+        u64 w = (u64)__builtin_ctzl(sel);
+        sel &= sel - 1;
+        if (w >= PORT_WORDS)
+            continue;
+        u64 bits = shinfo.evtchn_pending[w] & cpu_ports[cpu][w] & ~shinfo.evtchn_mask[w];
+        while (bits) {
+            u64 b = (u64)__builtin_ctzl(bits);
+            bits &= bits - 1;
+            __atomic_and_fetch(&shinfo.evtchn_pending[w], ~(1UL << b), __ATOMIC_SEQ_CST);
+            ev |= port_event[w * 64 + b];
+        }
+    }
+    return ev;
+}
+
 /* The active table. Filled by pv_select() before anything else runs. */
 struct pv_ops pv;
 
-/* Hypervisor signatures (CPUID 0x40000000 EBX:ECX:EDX) of the future hvsim backends. */
+/* Hypervisor signatures (CPUID 0x40000000 EBX:ECX:EDX) of the hvsim backends. */
 #define SIG_PV "hvsimPVhvsim"
 #define SIG_HYBRID "hvsimHYBRID!"
 
@@ -215,6 +350,14 @@ void pv_select(struct boot_info *bi)
     sig[12] = 0;
     pv = native_ops;
     apic_timer_hz = bi->apic_timer_hz ? bi->apic_timer_hz : bi->tsc_hz;
-    if (sig_is(sig, SIG_PV) || sig_is(sig, SIG_HYBRID))
+    if (sig_is(sig, SIG_HYBRID)) {
+        pv.name = "hybrid";
+        pv.lapic_init = hybrid_lapic_init;
+        pv.eoi = hybrid_eoi;
+        pv.set_timer = hybrid_set_timer;
+        pv.halt = hybrid_halt;
+        pv.send_ipi = hybrid_send_ipi;
+    } else if (sig_is(sig, SIG_PV)) {
         kprintf("hvsim-kernel: hypervisor signature %s: backend not built, using native\n", sig);
+    }
 }

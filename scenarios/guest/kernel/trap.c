@@ -156,10 +156,45 @@ static void kernel_trap(struct trapframe *tf, u64 cr2)
           exc_name(tf->vector), tf->vector, tf->err, tf->rip, cr2, tf->rsp, c->id);
 }
 
+/*
+ * Hybrid: the event-channel upcall. Each event gets the work its native vector gets, with
+ * no EOI (the pending bits were consumed in shared memory).
+ */
+static void upcall(struct trapframe *tf)
+{
+    u32 ev = pv_upcall_events();
+    if (ev & EV_TLB)
+        tlb_service();
+    if (!(ev & (EV_TIMER | EV_RESCHED)))
+        return;
+    struct percpu *c = this_cpu();
+    if (!(tf->cs & 3)) {
+        if (ev & EV_TIMER)
+            timer_rearm(c);
+        if (ev & EV_RESCHED)
+            c->need_resched = 1;
+        return;
+    }
+    bkl_lock();
+    if (ev & EV_TIMER) {
+        timer_rearm(c);
+        timers_check();
+        if (c->rq_len > 0)
+            c->need_resched = 1;
+    }
+    if (ev & EV_RESCHED)
+        c->need_resched = 1;
+    user_return(tf);
+}
+
 void trap_handler(struct trapframe *tf)
 {
     u64 v = tf->vector;
     u64 cr2 = v == VEC_PF ? pv.read_cr2() : 0;
+    if (v == VEC_UPCALL) {
+        upcall(tf);
+        return;
+    }
     if (v == VEC_TLB) {
         tlb_service();
         pv.eoi();

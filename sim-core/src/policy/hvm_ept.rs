@@ -21,12 +21,18 @@
 //! handles it (emulating against the vCPU's local APIC, the console and the exit port),
 //! and re-enters. Each exit costs the profile's `vmx.exit_cycles + vmx.entry_cycles` plus
 //! the handler cost of its reason.
+//!
+//! The `hybrid` policy is this hypervisor with a PV flavour ([`super::hybrid`]): the
+//! machine-wide state then carries the domain's event channels, and the exit handler
+//! sends VMCALLs to the hypercall dispatcher, answers the hypervisor CPUID leaves, turns
+//! physical interrupts into event-channel upcalls and injects them before each entry.
 
 use super::{hvm_shadow, Policy};
 use crate::error::SimError;
 use crate::machine::{ExitCount, Machine, RunEnd, SlicePlatform, EXIT_PORT};
 use crate::native_mmu::{MemCycles, NativeMmuStats};
 use crate::phys_mem::PhysMem;
+use crate::policy::{hybrid, hypercall};
 use crate::profile::VmxProfile;
 use crate::timing::CycleBreakdown;
 use cpu_model::vmx::controls::{self as c, entry as entc, exit as exitc, pin, proc, proc2};
@@ -68,6 +74,8 @@ pub struct HvMachine {
     base: u64,
     eptp: Eptp,
     build: EptBuild,
+    /// The hybrid flavour's domain state (`None` under `hvm-ept`).
+    pub(crate) hybrid: Option<Box<hybrid::Domain>>,
 }
 
 impl HvMachine {
@@ -585,6 +593,7 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
             guest_bytes,
             shadow: shadow_state,
         },
+        hybrid: None,
     }));
     Ok(())
 }
@@ -747,7 +756,7 @@ enum Stop {
 }
 
 /// Exit accounting during one slice.
-struct ExitState {
+struct ExitState<'a> {
     costs: VmxProfile,
     /// APIC virtualization is on (hvm-ept-apicv).
     apicv: bool,
@@ -758,9 +767,11 @@ struct ExitState {
     transitions: u64,
     handling: u64,
     exits: Vec<(ExitReason, u64)>,
+    /// The hybrid flavour: the domain, seen from this vCPU.
+    hybrid: Option<hybrid::Ctx<'a>>,
 }
 
-impl ExitState {
+impl ExitState<'_> {
     fn charge(&mut self, reason: ExitReason, plat: &mut SlicePlatform) {
         let c = &self.costs;
         let handler = match reason {
@@ -773,6 +784,7 @@ impl ExitState {
             ExitReason::ExceptionOrNmi => c.handler_page_fault,
             ExitReason::CrAccess => c.handler_cr_access,
             ExitReason::Invlpg => c.handler_invlpg,
+            ExitReason::Vmcall => c.handler_hypercall,
             _ => c.handler_other,
         };
         let t = c.exit_cycles + c.entry_cycles;
@@ -796,7 +808,7 @@ impl ExitState {
 
 /// Handles one VM exit (already performed by the VMX model) and re-enters the guest.
 fn handle(
-    st: &mut ExitState,
+    st: &mut ExitState<'_>,
     ept: &mut EptBuild,
     vmx: &mut VmxCpu,
     cpu: &mut cpu_model::Cpu,
@@ -824,7 +836,11 @@ fn handle(
         let g = &mut cpu.state.gpr;
         match exit.reason {
             ExitReason::Cpuid => {
-                let r = plat.cpuid(g[0] as u32, g[1] as u32);
+                let leaf = g[0] as u32;
+                let r = match st.hybrid.as_ref().and_then(|_| hybrid::cpuid(leaf)) {
+                    Some(r) => r,
+                    None => plat.cpuid(leaf, g[1] as u32),
+                };
                 g[0] = u64::from(r[0]);
                 g[3] = u64::from(r[1]);
                 g[1] = u64::from(r[2]);
@@ -891,6 +907,22 @@ fn handle(
                 }
             }
             ExitReason::ExternalInterrupt if st.apicv => advance = false,
+            ExitReason::Vmcall if st.hybrid.is_some() => {
+                let cpl = ((v.guest.ss.access_rights >> 5) & 3) as u8;
+                if let Some(hy) = st.hybrid.as_mut() {
+                    let o = hypercall::dispatch(hy, cpl, g, mem.mem.phys, plat);
+                    if o == hypercall::Outcome::Block {
+                        v.guest.activity = c::ACTIVITY_HLT;
+                    }
+                }
+            }
+            ExitReason::ExternalInterrupt | ExitReason::InterruptWindow if st.hybrid.is_some() => {
+                // The upcall itself is injected below, before the entry.
+                advance = false;
+                if let Some(hy) = st.hybrid.as_mut() {
+                    hy.physical_interrupts(mem.mem.phys, plat);
+                }
+            }
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow => {
                 advance = false;
                 let can = v.guest.rflags & (1 << 9) != 0 && v.guest.interruptibility & 3 == 0;
@@ -940,6 +972,9 @@ fn handle(
         if advance {
             v.guest.rip = rip.wrapping_add(u64::from(exit.instruction_len));
             v.guest.interruptibility &= !3;
+        }
+        if let Some(hy) = st.hybrid.as_mut() {
+            hy.before_entry(v, mem.mem.phys, plat.stats, &mut st.window);
         }
         // The hypervisor keeps the virtual-APIC page in step with the registers the
         // guest wrote through exits (reads are served from the page).
@@ -1080,6 +1115,10 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
         transitions: 0,
         handling: 0,
         exits: Vec::new(),
+        hybrid: hm
+            .hybrid
+            .as_deref_mut()
+            .map(|dom| hybrid::Ctx { dom, vcpu: i }),
     };
     let mut stop: Option<Stop> = None;
     let mut retired = 0;

@@ -3,6 +3,8 @@
 
 pub mod hvm_ept;
 pub mod hvm_shadow;
+pub mod hybrid;
+pub mod hypercall;
 pub mod native;
 
 use serde::Serialize;
@@ -18,6 +20,9 @@ pub enum Policy {
     HvmShadow,
     /// Hardware-assisted with EPT, VPID, APIC virtualization and posted interrupts.
     HvmEptApicv,
+    /// A PV kernel in an HVM container: `HvmEpt` plus hypercalls, event channels and the
+    /// PV timer.
+    Hybrid,
 }
 
 impl Policy {
@@ -27,6 +32,7 @@ impl Policy {
         Policy::HvmShadow,
         Policy::HvmEpt,
         Policy::HvmEptApicv,
+        Policy::Hybrid,
     ];
 
     /// The mode name.
@@ -36,6 +42,7 @@ impl Policy {
             Policy::HvmEpt => hvm_ept::NAME,
             Policy::HvmShadow => hvm_shadow::NAME,
             Policy::HvmEptApicv => hvm_ept::APICV_NAME,
+            Policy::Hybrid => hybrid::NAME,
         }
     }
 
@@ -43,7 +50,7 @@ impl Policy {
     pub fn is_hvm(self) -> bool {
         matches!(
             self,
-            Policy::HvmEpt | Policy::HvmShadow | Policy::HvmEptApicv
+            Policy::HvmEpt | Policy::HvmShadow | Policy::HvmEptApicv | Policy::Hybrid
         )
     }
 
@@ -63,6 +70,7 @@ mod tests {
             assert_eq!(Policy::from_name(p.name()), Some(*p));
         }
         assert_eq!(Policy::from_name("hvm-ept"), Some(Policy::HvmEpt));
+        assert_eq!(Policy::from_name("hybrid"), Some(Policy::Hybrid));
         assert_eq!(Policy::from_name("pv"), None);
     }
 }
