@@ -119,6 +119,8 @@ pub struct ShadowStats {
     pub pages_allocated: u64,
     /// Shadow table pages freed by eviction or reset.
     pub pages_evicted: u64,
+    /// Guest table pages unshadowed because the guest rewrote them wholesale.
+    pub unshadows: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -281,6 +283,42 @@ impl ShadowEngine {
             self.forget_root_links(id);
             self.flush_needed = true;
         }
+    }
+
+    /// Stops shadowing guest frame `gfn` as a page table, so that it is no longer
+    /// write-protected: the hypervisor calls this when the guest rewrites the page
+    /// wholesale (zeroing or copying it, several trapped writes in a row), which says it
+    /// is not a page table any more (KVM's write-flooding detection, Xen's early
+    /// unshadow). Roots holding a shadow of it are dropped: a root no vCPU runs on is
+    /// evicted, a live one is reset and refilled on demand (coarse, always safe). A frame
+    /// that is a live root's own top-level table stays shadowed; returns whether the
+    /// frame is now unprotected.
+    pub fn unshadow(&mut self, mem: &mut impl PtMemory, gfn: u64) -> bool {
+        let mut roots: Vec<u32> = self
+            .shadowed
+            .get(&gfn)
+            .map(|v| v.iter().map(|l| l.root).collect())
+            .unwrap_or_default();
+        if roots.is_empty() {
+            return true;
+        }
+        roots.sort_unstable();
+        roots.dedup();
+        for id in roots {
+            let live = Some(id) == self.current
+                || self
+                    .roots
+                    .iter()
+                    .any(|r| r.id == id && self.pinned.contains(&r.guest_cr3));
+            if live {
+                self.reset_root(mem, id);
+            } else {
+                self.evict(id);
+            }
+        }
+        self.oos.retain(|&g| g != gfn);
+        self.stats.unshadows += 1;
+        !self.shadowed.contains_key(&gfn)
     }
 
     /// Drop everything below the root of `id` (its own pool pressure).
@@ -876,6 +914,24 @@ mod tests {
             Ok(Hpa(0x70_0000 + OFF))
         );
         assert_eq!(e.eng.stats.hidden_faults, 2);
+    }
+
+    #[test]
+    fn unshadowing_a_rewritten_table_resets_the_live_root() {
+        let mut e = env(4, PtWritePolicy::Emulate);
+        let g = e.space(DATA);
+        e.load(g);
+        e.access(VA, Access::READ).unwrap();
+        let l1 = e.pte_gpa(g, VA).frame();
+        assert!(e.eng.unshadow(&mut e.mem, l1));
+        assert_eq!(e.eng.stats.unshadows, 1);
+        assert!(e.eng.take_flush_request());
+        // The live root was reset: the next access refills it (a hidden fault again).
+        assert_eq!(e.access(VA, Access::READ), Ok(Hpa(DATA + OFF)));
+        assert_eq!(e.eng.stats.hidden_faults, 2);
+        assert_eq!(e.eng.roots_cached(), 1);
+        // A live root's own top-level table stays shadowed.
+        assert!(!e.eng.unshadow(&mut e.mem, g >> 12));
     }
 
     #[test]

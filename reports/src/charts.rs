@@ -3,7 +3,7 @@
 //! parameter and guest with a line per mode. Text is real SVG text (sans-serif), colours
 //! come from [`crate::palette`], and nothing depends on the host (no timestamps).
 
-use crate::palette::{mode_color, CATEGORY, INK};
+use crate::palette::{mode_color, CATEGORY, EXIT_GROUP, INK};
 use crate::Report;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -31,6 +31,13 @@ pub fn all(report: &Report) -> Result<Vec<Chart>, String> {
             "cycle-breakdown.svg".to_string(),
             breakdown(report).map_err(e)?,
         ));
+        let exits = report
+            .rows
+            .iter()
+            .any(|r| r.metrics.as_ref().is_some_and(|m| m.vm_exits > 0));
+        if exits {
+            out.push(("vm-exits.svg".to_string(), exits_chart(report).map_err(e)?));
+        }
     }
     out.extend(sweeps(report).map_err(e)?);
     Ok(out)
@@ -155,20 +162,84 @@ pub fn normalized(report: &Report) -> Result<String, Box<dyn Error>> {
 /// Stacked bars: each guest and mode's cycles by category, as a share of its total
 /// (summed over sweep points).
 pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
+    let names = crate::Metrics::default().breakdown().map(|(n, _)| n);
+    stacked(
+        report,
+        &Stacked {
+            title: "Cycle breakdown",
+            y_desc: "share of cycles (%)",
+            names: &names,
+            colors: &CATEGORY,
+            share: true,
+        },
+        |m| m.breakdown().iter().map(|(_, c)| *c).collect(),
+    )
+}
+
+/// Stacked bars: each guest and mode's VM exits per million guest instructions, by
+/// exit-reason group (summed over sweep points).
+pub fn exits_chart(report: &Report) -> Result<String, Box<dyn Error>> {
+    let names = crate::Metrics::default().exits().map(|(n, _)| n);
+    stacked(
+        report,
+        &Stacked {
+            title: "VM exits by reason",
+            y_desc: "exits per million guest instructions",
+            names: &names,
+            colors: &EXIT_GROUP,
+            share: false,
+        },
+        |m| {
+            let per = 1e6 / m.instructions.max(1) as f64;
+            m.exits()
+                .iter()
+                .map(|(_, c)| (*c as f64 * per).round() as u64)
+                .collect()
+        },
+    )
+}
+
+/// What a stacked-bar chart shows.
+struct Stacked<'a> {
+    title: &'a str,
+    y_desc: &'a str,
+    names: &'a [&'a str],
+    colors: &'a [RGBColor],
+    /// Bars as a share of each bar's total (100 %) rather than absolute values.
+    share: bool,
+}
+
+/// Stacked bars, one per guest and mode, of the values `values` gives for a run's
+/// metrics (summed over sweep points), one segment per category.
+fn stacked(
+    report: &Report,
+    spec: &Stacked,
+    values: impl Fn(&crate::Metrics) -> Vec<u64>,
+) -> Result<String, Box<dyn Error>> {
     let guests = report.guests();
     let modes = &report.modes;
-    let mut sums: BTreeMap<(String, String), [u64; 5]> = BTreeMap::new();
+    let k_n = spec.names.len();
+    let mut sums: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
     for r in report.rows.iter().filter(|r| r.ok) {
         if let Some(m) = &r.metrics {
             let e = sums
                 .entry((r.guest.clone(), r.mode.clone()))
-                .or_insert([0; 5]);
-            for (i, (_, c)) in m.breakdown().iter().enumerate() {
+                .or_insert_with(|| vec![0; k_n]);
+            for (i, c) in values(m).iter().enumerate().take(k_n) {
                 e[i] += c;
             }
         }
     }
-    let names = crate::Metrics::default().breakdown().map(|(n, _)| n);
+    let y_max = if spec.share {
+        100.0
+    } else {
+        let top = sums
+            .values()
+            .map(|s| s.iter().sum::<u64>())
+            .max()
+            .unwrap_or(0);
+        (top as f64 * 1.1).max(1.0)
+    };
     let per_group = modes.len().max(1) as f64 + 0.6;
     let n = guests.len().max(1) as f64 * per_group;
     let width =
@@ -179,34 +250,38 @@ pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
         let draw = |root: &DrawingArea<SVGBackend, _>| -> Res {
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(root)
-                .caption("Cycle breakdown", (FONT, 30).into_font().color(&INK))
+                .caption(spec.title, (FONT, 30).into_font().color(&INK))
                 .margin(20)
                 .x_label_area_size(if modes.len() > 1 { 90 } else { 70 })
                 .y_label_area_size(90)
-                .right_y_label_area_size(170)
-                .build_cartesian_2d(0f64..n, 0f64..100f64)?;
+                .right_y_label_area_size(230)
+                .build_cartesian_2d(0f64..n, 0f64..y_max)?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .x_labels(0)
                 .x_label_formatter(&|_| String::new())
                 .x_desc("guest workload and mode")
-                .y_desc("share of cycles (%)")
+                .y_desc(spec.y_desc)
                 .label_style((FONT, 20).into_font().color(&INK))
                 .axis_desc_style((FONT, 22).into_font().color(&INK))
                 .draw()?;
-            for (c, name) in names.iter().enumerate() {
-                let color = CATEGORY[c];
+            for (c, name) in spec.names.iter().enumerate() {
+                let color = spec.colors[c % spec.colors.len()];
                 let mut bars = Vec::new();
                 for (g, guest) in guests.iter().enumerate() {
                     for (k, mode) in modes.iter().enumerate() {
                         let Some(s) = sums.get(&(guest.clone(), mode.clone())) else {
                             continue;
                         };
-                        let total = s.iter().sum::<u64>().max(1) as f64;
+                        let scale = if spec.share {
+                            100.0 / s.iter().sum::<u64>().max(1) as f64
+                        } else {
+                            1.0
+                        };
                         let below: u64 = s[..c].iter().sum();
-                        let y0 = below as f64 / total * 100.0;
-                        let y1 = (below + s[c]) as f64 / total * 100.0;
+                        let y0 = below as f64 * scale;
+                        let y1 = (below + s[c]) as f64 * scale;
                         let x0 = g as f64 * per_group + 0.3 + k as f64;
                         bars.push(Rectangle::new(
                             [(x0 + 0.1, y0), (x0 + 0.9, y1)],
@@ -221,10 +296,10 @@ pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
             chart
                 .configure_series_labels()
                 .position(SeriesLabelPosition::UpperRight)
-                .margin(-160)
+                .margin(-220)
                 .background_style(WHITE.mix(0.9))
                 .border_style(INK)
-                .label_font((FONT, 20).into_font().color(&INK))
+                .label_font((FONT, 18).into_font().color(&INK))
                 .draw()?;
             for (g, guest) in guests.iter().enumerate() {
                 let mut y = 8;
@@ -232,7 +307,7 @@ pub fn breakdown(report: &Report) -> Result<String, Box<dyn Error>> {
                     for (k, mode) in modes.iter().enumerate() {
                         let x = g as f64 * per_group + 0.3 + k as f64 + 0.5;
                         let (px, py) = chart.backend_coord(&(x, 0.0));
-                        root.draw(&Text::new(mode.clone(), (px, py + 8), centred(18)))?;
+                        root.draw(&Text::new(mode.clone(), (px, py + 8), centred(16)))?;
                     }
                     y = 32;
                 }

@@ -4,7 +4,7 @@
 //! other outputs it holds no timestamps or host details.
 
 use crate::charts::Chart;
-use crate::tables::{run_table, summary};
+use crate::tables::{exits_table, run_table, summary};
 use crate::Report;
 use std::fmt::Write as _;
 
@@ -90,6 +90,26 @@ pub fn html(report: &Report, charts: &[Chart]) -> String {
         let _ = writeln!(o, "</tr>");
     }
     let _ = writeln!(o, "</tbody>\n</table>");
+    if let Some((head, rows)) = exits_table(report) {
+        let _ = writeln!(o, "<h2>VM exits by reason</h2>\n<table>\n<thead>\n<tr>");
+        for h in &head {
+            let _ = writeln!(o, "<th>{}</th>", escape(h));
+        }
+        let _ = writeln!(o, "</tr>\n</thead>\n<tbody>");
+        for row in &rows {
+            let _ = write!(o, "<tr>");
+            for (i, c) in row.iter().enumerate() {
+                let class = if (1..3).contains(&i) {
+                    " class=\"t\""
+                } else {
+                    ""
+                };
+                let _ = write!(o, "<td{class}>{}</td>", escape(c));
+            }
+            let _ = writeln!(o, "</tr>");
+        }
+        let _ = writeln!(o, "</tbody>\n</table>");
+    }
     if report.rows.iter().any(|r| !r.ok) {
         let _ = writeln!(o, "<h2>Failed runs</h2>\n<ul>");
         for r in report.rows.iter().filter(|r| !r.ok) {

@@ -6,7 +6,7 @@ use sim_core::RunResult;
 
 /// Summary counts of one run (sums over vCPUs where per-vCPU).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Metrics {
     /// Instructions retired, all vCPUs.
     pub instructions: u64,
@@ -14,7 +14,7 @@ pub struct Metrics {
     pub user_instructions: u64,
     /// Of which at CPL 0.
     pub kernel_instructions: u64,
-    /// Cycles, all vCPUs (the sum of the five categories below).
+    /// Cycles, all vCPUs (the sum of the nine `cycles_*` categories).
     pub cycles: u64,
     /// Instruction-class cycles at CPL 3.
     pub cycles_guest_user: u64,
@@ -26,6 +26,14 @@ pub struct Metrics {
     pub cycles_cache_stall: u64,
     /// Halted.
     pub cycles_idle: u64,
+    /// EPT-dimension references of 2D walks charged through the caches.
+    pub cycles_ept_walk_stall: u64,
+    /// VM exit and entry hardware transitions.
+    pub cycles_exit_transitions: u64,
+    /// Hypervisor exit handlers (including hypercall dispatch and emulation).
+    pub cycles_exit_handling: u64,
+    /// Shadow-table and guest-table references of the shadow engine and the emulator.
+    pub cycles_shadow_maintenance: u64,
     /// Simulated time in seconds (furthest vCPU clock).
     pub simulated_seconds: f64,
     /// Instructions per non-idle cycle.
@@ -56,6 +64,82 @@ pub struct Metrics {
     pub cr3_loads: u64,
     /// Fixed IPIs routed (TLB shootdowns, reschedules).
     pub ipis: u64,
+    /// VM exits, all reasons.
+    pub vm_exits: u64,
+    /// Cycles of VM exits (transitions and handlers).
+    pub vm_exit_cycles: u64,
+    /// Exits by reason group (SDM basic reasons): exceptions incl. #PF (0).
+    pub exits_exception: u64,
+    /// External-interrupt and interrupt-window exits (1, 7).
+    pub exits_interrupt: u64,
+    /// CPUID exits (10).
+    pub exits_cpuid: u64,
+    /// HLT exits (12).
+    pub exits_hlt: u64,
+    /// INVLPG exits (14).
+    pub exits_invlpg: u64,
+    /// VMCALL exits: hypercalls (18).
+    pub exits_vmcall: u64,
+    /// Control-register access exits (28).
+    pub exits_cr_access: u64,
+    /// Port I/O exits (30).
+    pub exits_io: u64,
+    /// RDMSR/WRMSR exits (31, 32).
+    pub exits_msr: u64,
+    /// EPT violation and misconfiguration exits (48, 49).
+    pub exits_ept: u64,
+    /// Exits of any other reason.
+    pub exits_other: u64,
+    /// Hypercalls made (hybrid, pv).
+    pub hypercalls: u64,
+    /// Event-channel upcalls raised (hybrid, pv).
+    pub upcalls: u64,
+    /// Shadow paging: hidden faults (shadow filled, guest never saw them).
+    pub shadow_hidden_faults: u64,
+    /// Shadow paging: true faults reflected to the guest.
+    pub shadow_true_faults: u64,
+    /// Shadow paging: trapped writes to write-protected guest page tables.
+    pub shadow_pt_writes: u64,
+    /// Guest instructions the hypervisor's emulator executed.
+    pub emulated_instructions: u64,
+    /// EOIs virtualized by APICv (no exit).
+    pub virtualized_eois: u64,
+    /// Posted-interrupt notifications processed without an exit.
+    pub posted_interrupts: u64,
+}
+
+/// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
+/// reasons). An empty reason list is the "other" group.
+pub const EXIT_GROUPS: [(&str, &str, &[u16]); 11] = [
+    ("exits_exception", "exception/#PF (0)", &[0]),
+    ("exits_interrupt", "interrupt (1, 7)", &[1, 7]),
+    ("exits_cpuid", "CPUID (10)", &[10]),
+    ("exits_hlt", "HLT (12)", &[12]),
+    ("exits_invlpg", "INVLPG (14)", &[14]),
+    ("exits_vmcall", "VMCALL (18)", &[18]),
+    ("exits_cr_access", "CR access (28)", &[28]),
+    ("exits_io", "I/O (30)", &[30]),
+    ("exits_msr", "MSR (31, 32)", &[31, 32]),
+    ("exits_ept", "EPT (48, 49)", &[48, 49]),
+    ("exits_other", "other", &[]),
+];
+
+/// Exit counts of a run by [`EXIT_GROUPS`] group.
+fn exit_groups(r: &RunResult) -> [u64; 11] {
+    let mut out = [0u64; 11];
+    for (name, e) in &r.vm_exits {
+        let reason: u16 = name
+            .split('_')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u16::MAX);
+        let g = EXIT_GROUPS
+            .iter()
+            .position(|(_, _, rs)| rs.contains(&reason))
+            .unwrap_or(EXIT_GROUPS.len() - 1);
+        out[g] += e.count;
+    }
+    out
 }
 
 impl Metrics {
@@ -63,6 +147,9 @@ impl Metrics {
     pub fn from_result(r: &RunResult) -> Self {
         let sum = |f: &dyn Fn(&VcpuResult) -> u64| -> u64 { r.per_vcpu.iter().map(f).sum() };
         let cycles = r.cycles.total();
+        let g = exit_groups(r);
+        let vmx = || r.per_vcpu.iter().filter_map(|v| v.vmx.as_ref());
+        let shadow = r.shadow.as_ref();
         Metrics {
             instructions: r.instructions,
             user_instructions: r.user_instructions,
@@ -73,6 +160,10 @@ impl Metrics {
             cycles_walk_stall: r.cycles.walk_stall,
             cycles_cache_stall: r.cycles.cache_stall,
             cycles_idle: r.cycles.idle,
+            cycles_ept_walk_stall: r.cycles.ept_walk_stall,
+            cycles_exit_transitions: r.cycles.exit_transitions,
+            cycles_exit_handling: r.cycles.exit_handling,
+            cycles_shadow_maintenance: r.cycles.shadow_maintenance,
             simulated_seconds: r.simulated_seconds,
             ipc: r.instructions as f64 / cycles.saturating_sub(r.cycles.idle).max(1) as f64,
             syscalls: sum(&|v| v.cpu.syscalls),
@@ -88,6 +179,27 @@ impl Metrics {
             interrupts: r.machine.interrupts_delivered,
             cr3_loads: sum(&|v| v.mmu.cr3_loads),
             ipis: r.machine.ipis_fixed,
+            vm_exits: r.vm_exits.values().map(|e| e.count).sum(),
+            vm_exit_cycles: r.vm_exits.values().map(|e| e.cycles).sum(),
+            exits_exception: g[0],
+            exits_interrupt: g[1],
+            exits_cpuid: g[2],
+            exits_hlt: g[3],
+            exits_invlpg: g[4],
+            exits_vmcall: g[5],
+            exits_cr_access: g[6],
+            exits_io: g[7],
+            exits_msr: g[8],
+            exits_ept: g[9],
+            exits_other: g[10],
+            hypercalls: r.hypercalls.values().sum(),
+            upcalls: r.event_channels.as_ref().map_or(0, |e| e.upcalls),
+            shadow_hidden_faults: shadow.map_or(0, |s| s.engine.hidden_faults),
+            shadow_true_faults: shadow.map_or(0, |s| s.engine.true_faults),
+            shadow_pt_writes: shadow.map_or(0, |s| s.engine.pt_write_faults),
+            emulated_instructions: shadow.map_or(0, |s| s.emulated_instructions),
+            virtualized_eois: vmx().map(|v| v.virtualized_eois).sum(),
+            posted_interrupts: vmx().map(|v| v.posted_notifications).sum(),
         }
     }
 
@@ -122,6 +234,34 @@ impl Metrics {
             ("interrupts", u(self.interrupts)),
             ("cr3_loads", u(self.cr3_loads)),
             ("ipis", u(self.ipis)),
+            ("cycles_ept_walk_stall", u(self.cycles_ept_walk_stall)),
+            ("cycles_exit_transitions", u(self.cycles_exit_transitions)),
+            ("cycles_exit_handling", u(self.cycles_exit_handling)),
+            (
+                "cycles_shadow_maintenance",
+                u(self.cycles_shadow_maintenance),
+            ),
+            ("vm_exits", u(self.vm_exits)),
+            ("vm_exit_cycles", u(self.vm_exit_cycles)),
+            ("exits_exception", u(self.exits_exception)),
+            ("exits_interrupt", u(self.exits_interrupt)),
+            ("exits_cpuid", u(self.exits_cpuid)),
+            ("exits_hlt", u(self.exits_hlt)),
+            ("exits_invlpg", u(self.exits_invlpg)),
+            ("exits_vmcall", u(self.exits_vmcall)),
+            ("exits_cr_access", u(self.exits_cr_access)),
+            ("exits_io", u(self.exits_io)),
+            ("exits_msr", u(self.exits_msr)),
+            ("exits_ept", u(self.exits_ept)),
+            ("exits_other", u(self.exits_other)),
+            ("hypercalls", u(self.hypercalls)),
+            ("upcalls", u(self.upcalls)),
+            ("shadow_hidden_faults", u(self.shadow_hidden_faults)),
+            ("shadow_true_faults", u(self.shadow_true_faults)),
+            ("shadow_pt_writes", u(self.shadow_pt_writes)),
+            ("emulated_instructions", u(self.emulated_instructions)),
+            ("virtualized_eois", u(self.virtualized_eois)),
+            ("posted_interrupts", u(self.posted_interrupts)),
         ]
     }
 
@@ -134,14 +274,36 @@ impl Metrics {
             .collect()
     }
 
-    /// The five cycle categories: (name, cycles).
-    pub fn breakdown(&self) -> [(&'static str, u64); 5] {
+    /// The nine cycle categories: (name, cycles).
+    pub fn breakdown(&self) -> [(&'static str, u64); 9] {
         [
             ("guest user", self.cycles_guest_user),
             ("guest kernel", self.cycles_guest_kernel),
-            ("walk stall", self.cycles_walk_stall),
+            ("walk stall (guest/1D)", self.cycles_walk_stall),
+            ("walk stall (EPT)", self.cycles_ept_walk_stall),
             ("cache stall", self.cycles_cache_stall),
+            ("exit transitions", self.cycles_exit_transitions),
+            ("exit handling", self.cycles_exit_handling),
+            ("shadow maintenance", self.cycles_shadow_maintenance),
             ("idle", self.cycles_idle),
         ]
+    }
+
+    /// Exit counts by [`EXIT_GROUPS`] group: (label, count).
+    pub fn exits(&self) -> [(&'static str, u64); 11] {
+        let v = [
+            self.exits_exception,
+            self.exits_interrupt,
+            self.exits_cpuid,
+            self.exits_hlt,
+            self.exits_invlpg,
+            self.exits_vmcall,
+            self.exits_cr_access,
+            self.exits_io,
+            self.exits_msr,
+            self.exits_ept,
+            self.exits_other,
+        ];
+        std::array::from_fn(|i| (EXIT_GROUPS[i].1, v[i]))
     }
 }

@@ -29,10 +29,30 @@ pub fn mode_color(mode: &str, position: usize) -> RGBColor {
         "pv" => VERMILLION,
         "hvm-shadow" => ORANGE,
         "hvm-ept" => GREEN,
+        "hvm-ept-apicv" => SKY,
         "hybrid" => PURPLE,
-        _ => [SKY, YELLOW, GREY][position % 3],
+        _ => [YELLOW, GREY, INK][position % 3],
     }
 }
 
-/// The colour of a cycle category (in [`crate::Metrics::breakdown`] order).
-pub const CATEGORY: [RGBColor; 5] = [SKY, BLUE, VERMILLION, ORANGE, GREY];
+/// The colour of a cycle category (in [`crate::Metrics::breakdown`] order): guest work in
+/// blues, walk stalls in warm colours, virtualization overheads in purple/black/green,
+/// idle grey.
+pub const CATEGORY: [RGBColor; 9] = [
+    SKY, BLUE, VERMILLION, ORANGE, YELLOW, PURPLE, INK, GREEN, GREY,
+];
+
+/// The colour of an exit-reason group (in [`crate::metrics::EXIT_GROUPS`] order).
+pub const EXIT_GROUP: [RGBColor; 11] = [
+    VERMILLION,
+    SKY,
+    YELLOW,
+    GREY,
+    ORANGE,
+    PURPLE,
+    BLUE,
+    GREEN,
+    INK,
+    RGBColor(120, 60, 0),
+    RGBColor(200, 200, 200),
+];

@@ -96,6 +96,8 @@ pub fn run_table(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
             "STLB misses",
             "walk refs",
             "LLC misses",
+            "VM exits",
+            "hypercalls",
             "normalized perf",
         ]
         .map(String::from),
@@ -122,14 +124,74 @@ pub fn run_table(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
                     m.stlb_misses.to_string(),
                     m.walk_refs.to_string(),
                     m.llc_misses.to_string(),
+                    m.vm_exits.to_string(),
+                    m.hypercalls.to_string(),
                 ]),
-                None => f.extend((0..9).map(|_| "-".to_string())),
+                None => f.extend((0..11).map(|_| "-".to_string())),
             }
             f.push(n.map_or("-".into(), |x| format!("{x:.3}")));
             f
         })
         .collect();
     (head, rows)
+}
+
+/// The VM-exit table shared by `report.md` and `report.html`: per run with exits, the
+/// count of each exit-reason group and the exits' share of the run's cycles. `None` when
+/// no run exited.
+pub fn exits_table(report: &Report) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let with_exits: Vec<_> = report
+        .rows
+        .iter()
+        .filter_map(|r| {
+            r.metrics
+                .as_ref()
+                .filter(|m| m.vm_exits > 0)
+                .map(|m| (r, m))
+        })
+        .collect();
+    if with_exits.is_empty() {
+        return None;
+    }
+    let mut head: Vec<String> = vec!["#".into(), "guest".into(), "mode".into()];
+    head.extend(crate::metrics::EXIT_GROUPS.iter().map(|g| g.1.to_string()));
+    head.extend(["all", "% of cycles"].map(String::from));
+    let rows = with_exits
+        .into_iter()
+        .map(|(r, m)| {
+            let mut f = vec![r.index.to_string(), r.guest.clone(), r.mode.clone()];
+            f.extend(m.exits().iter().map(|(_, c)| c.to_string()));
+            f.push(m.vm_exits.to_string());
+            f.push(format!(
+                "{:.1}",
+                m.vm_exit_cycles as f64 * 100.0 / m.cycles.max(1) as f64
+            ));
+            f
+        })
+        .collect();
+    Some((head, rows))
+}
+
+fn md_table(o: &mut String, head: &[String], rows: Vec<Vec<String>>) {
+    let _ = writeln!(
+        o,
+        "| {} |",
+        head.iter()
+            .map(|h| md_cell(h))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    let _ = writeln!(o, "|{}", "---|".repeat(head.len()));
+    for row in rows {
+        let _ = writeln!(
+            o,
+            "| {} |",
+            row.iter()
+                .map(|c| md_cell(c))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
 }
 
 /// The summary sentence under the title: runs, failures, modes, normalisation.
@@ -155,24 +217,10 @@ pub fn markdown(report: &Report, charts: &[String]) -> String {
     let _ = writeln!(o, "{}\n", summary(report));
     let _ = writeln!(o, "## Runs\n");
     let (head, rows) = run_table(report);
-    let _ = writeln!(
-        o,
-        "| {} |",
-        head.iter()
-            .map(|h| md_cell(h))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    );
-    let _ = writeln!(o, "|{}", "---|".repeat(head.len()));
-    for row in rows {
-        let _ = writeln!(
-            o,
-            "| {} |",
-            row.iter()
-                .map(|c| md_cell(c))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
+    md_table(&mut o, &head, rows);
+    if let Some((head, rows)) = exits_table(report) {
+        let _ = writeln!(o, "\n## VM exits by reason\n");
+        md_table(&mut o, &head, rows);
     }
     if failed > 0 {
         let _ = writeln!(o, "\n## Failed runs\n");

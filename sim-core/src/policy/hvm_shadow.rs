@@ -51,6 +51,11 @@ pub const NAME: &str = "hvm-shadow";
 /// #PF vector.
 const PF: u8 = 14;
 
+/// Trapped writes in a row to one guest page-table page, with no shadow fill between
+/// them, after which the page is unshadowed instead of emulated (KVM's write-flooding
+/// threshold): the guest is rewriting it, not maintaining it.
+const FLOOD_WRITES: u32 = 3;
+
 /// The guest's shadow state, shared by its vCPUs.
 pub(crate) struct ShadowShared {
     pub(crate) engine: ShadowEngine,
@@ -60,6 +65,8 @@ pub(crate) struct ShadowShared {
     generation: u64,
     refs: Vec<WalkRef>,
     pinned: Vec<u64>,
+    /// The page-table frame of the last trapped writes and how many in a row.
+    flood: (u64, u32),
 }
 
 impl ShadowShared {
@@ -75,6 +82,7 @@ impl ShadowShared {
             generation: 0,
             refs: Vec::new(),
             pinned: Vec::new(),
+            flood: (u64::MAX, 0),
         }
     }
 
@@ -209,6 +217,7 @@ pub(crate) fn handle(
                 .handle_fault(&mut mem.mem, &sh.p2m, &mode, gva, access, &mut sh.refs)
             {
                 ShadowFault::Fixed => {
+                    sh.flood = (u64::MAX, 0);
                     reinject_vectoring(v);
                     After::Restart
                 }
@@ -217,9 +226,21 @@ pub(crate) fn handle(
                     After::Restart
                 }
                 ShadowFault::PtWrite { gpa } => {
-                    let r = emulate(sh, sv, &mut mem.mem, &mode, v, host, gpa.frame());
-                    sv.emulations += 1;
-                    r?
+                    let gfn = gpa.frame();
+                    sh.flood = if sh.flood.0 == gfn {
+                        (gfn, sh.flood.1 + 1)
+                    } else {
+                        (gfn, 1)
+                    };
+                    if sh.flood.1 > FLOOD_WRITES && sh.engine.unshadow(&mut mem.mem, gfn) {
+                        // No longer a page table: the store runs natively on restart.
+                        sh.flood = (u64::MAX, 0);
+                        After::Restart
+                    } else {
+                        let r = emulate(sh, sv, &mut mem.mem, &mode, v, host, gfn);
+                        sv.emulations += 1;
+                        r?
+                    }
                 }
             }
         }
@@ -329,6 +350,8 @@ fn emulate(
         pt_frame,
         refs: &mut sv.refs,
         written: [u64::MAX; 2],
+        pt_stores: 0,
+        last: None,
     };
     let out = cpu.step(&mut em, &mut Emulator);
     let written = em.written;
@@ -384,10 +407,20 @@ struct EmulMemory<'a, 'b> {
     pt_frame: u64,
     refs: &'a mut Vec<WalkRef>,
     written: [u64; 2],
+    /// Stores this instruction made to the page-table frame.
+    pt_stores: u32,
+    /// The last translation (page, access kind, user) -> frame: a REP string instruction
+    /// walks once per page, not once per element.
+    last: Option<(u64, AccessKind, bool, u64)>,
 }
 
 impl EmulMemory<'_, '_> {
     fn walk(&mut self, lin: u64, kind: AccessKind, user: bool) -> Result<u64, MemFault> {
+        if let Some((page, k, u, frame)) = self.last {
+            if page == lin >> 12 && k == kind && u == user {
+                return Ok(frame | (lin & 0xfff));
+            }
+        }
         let ctx = WalkContext {
             mode: self.mode,
             cr3: Cr3(self.guest_cr3),
@@ -399,7 +432,11 @@ impl EmulMemory<'_, '_> {
             .walker
             .walk(self.mem, &ctx, Gva(lin), a, dim, self.refs)
         {
-            Ok(t) => Ok(t.hpa(Gva(lin)).0),
+            Ok(t) => {
+                let p = t.hpa(Gva(lin)).0;
+                self.last = Some((lin >> 12, kind, user, p & !0xfff));
+                Ok(p)
+            }
             Err(pf) => Err(MemFault::Page {
                 addr: LinAddr(pf.addr.0),
                 error_code: pf.error_code,
@@ -464,7 +501,16 @@ impl Memory for EmulMemory<'_, '_> {
             if let Some(p1) = p1 {
                 self.mem.phys.write(p1, &b[first..size]);
             }
+        } else if p0 >> 12 == self.pt_frame && self.pt_stores >= 1 {
+            // A second store by one instruction (a REP string rewrite of the page): the
+            // page is not a page table any more; stop shadowing it and store directly.
+            if self.pt_stores == 1 {
+                self.sh.engine.unshadow(self.mem, self.pt_frame);
+            }
+            self.pt_stores += 1;
+            self.mem.phys.write_sized(p0, size, value);
         } else if p0 >> 12 == self.pt_frame {
+            self.pt_stores += 1;
             let ea = p0 & !7;
             let shift = (p0 & 7) * 8;
             let mask = if size == 8 {
