@@ -52,6 +52,8 @@ pub struct Metrics {
     pub walks: u64,
     /// Memory references made by page walks.
     pub walk_refs: u64,
+    /// References per page walk (up to 4 for a 1D walk, 24 for a 2D one).
+    pub refs_per_walk: f64,
     /// L1D misses.
     pub l1d_misses: u64,
     /// L2 misses.
@@ -173,6 +175,8 @@ impl Metrics {
             stlb_misses: sum(&|v| v.mmu.tlb.stlb_misses),
             walks: sum(&|v| v.mmu.walks.walks),
             walk_refs: sum(&|v| v.mmu.walk_refs),
+            refs_per_walk: sum(&|v| v.mmu.walk_refs) as f64
+                / sum(&|v| v.mmu.walks.walks).max(1) as f64,
             l1d_misses: sum(&|v| v.mmu.cache.l1d.misses.total()),
             l2_misses: sum(&|v| v.mmu.cache.l2.misses.total()),
             llc_misses: sum(&|v| v.mmu.cache.llc.misses.total()),
@@ -228,6 +232,7 @@ impl Metrics {
             ("stlb_misses", u(self.stlb_misses)),
             ("walks", u(self.walks)),
             ("walk_refs", u(self.walk_refs)),
+            ("refs_per_walk", format!("{:.3}", self.refs_per_walk)),
             ("l1d_misses", u(self.l1d_misses)),
             ("l2_misses", u(self.l2_misses)),
             ("llc_misses", u(self.llc_misses)),

@@ -164,7 +164,17 @@ impl HvVcpu {
     pub(crate) fn mmu_stats(&self) -> NativeMmuStats {
         NativeMmuStats {
             tlb: self.mmu.tlb.stats.clone(),
-            walks: Default::default(),
+            // Walks in the native layout: the shadow walker's own counters, or the 2D
+            // walker's walk and completion counts (its other counters are in `walk_2d`).
+            walks: match self.mmu.shadow.as_deref() {
+                Some(s) => s.walker.stats.clone(),
+                None => mmu::walk_native::WalkStats {
+                    walks: self.mmu.walker.stats.walks,
+                    completed: self.mmu.walker.stats.completed,
+                    faults: self.mmu.walker.stats.guest_faults,
+                    ..Default::default()
+                },
+            },
             cache: self.mmu.cache.stats.clone(),
             walk_refs: self.mmu.walk_refs,
             page_faults: self.mmu.page_faults,
