@@ -43,7 +43,8 @@ pub enum MessageDelivery {
 }
 
 impl MessageDelivery {
-    /// Decodes the three-bit field; `None` for the reserved encodings 011 and 110.
+    /// Decodes the three-bit field (bits above the low three are ignored); `None` for the
+    /// reserved encodings 011 and 110.
     pub fn from_bits(bits: u32) -> Option<Self> {
         Some(match bits & 7 {
             0 => Self::Fixed,

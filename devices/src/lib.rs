@@ -1,7 +1,8 @@
 //! Platform devices seen by guests, as register models behind a bus. Devices see only
 //! register offsets (or MSR indices) and the time the caller gives them in TSC ticks; they
 //! know nothing of CPUs, memory translation or the event queue. The simulator core owns the
-//! clock, routes what devices produce (IPIs, EOIs) and charges each access per policy.
+//! clock, routes what devices produce (IPIs, interrupt messages, EOIs) and charges each
+//! access per policy.
 //!
 //! This crate depends on no other hvsim crate.
 //!
