@@ -14,6 +14,11 @@
 //! every EOI of a level-triggered vector ([`crate::lapic::Eoi`] with
 //! [`TriggerMode::Level`]) to [`Ioapic::eoi`], which may re-deliver.
 //!
+//! Like the local APIC it is not a [`crate::bus::MmioDevice`]: a redirection-entry write
+//! can send a message (unmasking a level pin whose line is up), which a bus write would
+//! drop. The core finds it with the bus's `lookup` and calls [`Ioapic::mmio_read`] /
+//! [`Ioapic::mmio_write`] itself.
+//!
 //! Choices where the hardware leaves room, made to match the datasheet where it speaks
 //! and what KVM and QEMU do where it does not:
 //!
