@@ -5,7 +5,9 @@
 //! a fault (an x2APIC MSR touched in xAPIC mode, a non-zero EOI write). The second kind is
 //! returned to the caller, which turns it into `#GP(0)`: a guest can never panic the host.
 //! Event-channel operations a guest asks for by hypercall fail the same way, and the
-//! caller turns them into an errno ([`crate::evtchn::EventChannels::errno`]).
+//! caller turns them into an errno ([`crate::evtchn::EventChannels::errno`]). MMIO accesses
+//! a register model cannot take (bad size, misaligned, past its registers) come back as
+//! errors too; MMIO has no fault, so the caller reads all ones or drops the write.
 
 use crate::bus::DeviceId;
 use thiserror::Error;
@@ -164,5 +166,60 @@ pub enum DeviceError {
     EvtchnNotConnected {
         /// The port.
         port: u32,
+    },
+    /// A register access a device's MMIO window does not take: a size its registers do not
+    /// have, an offset not aligned to the size, or an offset past its registers. MMIO has no
+    /// fault to raise, so the caller answers such a read with all ones and drops the write
+    /// (what a real chipset does), after counting it.
+    #[error("{device}: {size}-byte access at offset {offset:#x} is not supported")]
+    BadRegisterAccess {
+        /// Which register model ("ioapic", "msi", "msi-x table", "msi-x pba").
+        device: &'static str,
+        /// Offset inside the device's window.
+        offset: u64,
+        /// Access size in bytes.
+        size: u8,
+    },
+    /// A write to registers software may only read (the MSI-X pending-bit array). The
+    /// caller drops it, as for [`DeviceError::BadRegisterAccess`].
+    #[error("{device}: offset {offset:#x} is read-only")]
+    ReadOnlyRegister {
+        /// Which register model.
+        device: &'static str,
+        /// Offset inside the device's window.
+        offset: u64,
+    },
+    /// An IOAPIC input pin the IOAPIC does not have: a platform wiring mistake.
+    #[error("IOAPIC: no input pin {pin}")]
+    NoSuchPin {
+        /// The pin asked for.
+        pin: u32,
+    },
+    /// An MSI vector or MSI-X table entry the function does not have: a device-model
+    /// mistake, not something a guest can cause.
+    #[error("{device}: no vector {vector}")]
+    NoSuchMsiVector {
+        /// "msi" or "msi-x".
+        device: &'static str,
+        /// The vector (MSI) or table entry (MSI-X) asked for.
+        vector: u32,
+    },
+    /// A vector count the capability cannot express: MSI needs a power of two from 1 to
+    /// 32, MSI-X a table of 1 to 2048 entries.
+    #[error("{device}: a function cannot have {count} vectors")]
+    BadVectorCount {
+        /// "msi" or "msi-x".
+        device: &'static str,
+        /// The count asked for.
+        count: u32,
+    },
+    /// An interrupt source description that cannot run (a zero clock, no targets, jitter
+    /// above 100%).
+    #[error("interrupt source: {field}: {reason}")]
+    BadIrqSource {
+        /// The configuration field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
     },
 }

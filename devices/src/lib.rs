@@ -1,7 +1,8 @@
 //! Platform devices seen by guests, as register models behind a bus. Devices see only
 //! register offsets (or MSR indices) and the time the caller gives them in TSC ticks; they
 //! know nothing of CPUs, memory translation or the event queue. The simulator core owns the
-//! clock, routes what devices produce (IPIs, EOIs) and charges each access per policy.
+//! clock, routes what devices produce (IPIs, interrupt messages, EOIs) and charges each
+//! access per policy.
 //!
 //! This crate depends on no other hvsim crate.
 //!
@@ -12,19 +13,33 @@
 //! - [`lapic`]: the local APIC (one per vCPU): xAPIC MMIO and x2APIC MSR forms, IRR/ISR/TMR
 //!   and priority, EOI, the one-shot/periodic/TSC-deadline timer, ICR writes as
 //!   [`lapic::Ipi`] values for the core to route.
+//! - [`ioapic`]: the I/O APIC: 24 pins, redirection entries programmed through
+//!   IOREGSEL/IOWIN, remote IRR and EOI for level-triggered pins.
+//! - [`msi`]: the MSI capability and the MSI-X table and pending-bit array, with
+//!   per-vector masking ("pending while masked") and the x86 address/data format.
+//! - [`irq_message`]: what the IOAPIC and MSI produce: [`irq_message::InterruptMessage`]
+//!   values (destination, vector, delivery mode, trigger) for the core to route to local
+//!   APICs.
+//! - [`irq_source`]: a deterministic NIC receive-interrupt source: an event rate spread
+//!   over per-vCPU queues, an interrupt-rate limit that coalesces events, optional seeded
+//!   jitter, driven by the core's clock.
 //! - [`evtchn`]: Xen-style event channels (2-level ABI): a domain's port table (VIRQ, IPI,
 //!   PIRQ and inter-domain bindings) acting on the pending/mask bitmaps of a shared_info
 //!   page in guest memory, reached through the [`evtchn::GuestMemory`] trait.
 //! - [`error`]: [`DeviceError`], for platform descriptions that cannot be built and for
 //!   guest accesses the architecture answers with `#GP`.
 //!
-//! Still to come here: IOAPIC and MSI, grant tables, shared rings,
-//! and NIC/disk models (emulated, PV split, pass-through).
+//! Still to come here: grant tables, shared rings, and NIC/disk models (emulated, PV split,
+//! pass-through).
 
 pub mod bus;
 pub mod console;
 pub mod error;
 pub mod evtchn;
+pub mod ioapic;
+pub mod irq_message;
+pub mod irq_source;
 pub mod lapic;
+pub mod msi;
 
 pub use error::DeviceError;
