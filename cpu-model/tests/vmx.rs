@@ -1664,3 +1664,87 @@ fn capability_constants_are_self_consistent() {
         assert!(cap.allows(cap.may_be_one));
     }
 }
+
+// =======================================================================================
+// The VMX-preemption timer.
+
+/// A platform whose TSC advances 100 ticks per retired instruction.
+#[derive(Default)]
+struct Clock {
+    tsc: u64,
+}
+
+impl Platform for Clock {
+    fn tsc(&mut self) -> u64 {
+        self.tsc
+    }
+    fn retired(&mut self, _info: &cpu_model::Retired) {
+        self.tsc += 100;
+    }
+}
+
+/// A guest spinning in `jmp $` under the timer with `value`; returns the run.
+fn preempted(value: u32, save: bool) -> (VmxCpu, cpu_model::vmx::GuestRun) {
+    let (mut m, mut vmx) = hypervisor();
+    let guest_rip = vmx.current_vmcs().unwrap().guest.rip;
+    m.code_at(guest_rip, |a| {
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.jmp(l)
+    });
+    {
+        let v = vmx.current_vmcs_mut().unwrap();
+        v.exec.pin |= pin::ACTIVATE_PREEMPTION_TIMER;
+        v.guest.preemption_timer = value;
+        if save {
+            v.exit.controls |= exitc::SAVE_PREEMPTION_TIMER;
+        }
+    }
+    let mut clock = Clock::default();
+    assert_eq!(
+        vmx.vmlaunch(&mut m.cpu, &mut m.mem, &mut clock),
+        Ok(Entry::Entered)
+    );
+    let r = vmx.run(&mut m.cpu, &mut m.mem, &mut clock, 100_000);
+    (vmx, r)
+}
+
+#[test]
+fn preemption_timer_exits_when_it_counts_down_to_zero() {
+    // 3125 counts x 32 ticks = 100,000 TSC ticks = 1000 instructions of 100 ticks.
+    let (vmx, r) = preempted(3125, true);
+    let e = r.exit.expect("a preemption-timer exit");
+    assert_eq!(e.reason, ExitReason::PreemptionTimer);
+    assert_eq!(e.reason.number(), 52);
+    assert!(
+        (1000..1000 + 64).contains(&r.retired),
+        "retired {}",
+        r.retired
+    );
+    // Saved on exit: it had run out.
+    assert_eq!(vmx.current_vmcs().unwrap().guest.preemption_timer, 0);
+    // A zero value exits before the first instruction.
+    let (_, r) = preempted(0, false);
+    assert_eq!(r.exit.map(|e| e.reason), Some(ExitReason::PreemptionTimer));
+    assert_eq!(r.retired, 0);
+}
+
+#[test]
+fn without_the_control_the_guest_runs_its_budget() {
+    let (mut m, mut vmx) = hypervisor();
+    let guest_rip = vmx.current_vmcs().unwrap().guest.rip;
+    m.code_at(guest_rip, |a| {
+        let mut l = a.create_label();
+        a.set_label(&mut l)?;
+        a.jmp(l)
+    });
+    vmx.current_vmcs_mut().unwrap().guest.preemption_timer = 1;
+    let mut clock = Clock::default();
+    assert_eq!(
+        vmx.vmlaunch(&mut m.cpu, &mut m.mem, &mut clock),
+        Ok(Entry::Entered)
+    );
+    let r = vmx.run(&mut m.cpu, &mut m.mem, &mut clock, 5000);
+    assert_eq!(r.exit, None);
+    assert_eq!(r.retired, 5000);
+}

@@ -168,7 +168,26 @@ pub struct VmxCpu {
     host_extra: HostExtra,
     /// Virtual-APIC pages, posted-interrupt descriptors, virtual-interrupt recognition.
     apicv: apicv::ApicvStore,
+    /// The VMX-preemption timer while the guest runs: the TSC at VM entry, the value
+    /// loaded then, and the value left at the last check.
+    preempt: Option<Preemption>,
 }
+
+/// The VMX-preemption timer's state during one stay in non-root operation.
+#[derive(Debug, Clone, Copy)]
+struct Preemption {
+    start_tsc: u64,
+    value: u32,
+    left: u32,
+}
+
+/// The timer counts down by 1 every 2^RATE TSC ticks (IA32_VMX_MISC bits 4:0; 5 is what
+/// the Nehalem-to-Skylake parts report).
+pub const PREEMPTION_TIMER_RATE: u32 = 5;
+
+/// While the timer is armed the guest runs in chunks of at most this many instructions,
+/// so the exit is taken within one chunk of the expiry.
+const PREEMPTION_CHUNK: u64 = 64;
 
 fn aligned_handle(h: u64) -> bool {
     h & 0xfff == 0 && h >> controls::MAX_PHYS_ADDR_BITS == 0
@@ -403,6 +422,14 @@ impl VmxCpu {
         }
         self.mode = VmxMode::NonRoot;
         self.stats.entries += 1;
+        self.preempt = (v.exec.pin & controls::pin::ACTIVATE_PREEMPTION_TIMER != 0).then(|| {
+            let value = v.guest.preemption_timer;
+            Preemption {
+                start_tsc: p.tsc(),
+                value,
+                left: value,
+            }
+        });
         let vpid = checks::secondary(v) & controls::proc2::ENABLE_VPID != 0;
         m.paging_changed(&paging_ctl(&cpu.state), !vpid);
         self.apicv_entry_load(cpu);
@@ -475,9 +502,17 @@ impl VmxCpu {
         }
         self.apicv_exit_save(&cpu.state);
         let extra = self.host_extra;
+        let preempt = self.preempt.take();
         let Some(v) = self.current_vmcs_mut() else {
             return;
         };
+        // "Save VMX-preemption timer value": the value left at the last check (the timer
+        // is checked between instruction chunks).
+        if let Some(t) = preempt {
+            if v.exit.controls & controls::exit::SAVE_PREEMPTION_TIMER != 0 {
+                v.guest.preemption_timer = t.left;
+            }
+        }
         switch::save_guest(v, &cpu.state);
         let cut_short = cpu.take_vectoring();
         if !vect {
@@ -538,6 +573,23 @@ impl VmxCpu {
             if let Some(exit) = pending {
                 return self.exit_run(cpu, m, exit, StepOutcome::Retired, retired);
             }
+            // The VMX-preemption timer: counts down with the TSC while the guest runs
+            // (and while it is halted); at zero, a VM exit (52) at this boundary.
+            if let Some(t) = self.preempt.as_mut() {
+                let ticks = p.tsc().saturating_sub(t.start_tsc) >> PREEMPTION_TIMER_RATE;
+                t.left = u64::from(t.value).saturating_sub(ticks) as u32;
+                if t.left == 0 {
+                    let exit = VmExit::new(ExitReason::PreemptionTimer, 0, 0);
+                    return self.exit_run(cpu, m, exit, StepOutcome::Retired, retired);
+                }
+            }
+            let Some(v) = self.current_vmcs() else {
+                return GuestRun {
+                    outcome: StepOutcome::Retired,
+                    retired,
+                    exit: None,
+                };
+            };
             // A recognised virtual interrupt is delivered at this boundary if the guest
             // can take it; if not, the guest steps so that it is taken at the first
             // boundary that allows it (the flag is false whenever APICv is off).
@@ -582,7 +634,13 @@ impl VmxCpu {
                 || self.apicv.recognized();
             let mtf = v.exec.proc & controls::proc::MONITOR_TRAP_FLAG != 0;
             let left = budget.saturating_sub(retired);
-            let chunk = if stepwise { left.min(1) } else { left };
+            let chunk = if stepwise {
+                left.min(1)
+            } else if self.preempt.is_some() {
+                left.min(PREEMPTION_CHUNK)
+            } else {
+                left
+            };
             let page = self.apicv.page_for(v);
             let (r, exit, write, reads) = {
                 let mut ap = VmxPlatform::new(v, p);
