@@ -257,6 +257,45 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
             h.upcalls_injected, h.kicks, h.blocks
         );
     }
+    if let Some(sh) = &r.shadow {
+        let e = &sh.engine;
+        let _ = writeln!(
+            o,
+            "| shadow faults: hidden / true / page-table writes | {} / {} / {} |",
+            e.hidden_faults, e.true_faults, e.pt_write_faults
+        );
+        let _ = writeln!(
+            o,
+            "| shadow: fills / emulated instructions / unshadows / resyncs | {} / {} / {} / {} |",
+            e.fills, sh.emulated_instructions, e.unshadows, e.resyncs
+        );
+        let _ = writeln!(
+            o,
+            "| shadow roots: built / reused / evicted | {} / {} / {} |",
+            e.roots_built, e.root_hits, e.roots_evicted
+        );
+    }
+    let vmx: Vec<_> = r.per_vcpu.iter().filter_map(|v| v.vmx.as_ref()).collect();
+    if vmx
+        .iter()
+        .any(|v| v.virtualized_eois + v.posted_notifications > 0)
+    {
+        let s = |f: &dyn Fn(&&cpu_model::vmx::VmxStats) -> u64| -> u64 { vmx.iter().map(f).sum() };
+        let _ = writeln!(
+            o,
+            "| APICv: virtualized EOIs / virtual interrupts / posted notifications | {} / {} / {} |",
+            s(&|v| v.virtualized_eois),
+            s(&|v| v.virtual_interrupts),
+            s(&|v| v.posted_notifications)
+        );
+    }
+    if r.cycles.shadow_maintenance + r.cycles.ept_walk_stall > 0 {
+        let _ = writeln!(
+            o,
+            "| EPT walk stalls / shadow maintenance (cycles) | {} / {} |",
+            r.cycles.ept_walk_stall, r.cycles.shadow_maintenance
+        );
+    }
     let _ = writeln!(o, "\nguest console:\n{}", r.console);
     o
 }
