@@ -263,6 +263,7 @@ fn stacked(
                 .x_label_formatter(&|_| String::new())
                 .x_desc("guest workload and mode")
                 .y_desc(spec.y_desc)
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .label_style((FONT, 20).into_font().color(&INK))
                 .axis_desc_style((FONT, 22).into_font().color(&INK))
                 .draw()?;

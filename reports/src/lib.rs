@@ -8,6 +8,7 @@ pub mod charts;
 pub mod html;
 pub mod metrics;
 pub mod palette;
+pub mod png;
 pub mod tables;
 
 pub use metrics::Metrics;

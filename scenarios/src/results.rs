@@ -205,12 +205,16 @@ pub fn draw(dir: &Path, s: &Scenario, records: &[RunRecord]) -> Result<(), Strin
         .flatten()
     {
         let p = entry.path();
-        if p.extension().is_some_and(|x| x == "svg") {
+        if p.extension().is_some_and(|x| x == "svg" || x == "png") {
             std::fs::remove_file(&p).map_err(|e| io(&p, e))?;
         }
     }
     for (name, svg) in &charts {
         write(&cdir.join(name), svg)?;
+        // The same chart as a bitmap, at twice the SVG's pixel size.
+        let png = reports::png::render(svg, 2.0)?;
+        let p = cdir.join(name).with_extension("png");
+        std::fs::write(&p, png).map_err(|e| io(&p, e))?;
     }
     write(
         &dir.join("report.html"),
