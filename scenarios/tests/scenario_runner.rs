@@ -108,8 +108,26 @@ fn thread_count_and_shards_do_not_change_the_results() {
     // report.html stands alone: the charts inlined as SVG markup, nothing fetched.
     let html = read(&a, "report.html");
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
-    let charts = std::fs::read_dir(a.join("charts")).unwrap().count();
+    let files: Vec<_> = std::fs::read_dir(a.join("charts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let svg: Vec<_> = files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "svg"))
+        .collect();
+    let charts = svg.len();
     assert!(charts >= 3);
+    // Every chart also as a PNG, byte-identical whatever the thread count or sharding.
+    assert_eq!(files.len(), 2 * charts);
+    for p in svg {
+        let png = p.with_extension("png");
+        let name = png.file_name().unwrap();
+        let bytes = std::fs::read(&png).unwrap();
+        assert_eq!(&bytes[..4], b"\x89PNG");
+        assert_eq!(bytes, std::fs::read(b.join("charts").join(name)).unwrap());
+        assert_eq!(bytes, std::fs::read(m.join("charts").join(name)).unwrap());
+    }
     assert_eq!(
         html.matches("<svg ").count(),
         charts,
@@ -238,8 +256,12 @@ max_instructions = 2000000
         &[
             "guest user",
             "guest kernel",
-            "walk stall",
+            "walk stall (guest/1D)",
+            "walk stall (EPT)",
             "cache stall",
+            "exit transitions",
+            "exit handling",
+            "shadow maintenance",
             "idle",
         ],
     );
