@@ -2,55 +2,14 @@
 //! operation with EPT, and the VM exits counted are the ones the VMX model decided.
 #![allow(clippy::unwrap_used)]
 
-use scenarios::program::{run, ProgramRun};
-use sim_core::{RunEnd, RunResult};
+mod support;
 
-fn go(mode: &str, program: &str, args: &[&str], vcpus: u32) -> RunResult {
-    let r = run(&ProgramRun {
-        program: program.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        profile: "nehalem-x5570".into(),
-        mode: mode.into(),
-        vcpus,
-        memory_mib: 128,
-        max_instructions: 400_000_000,
-    })
-    .unwrap();
-    assert_eq!(
-        r.end,
-        RunEnd::Exited { code: 0 },
-        "{mode} {program}: {}\n{}",
-        r.end_reason,
-        r.console
-    );
-    r
-}
+use scenarios::program::{run, ProgramRun};
+use sim_core::RunResult;
+use support::*;
 
 fn hvm(program: &str, args: &[&str], vcpus: u32) -> RunResult {
     go("hvm-ept", program, args, vcpus)
-}
-
-fn total(r: &RunResult, f: impl Fn(&sim_core::machine::VcpuResult) -> u64) -> u64 {
-    r.per_vcpu.iter().map(f).sum()
-}
-
-fn exits(r: &RunResult) -> u64 {
-    r.vm_exits.values().map(|e| e.count).sum()
-}
-
-/// Exits of one basic reason (names start with the two-digit SDM number).
-fn exits_of(r: &RunResult, reason: u16) -> u64 {
-    let prefix = format!("{reason:02}_");
-    r.vm_exits
-        .iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .map(|(_, e)| e.count)
-        .sum()
-}
-
-/// Exits other than the console's port I/O (whose count follows the printed text).
-fn non_io_exits(r: &RunResult) -> u64 {
-    exits(r) - exits_of(r, 30)
 }
 
 #[test]

@@ -1,0 +1,55 @@
+//! Helpers shared by the whole-system test files: boot the testbed kernel in a mode, run a
+//! workload to a clean exit, and read counts out of the result.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use scenarios::program::{run, ProgramRun};
+use sim_core::machine::VcpuResult;
+use sim_core::{RunEnd, RunResult};
+
+/// Runs `program` with `args` in `mode` on the Nehalem profile (128 MiB) and asserts the
+/// guest exited with status 0.
+pub fn go(mode: &str, program: &str, args: &[&str], vcpus: u32) -> RunResult {
+    let r = run(&ProgramRun {
+        program: program.into(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        profile: "nehalem-x5570".into(),
+        mode: mode.into(),
+        vcpus,
+        memory_mib: 128,
+        max_instructions: 400_000_000,
+    })
+    .unwrap();
+    assert_eq!(
+        r.end,
+        RunEnd::Exited { code: 0 },
+        "{mode} {program}: {}\n{}",
+        r.end_reason,
+        r.console
+    );
+    r
+}
+
+/// A per-vCPU count summed over the vCPUs.
+pub fn total(r: &RunResult, f: impl Fn(&VcpuResult) -> u64) -> u64 {
+    r.per_vcpu.iter().map(f).sum()
+}
+
+/// VM exits of every reason.
+pub fn exits(r: &RunResult) -> u64 {
+    r.vm_exits.values().map(|e| e.count).sum()
+}
+
+/// Exits of one basic reason (names start with the two-digit SDM number).
+pub fn exits_of(r: &RunResult, reason: u16) -> u64 {
+    let prefix = format!("{reason:02}_");
+    r.vm_exits
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, e)| e.count)
+        .sum()
+}
+
+/// Exits other than the console's port I/O (whose count follows the printed text).
+pub fn non_io_exits(r: &RunResult) -> u64 {
+    exits(r) - exits_of(r, 30)
+}
