@@ -612,3 +612,34 @@ mod tests {
         assert_eq!(l2 & 0xffff_ffff_ffe0_0000 & !(1 << 7), 0);
     }
 }
+#[cfg(test)]
+mod pv_tables_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn walk(m: &mut PhysMem, root: u64, va: u64) -> Vec<u64> {
+        let mut t = root;
+        let mut out = Vec::new();
+        for l in (1..=4u32).rev() {
+            let e = m.read_sized(t + ((va >> (12 + 9 * (l - 1))) & 511) * 8, 8);
+            out.push(e);
+            t = e & 0x000f_ffff_ffff_f000;
+        }
+        out
+    }
+
+    #[test]
+    fn pv_tables_map_kernel_and_direct_map_with_tables_read_only() {
+        let mut m = PhysMem::new(64 << 20).unwrap();
+        let (root, end) = build_pv_tables(&mut m, 0x30_0000, 0x30_0000).unwrap();
+        assert_eq!(root, 0x30_0000);
+        let k = walk(&mut m, root, KERNEL_MAP + 0x10_0000);
+        assert!(k.iter().all(|e| e & 7 == 7), "{k:x?}");
+        assert_eq!(k[3] & !0xfff, 0x10_0000);
+        let d = walk(&mut m, root, DIRECT_MAP + root);
+        assert_eq!(d[3] & 7, 5, "a table frame is read-only in the direct map");
+        let d = walk(&mut m, root, DIRECT_MAP + end);
+        assert_eq!(d[3] & 7, 7);
+        assert!(d[3] >> 63 == 1);
+    }
+}

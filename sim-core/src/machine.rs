@@ -472,7 +472,7 @@ impl Machine {
         cfg.validate()?;
         let mut phys = PhysMem::new(cfg.mem_bytes)?;
         let k = loader::load_kernel(&mut phys, kernel_elf, origin)?;
-        let cr3 = loader::build_boot_tables(&mut phys)?;
+        loader::build_boot_tables(&mut phys)?;
         let gdtr = loader::write_gdt(&mut phys);
         let (first_free_phys, module) = match &cfg.module {
             Some(m) => {
@@ -520,7 +520,7 @@ impl Machine {
             let mut mmu = NativeMmu::new(&p.mmu).map_err(|e| SimError::Config(e.to_string()))?;
             mmu.set_paging(&PagingControl {
                 cr0: state.cr0,
-                cr3,
+                cr3: state.cr3,
                 cr4: state.cr4,
                 efer: state.efer,
             });

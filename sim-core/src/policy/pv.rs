@@ -1109,8 +1109,14 @@ impl Hv<'_, '_> {
                 error_code,
                 cr2_candidate,
             } => {
-                // A software interrupt's frame returns after the instruction.
-                self.exception(vector, error_code, cr2_candidate, rip + u64::from(len))
+                // Faults return to the instruction; #BP (INT3) is a trap and returns
+                // after it. (Other software interrupts are not used by PV guests.)
+                let at = if vector == 3 {
+                    rip + u64::from(len)
+                } else {
+                    rip
+                };
+                self.exception(vector, error_code, cr2_candidate, at)
             }
             Sensitive::Cpuid { leaf, subleaf } => {
                 self.cpuid(leaf, subleaf, rip, len);
