@@ -1205,8 +1205,20 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
         if hv.cpu.state.halted || done >= budget {
             break;
         }
+        let (ui, uc) = (hv.cpu.stats.user_instructions, hv.plat.timing.user);
         let r = hv.cpu.run(&mut hv.mem, &mut hv.plat, budget - done);
         done += r.retired;
+        if hv.me.kernel_mode {
+            // The guest kernel runs at CPL 3: count its instructions and cycles as kernel.
+            let (di, dc) = (
+                hv.cpu.stats.user_instructions - ui,
+                hv.plat.timing.user - uc,
+            );
+            hv.cpu.stats.user_instructions -= di;
+            hv.cpu.stats.kernel_instructions += di;
+            hv.plat.timing.user -= dc;
+            hv.plat.timing.kernel += dc;
+        }
         match r.outcome {
             StepOutcome::Retired => {}
             StepOutcome::Halted => break,
