@@ -1288,3 +1288,217 @@ fn after_chunk(m: &mut Machine, from: usize) {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::loader::{self, DIRECT_MAP};
+    use crate::machine::MachineStats;
+    use crate::native_mmu::NativeMmu;
+    use crate::phys_mem::PhysMem;
+    use crate::profile::MachineProfile;
+    use crate::timing::CoreTiming;
+    use devices::console::DebugConsole;
+    use devices::lapic::{Ipi, Lapic, LapicConfig};
+    use std::cell::Cell;
+
+    const MEM: u64 = 16 << 20;
+
+    struct Rig {
+        phys: PhysMem,
+        mmu: NativeMmu,
+        cpu: Cpu,
+        me: PvVcpu,
+        dom: PvDomain,
+        lapic: Lapic,
+        timing: CoreTiming,
+        console: DebugConsole,
+        ipis: Vec<Ipi>,
+        stats: MachineStats,
+        exit: Option<u32>,
+        stall: Cell<u64>,
+        root: u64,
+        free: u64,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let profile = MachineProfile::load("nehalem-x5570").unwrap();
+            let mut phys = PhysMem::new(MEM).unwrap();
+            let (root, free) = loader::build_pv_tables(&mut phys, 0x20_0000, 0x20_0000).unwrap();
+            let mode = PagingMode {
+                maxphyaddr: profile.mmu.maxphyaddr,
+                nxe: true,
+                wp: true,
+                pcide: false,
+                pge: true,
+            };
+            let mut pmmu = PvMmu::new((MEM / 4096) as usize, mode);
+            for f in 0..MEM / 4096 {
+                pmmu.assign(f, DOM).unwrap();
+            }
+            let mut refs = Vec::new();
+            let pin = MmuextOp::Pin {
+                mfn: root >> 12,
+                level: 4,
+            };
+            pmmu.mmuext_op(&mut phys, DOM, 0, pin, &mut refs).unwrap();
+            let state = boot_state(cpu_model::CpuState::long_mode_flat(0), root);
+            let mut mmu = NativeMmu::new(&profile.mmu).unwrap();
+            mmu.set_paging(&PagingControl {
+                cr0: state.cr0,
+                cr3: root,
+                cr4: state.cr4,
+                efer: state.efer,
+            });
+            Rig {
+                phys,
+                mmu,
+                cpu: Cpu::new(state),
+                me: PvVcpu::new(root),
+                dom: PvDomain {
+                    hc: hybrid::Domain::new(EventChannels::new(1).unwrap(), vec![0], MEM),
+                    mmu: pmmu,
+                    counters: PvCounters::default(),
+                    cost: profile.pv.unwrap(),
+                    ups: Vec::new(),
+                    flushes: Vec::new(),
+                    boot_root: root,
+                },
+                lapic: Lapic::new(LapicConfig {
+                    apic_id: 0,
+                    bsp: true,
+                    core_ticks_per_timer_tick: 1,
+                })
+                .unwrap(),
+                timing: CoreTiming::new(profile.core.cost),
+                console: DebugConsole::new(64),
+                ipis: Vec::new(),
+                stats: MachineStats::default(),
+                exit: None,
+                stall: Cell::new(0),
+                root,
+                free,
+            }
+        }
+
+        fn with<T>(&mut self, f: impl FnOnce(&mut Hv) -> T) -> T {
+            let plat = SlicePlatform {
+                timing: &mut self.timing,
+                lapic: &mut self.lapic,
+                console: &mut self.console,
+                ipis: &mut self.ipis,
+                stats: &mut self.stats,
+                exit: &mut self.exit,
+                stall: &self.stall,
+                idle: 0,
+                tsc_num: 1,
+                tsc_den: 1,
+                maxphyaddr: 40,
+                pv: true,
+            };
+            let mut hv = Hv {
+                cpu: &mut self.cpu,
+                mem: NativeMemory {
+                    phys: &mut self.phys,
+                    mmu: &mut self.mmu,
+                    stall: &self.stall,
+                },
+                plat,
+                me: &mut self.me,
+                dom: &mut self.dom,
+                vcpu: 0,
+                maxphyaddr: 40,
+            };
+            f(&mut hv)
+        }
+    }
+
+    #[test]
+    fn mmu_update_refuses_a_writable_mapping_of_a_page_table_and_counts_it() {
+        let mut r = Rig::new();
+        let (root, buf) = (r.root, r.free);
+        // The direct-map entry of the root L4 itself.
+        let mut refs = Vec::new();
+        let pte = r.with(|hv| hv.l1_entry(DIRECT_MAP + root, &mut refs)).unwrap();
+        assert_eq!(r.phys.read_sized(pte, 8) & 2, 0, "read-only at boot");
+        // Malformed: map the L4 frame writable.
+        r.phys.write_sized(buf, 8, pte);
+        r.phys.write_sized(buf + 8, 8, root | 7 | (1 << 63));
+        let res = r.with(|hv| hv.call(nr::MMU_UPDATE, DIRECT_MAP + buf, 1, 0));
+        assert!(matches!(res, Ok((Err(13), false))), "-EACCES");
+        assert_eq!(r.phys.read_sized(pte, 8) & 2, 0, "entry unchanged");
+        assert_eq!(r.dom.counters.validation_failures, 1);
+        assert_eq!(r.dom.mmu.stats.rejected_writable_pt, 1);
+        // A batch above the limit is refused outright.
+        let res = r.with(|hv| hv.call(nr::MMU_UPDATE, DIRECT_MAP + buf, MAX_MMU_BATCH + 1, 0));
+        assert!(matches!(res, Ok((Err(22), false))));
+        // A good update (the same entry, read-only, executable) is applied.
+        r.phys.write_sized(buf + 8, 8, root | 5);
+        let res = r.with(|hv| hv.call(nr::MMU_UPDATE, DIRECT_MAP + buf, 1, 0));
+        assert!(matches!(res, Ok((Ok(0), false))));
+        assert_eq!(r.phys.read_sized(pte, 8), root | 5);
+        assert_eq!(r.dom.counters.mmu_update_batches, 2);
+        assert_eq!(r.dom.counters.mmu_update_entries, 2);
+        assert_eq!(r.dom.hc.by_op()["01_mmu_update"], 3);
+        assert!(r.me.handling > 0, "validation references were charged");
+    }
+
+    #[test]
+    fn syscall_bounce_and_iret_switch_page_tables_and_build_xen_frames() {
+        let mut r = Rig::new();
+        let (root, stack_top) = (r.root, DIRECT_MAP + r.free + 0x2000);
+        // A second L4 for user mode: an empty table, typed by a pin.
+        let user = r.free + 0x4000;
+        r.with(|hv| {
+            hv.update_va_mapping(DIRECT_MAP + user, user | 5 | (1 << 63), UVMF_INVLPG)
+                .unwrap();
+            hv.mmuext_one(mmuext::PIN_L4_TABLE, user >> 12, 0).unwrap();
+            hv.mmuext_one(mmuext::NEW_USER_BASEPTR, user >> 12, 0).unwrap();
+            hv.me.kernel_sp = stack_top;
+            hv.me.syscall_cb = 0xffff_ffff_8010_0000;
+            // shared_info: events unmasked in user mode.
+            let si = hv.call(hypercall::nr::VCPU_OP, 10, 0, user + 0x1000);
+            assert!(matches!(si, Ok((Ok(0), false))));
+        });
+        // Pretend the vCPU is in user mode on the user table.
+        r.me.kernel_mode = false;
+        r.cpu.state.cr3 = user;
+        r.cpu.state.gpr[4] = 0x7000;
+        r.cpu.state.rflags = 0x202;
+        let before = r.dom.counters.page_table_switches;
+        r.with(|hv| hv.handle(Sensitive::Syscall, 0x40_1000, 2)).ok().unwrap();
+        assert!(r.me.kernel_mode);
+        assert_eq!(r.cpu.state.cr3, root);
+        assert_eq!(r.cpu.state.rip, 0xffff_ffff_8010_0000);
+        let sp = r.cpu.state.gpr[4];
+        assert_eq!(sp, stack_top - 7 * 8);
+        let f: Vec<u64> = (0..7)
+            .map(|k| r.phys.read_sized(sp - DIRECT_MAP + 8 * k, 8))
+            .collect();
+        // RCX, R11, RIP, CS, RFLAGS, RSP, SS.
+        assert_eq!(f, vec![0x40_1002, 0x202, 0x40_1002, USER_CS, 0x202, 0x7000, USER_DS]);
+        assert_eq!(r.dom.counters.syscall_bounces, 1);
+        // The kernel returns with iret: RAX, R11, RCX, flags pushed on the frame.
+        let sp = sp + 16 - 32;
+        for (k, w) in [42u64, 0x202, 0x40_1002, 0].iter().enumerate() {
+            r.phys.write_sized(sp - DIRECT_MAP + 8 * k as u64, 8, *w);
+        }
+        r.cpu.state.gpr[4] = sp;
+        r.cpu.state.gpr[0] = nr::IRET;
+        r.with(|hv| hv.handle(Sensitive::Syscall, 0xffff_ffff_8010_0040, 2))
+            .ok()
+            .unwrap();
+        assert!(!r.me.kernel_mode);
+        assert_eq!(r.cpu.state.cr3, user);
+        assert_eq!(
+            (r.cpu.state.rip, r.cpu.state.gpr[4], r.cpu.state.gpr[0]),
+            (0x40_1002, 0x7000, 42)
+        );
+        assert_eq!(r.dom.counters.page_table_switches - before, 2);
+        assert_eq!(r.dom.counters.iret_to_user, 1);
+        // Events were masked by the bounce and unmasked by the iret (RFLAGS.IF set).
+        assert_eq!(r.phys.read_sized(user + 0x1000 + layout::UPCALL_MASK, 1), 0);
+    }
+}
