@@ -114,6 +114,13 @@ fn context_switches_are_new_baseptr_hypercalls() {
     let b = pv("ctx_switch", &["300", "0"], 1);
     let d = hypercalls(&b, "26_mmuext_op.new_baseptr") - hypercalls(&a, "26_mmuext_op.new_baseptr");
     assert!(d >= 400, "{d}");
+    // Each switch batches both base pointers and the kernel stack in one multicall.
+    let mc = |r: &RunResult| hypercalls(r, "13_multicall");
+    assert!(mc(&b) - mc(&a) >= 400);
+    assert_eq!(
+        hypercalls(&b, "03_stack_switch") - hypercalls(&a, "03_stack_switch"),
+        mc(&b) - mc(&a)
+    );
     assert_eq!(
         hypercalls(&b, "26_mmuext_op.new_user_baseptr")
             - hypercalls(&a, "26_mmuext_op.new_user_baseptr"),

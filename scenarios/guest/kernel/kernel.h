@@ -153,6 +153,9 @@ struct pv_ops {
     /* Batched page-table updates: set_pte queues while lazy; flush applies the queue. */
     void (*lazy_mmu)(int on);
     void (*mmu_flush)(void);
+    /* Batched CPU-state hypercalls (PV: one multicall for a context switch's page-table
+     * bases and kernel stack): queued while lazy, issued when lazy mode ends. */
+    void (*lazy_cpu)(int on);
     /* Flush other CPUs' TLBs without an IPI (PV); 0 when not available. */
     int (*flush_tlb_others)(u64 cpu_mask, u64 va, int all);
     u64 (*read_cr2)(void);

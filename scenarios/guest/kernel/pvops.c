@@ -43,6 +43,7 @@ static void native_pt_noop(u64 pa, int level)
 }
 
 static void native_lazy_mmu(int on) { (void)on; }
+static void native_lazy_cpu(int on) { (void)on; }
 static void native_mmu_flush(void) {}
 
 struct PACKED desc_ptr {
@@ -191,6 +192,7 @@ static const struct pv_ops native_ops = {
     .release_pt = native_pt_noop,
     .lazy_mmu = native_lazy_mmu,
     .mmu_flush = native_mmu_flush,
+    .lazy_cpu = native_lazy_cpu,
     .flush_tlb_others = 0,
     .read_cr2 = native_read_cr2,
     .invlpg = native_invlpg,
@@ -451,11 +453,59 @@ static void pv_mmuext(u32 cmd, u64 arg1, u64 arg2)
         panic("pv: mmuext_op %u (%#lx) refused: %ld", cmd, arg1, r);
 }
 
+/* The multicall batch of lazy-CPU sections (used under the kernel lock). */
+#define MC_BATCH 8
+static struct multicall_entry mc_buf[MC_BATCH];
+static struct mmuext_req mc_ext[MC_BATCH][2];
+static u32 mc_queued;
+static int cpu_lazy;
+
+static void pv_mc_flush(void)
+{
+    if (!mc_queued)
+        return;
+    u32 n = mc_queued;
+    mc_queued = 0;
+    i64 r = pv_hcall(HC_MULTICALL, (u64)mc_buf, n, 0);
+    for (u32 i = 0; i < n; i++)
+        if (r != 0 || mc_buf[i].result != 0)
+            panic("pv: multicall entry %u (op %lu) failed: %ld/%ld", i, mc_buf[i].op, r,
+                  (i64)mc_buf[i].result);
+}
+
+static void pv_lazy_cpu(int on)
+{
+    if (!on)
+        pv_mc_flush();
+    cpu_lazy = on;
+}
+
+/* Queues a call in the multicall batch; 0 when not in a lazy-CPU section. */
+static int pv_mc_queue(u64 op, u64 a1, u64 a2, u64 a3)
+{
+    if (!cpu_lazy)
+        return 0;
+    if (mc_queued == MC_BATCH)
+        pv_mc_flush();
+    mc_buf[mc_queued] = (struct multicall_entry){op, 0, {a1, a2, a3, 0, 0, 0}};
+    mc_queued++;
+    return 1;
+}
+
 static void pv_load_cr3_pair(u64 pa, u64 user_pa)
 {
+    pv_mmu_flush();
+    if (cpu_lazy) {
+        if (mc_queued == MC_BATCH)
+            pv_mc_flush();
+        struct mmuext_req *ops = mc_ext[mc_queued];
+        ops[0] = (struct mmuext_req){MMUEXT_NEW_BASEPTR, 0, pa >> 12, 0};
+        ops[1] = (struct mmuext_req){MMUEXT_NEW_USER_BASEPTR, 0, user_pa >> 12, 0};
+        pv_mc_queue(HC_MMUEXT_OP, (u64)ops, 2, 0);
+        return;
+    }
     struct mmuext_req ops[2] = {{MMUEXT_NEW_BASEPTR, 0, pa >> 12, 0},
                                 {MMUEXT_NEW_USER_BASEPTR, 0, user_pa >> 12, 0}};
-    pv_mmu_flush();
     i64 r = pv_hcall(HC_MMUEXT_OP, (u64)ops, 2, 0);
     if (r != 0)
         panic("pv: new base pointers %#lx/%#lx refused: %ld", pa, user_pa, r);
@@ -549,7 +599,8 @@ static void pv_load_idt(const void *base, u16 limit)
 static void pv_set_kernel_stack(u64 rsp0)
 {
     this_cpu()->tss.rsp0 = rsp0;
-    pv_hcall(HC_STACK_SWITCH, KERNEL_DS, rsp0, 0);
+    if (!pv_mc_queue(HC_STACK_SWITCH, KERNEL_DS, rsp0, 0))
+        pv_hcall(HC_STACK_SWITCH, KERNEL_DS, rsp0, 0);
 }
 
 static void pv_lapic_init(void)
@@ -635,6 +686,7 @@ void pv_select(struct boot_info *bi)
         pv.release_pt = pv_release_pt;
         pv.lazy_mmu = pv_lazy_mmu;
         pv.mmu_flush = pv_mmu_flush;
+        pv.lazy_cpu = pv_lazy_cpu;
         pv.flush_tlb_others = pv_flush_tlb_others;
         pv.load_gdt = pv_noop_gdt;
         pv.load_idt = pv_load_idt;
