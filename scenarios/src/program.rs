@@ -269,11 +269,7 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
             "| PV iret to user / to kernel | {} / {} |",
             h.iret_to_user, h.iret_to_kernel
         );
-        let _ = writeln!(
-            o,
-            "| PV page-table switches | {} |",
-            h.page_table_switches
-        );
+        let _ = writeln!(o, "| PV page-table switches | {} |", h.page_table_switches);
         let _ = writeln!(
             o,
             "| PV mmu_update batches / entries / validation failures | {} / {} / {} |",
@@ -292,11 +288,7 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
         let emulated: Vec<String> = std::iter::once(format!("cpuid {}", h.cpuid_emulations))
             .chain(h.emulated.iter().map(|(k, n)| format!("{k} {n}")))
             .collect();
-        let _ = writeln!(
-            o,
-            "| PV emulated instructions | {} |",
-            emulated.join(", ")
-        );
+        let _ = writeln!(o, "| PV emulated instructions | {} |", emulated.join(", "));
         let _ = writeln!(
             o,
             "| PV physical interrupts (timer, event check) | {} |",

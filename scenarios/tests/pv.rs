@@ -70,10 +70,7 @@ fn every_user_syscall_bounces_and_returns_with_iret() {
     let b = pv("null_syscall", &["3000"], 1);
     let (ha, hb) = (hv(&a), hv(&b));
     assert_eq!(hb.syscall_bounces - ha.syscall_bounces, 2000);
-    assert_eq!(
-        hypercalls(&b, "23_iret") - hypercalls(&a, "23_iret"),
-        2000
-    );
+    assert_eq!(hypercalls(&b, "23_iret") - hypercalls(&a, "23_iret"), 2000);
     assert_eq!(hb.iret_to_user - ha.iret_to_user, 2000);
     // Two page-table switches per syscall: to the kernel table and back to the user one.
     assert_eq!(hb.page_table_switches - ha.page_table_switches, 4000);

@@ -434,7 +434,8 @@ pub fn build_pv_tables(
     for f in 0..n {
         phys.write(start + f * 4096, &[0u8; 4096]);
     }
-    let w = |phys: &mut PhysMem, table: u64, idx: u64, v: u64| phys.write_sized(table + idx * 8, 8, v);
+    let w =
+        |phys: &mut PhysMem, table: u64, idx: u64, v: u64| phys.write_sized(table + idx * 8, 8, v);
     let l4 = start;
     let l3d = start + 4096;
     let l2d0 = l3d + 4096;
@@ -446,17 +447,32 @@ pub fn build_pv_tables(
     for p in 0..pages {
         let pa = p * 4096;
         let rw = if (start..end).contains(&pa) { 0 } else { RW };
-        w(phys, l1d0 + (p / 512) * 4096, p % 512, pa | P | rw | US | NX);
+        w(
+            phys,
+            l1d0 + (p / 512) * 4096,
+            p % 512,
+            pa | P | rw | US | NX,
+        );
     }
     for i in 0..l1_direct {
-        w(phys, l2d0 + (i / 512) * 4096, i % 512, (l1d0 + i * 4096) | table);
+        w(
+            phys,
+            l2d0 + (i / 512) * 4096,
+            i % 512,
+            (l1d0 + i * 4096) | table,
+        );
     }
     for g in 0..l2_direct {
         w(phys, l3d, g, (l2d0 + g * 4096) | table);
     }
     w(phys, l4, (DIRECT_MAP >> 39) & 511, l3d | table);
     for p in 0..image_pages {
-        w(phys, l1k0 + (p / 512) * 4096, p % 512, (p * 4096) | P | RW | US);
+        w(
+            phys,
+            l1k0 + (p / 512) * 4096,
+            p % 512,
+            (p * 4096) | P | RW | US,
+        );
     }
     for i in 0..l1_kernel {
         w(phys, l2k, i, (l1k0 + i * 4096) | table);

@@ -779,7 +779,8 @@ impl Machine {
             cr4: state.cr4,
             efer: state.efer,
         });
-        v.mmu.hv_invalidate(cpu_model::Invalidation::AllIncludingGlobal);
+        v.mmu
+            .hv_invalidate(cpu_model::Invalidation::AllIncludingGlobal);
         v.cpu.state = state;
         v.started = true;
         let c = v.cycles();

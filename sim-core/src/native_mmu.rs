@@ -180,7 +180,8 @@ impl NativeMmu {
     /// A TLB invalidation done on this vCPU's behalf (a remote flush by the hypervisor).
     pub(crate) fn hv_invalidate(&mut self, what: Invalidation) {
         self.invalidations += 1;
-        self.tlb.flush(tlb_flush_for(what, self.vpid, self.ctx.pcid));
+        self.tlb
+            .flush(tlb_flush_for(what, self.vpid, self.ctx.pcid));
         self.walker.psc.flush_all();
     }
 

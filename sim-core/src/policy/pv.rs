@@ -647,7 +647,11 @@ impl Hv<'_, '_> {
                 let v = u64::from(self.plat.io_in(port, size));
                 let s = &mut self.cpu.state;
                 let mask = u64::MAX >> (64 - 8 * u64::from(size));
-                s.gpr[0] = if size == 4 { v } else { (s.gpr[0] & !mask) | (v & mask) };
+                s.gpr[0] = if size == 4 {
+                    v
+                } else {
+                    (s.gpr[0] & !mask) | (v & mask)
+                };
             }
             Mnemonic::Cli => self.set_mask(true),
             Mnemonic::Sti => self.set_mask(false),
@@ -780,7 +784,13 @@ impl Hv<'_, '_> {
     }
 
     /// One hypercall (not `iret`): its result and whether the vCPU blocks.
-    fn call(&mut self, number: u64, a1: u64, a2: u64, a3: u64) -> HvResult<(Result<u64, i64>, bool)> {
+    fn call(
+        &mut self,
+        number: u64,
+        a1: u64,
+        a2: u64,
+        a3: u64,
+    ) -> HvResult<(Result<u64, i64>, bool)> {
         let pv_op = match number {
             nr::SET_TRAP_TABLE => Some("00_set_trap_table"),
             nr::MMU_UPDATE => Some("01_mmu_update"),
@@ -977,7 +987,10 @@ impl Hv<'_, '_> {
                 },
             ),
             UNPIN_TABLE => ("26_mmuext_op.unpin_table", MmuextOp::Unpin { mfn: arg1 }),
-            NEW_BASEPTR => ("26_mmuext_op.new_baseptr", MmuextOp::NewBaseptr { mfn: arg1 }),
+            NEW_BASEPTR => (
+                "26_mmuext_op.new_baseptr",
+                MmuextOp::NewBaseptr { mfn: arg1 },
+            ),
             TLB_FLUSH_LOCAL => ("26_mmuext_op.tlb_flush_local", MmuextOp::TlbFlushLocal),
             INVLPG_LOCAL => (
                 "26_mmuext_op.invlpg_local",
@@ -1288,7 +1301,6 @@ fn after_chunk(m: &mut Machine, from: usize) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1421,7 +1433,9 @@ mod tests {
         let (root, buf) = (r.root, r.free);
         // The direct-map entry of the root L4 itself.
         let mut refs = Vec::new();
-        let pte = r.with(|hv| hv.l1_entry(DIRECT_MAP + root, &mut refs)).unwrap();
+        let pte = r
+            .with(|hv| hv.l1_entry(DIRECT_MAP + root, &mut refs))
+            .unwrap();
         assert_eq!(r.phys.read_sized(pte, 8) & 2, 0, "read-only at boot");
         // Malformed: map the L4 frame writable.
         r.phys.write_sized(buf, 8, pte);
@@ -1455,7 +1469,8 @@ mod tests {
             hv.update_va_mapping(DIRECT_MAP + user, user | 5 | (1 << 63), UVMF_INVLPG)
                 .unwrap();
             hv.mmuext_one(mmuext::PIN_L4_TABLE, user >> 12, 0).unwrap();
-            hv.mmuext_one(mmuext::NEW_USER_BASEPTR, user >> 12, 0).unwrap();
+            hv.mmuext_one(mmuext::NEW_USER_BASEPTR, user >> 12, 0)
+                .unwrap();
             hv.me.kernel_sp = stack_top;
             hv.me.syscall_cb = 0xffff_ffff_8010_0000;
             // shared_info: events unmasked in user mode.
@@ -1468,7 +1483,9 @@ mod tests {
         r.cpu.state.gpr[4] = 0x7000;
         r.cpu.state.rflags = 0x202;
         let before = r.dom.counters.page_table_switches;
-        r.with(|hv| hv.handle(Sensitive::Syscall, 0x40_1000, 2)).ok().unwrap();
+        r.with(|hv| hv.handle(Sensitive::Syscall, 0x40_1000, 2))
+            .ok()
+            .unwrap();
         assert!(r.me.kernel_mode);
         assert_eq!(r.cpu.state.cr3, root);
         assert_eq!(r.cpu.state.rip, 0xffff_ffff_8010_0000);
@@ -1478,7 +1495,10 @@ mod tests {
             .map(|k| r.phys.read_sized(sp - DIRECT_MAP + 8 * k, 8))
             .collect();
         // RCX, R11, RIP, CS, RFLAGS, RSP, SS.
-        assert_eq!(f, vec![0x40_1002, 0x202, 0x40_1002, USER_CS, 0x202, 0x7000, USER_DS]);
+        assert_eq!(
+            f,
+            vec![0x40_1002, 0x202, 0x40_1002, USER_CS, 0x202, 0x7000, USER_DS]
+        );
         assert_eq!(r.dom.counters.syscall_bounces, 1);
         // The kernel returns with iret: RAX, R11, RCX, flags pushed on the frame.
         let sp = sp + 16 - 32;
