@@ -760,7 +760,7 @@ impl Hv<'_, '_> {
         let sp = self.cpu.state.gpr[4];
         let mut w = [0u64; 9];
         for (k, x) in w.iter_mut().enumerate() {
-            *x = self.read_guest(sp + 8 * k as u64, 8).map_err(|_| {
+            *x = self.read_guest(sp.wrapping_add(8 * k as u64), 8).map_err(|_| {
                 Stop::Unsupported(format!("pv: iret frame at {sp:#x} not readable"))
             })?;
         }
@@ -867,8 +867,8 @@ impl Hv<'_, '_> {
             return Ok(0);
         }
         for k in 0..256u64 {
-            let e = table + 16 * k;
-            let address = self.read_guest(e + 8, 8)?;
+            let e = table.wrapping_add(16 * k);
+            let address = self.read_guest(e.wrapping_add(8), 8)?;
             if address == 0 {
                 return Ok(0);
             }
@@ -886,8 +886,8 @@ impl Hv<'_, '_> {
         }
         let mut batch = Vec::with_capacity(count as usize);
         for k in 0..count {
-            let ptr = self.read_guest(reqs + 16 * k, 8)?;
-            let val = self.read_guest(reqs + 16 * k + 8, 8)?;
+            let ptr = self.read_guest(reqs.wrapping_add(16 * k), 8)?;
+            let val = self.read_guest(reqs.wrapping_add(16 * k + 8), 8)?;
             batch.push(MmuUpdate {
                 ptr: Hpa(ptr & !7),
                 val,
@@ -964,10 +964,10 @@ impl Hv<'_, '_> {
             return Err(errno::EINVAL);
         }
         for k in 0..count {
-            let e = ops + 24 * k;
+            let e = ops.wrapping_add(24 * k);
             let cmd = self.read_guest(e, 4)? as u32;
-            let arg1 = self.read_guest(e + 8, 8)?;
-            let arg2 = self.read_guest(e + 16, 8)?;
+            let arg1 = self.read_guest(e.wrapping_add(8), 8)?;
+            let arg2 = self.read_guest(e.wrapping_add(16), 8)?;
             self.mmuext_one(cmd, arg1, arg2)?;
         }
         Ok(0)
@@ -1075,13 +1075,13 @@ impl Hv<'_, '_> {
     fn multicall(&mut self, list: u64, count: u64) -> HvResult<(Result<u64, i64>, bool)> {
         let mut block = false;
         for k in 0..count.min(MAX_MMU_BATCH) {
-            let e = list + 64 * k;
+            let e = list.wrapping_add(64 * k);
             let Ok(op) = self.read_guest(e, 8) else {
                 return Ok((Err(errno::EFAULT), block));
             };
             let mut args = [0u64; 3];
             for (j, a) in args.iter_mut().enumerate() {
-                *a = self.read_guest(e + 16 + 8 * j as u64, 8).unwrap_or(0);
+                *a = self.read_guest(e.wrapping_add(16 + 8 * j as u64), 8).unwrap_or(0);
             }
             self.dom.counters.multicall_entries += 1;
             let (r, b) = if op == nr::IRET || op == nr::MULTICALL {
@@ -1094,7 +1094,7 @@ impl Hv<'_, '_> {
                 Ok(v) => v,
                 Err(e) => (-e) as u64,
             };
-            let _ = self.mem.write(LinAddr(e + 8), 8, v, KACCESS_W);
+            let _ = self.mem.write(LinAddr(e.wrapping_add(8)), 8, v, KACCESS_W);
         }
         Ok((Ok(0), block))
     }
@@ -1125,7 +1125,7 @@ impl Hv<'_, '_> {
                 // Faults return to the instruction; #BP (INT3) is a trap and returns
                 // after it. (Other software interrupts are not used by PV guests.)
                 let at = if vector == 3 {
-                    rip + u64::from(len)
+                    rip.wrapping_add(u64::from(len))
                 } else {
                     rip
                 };
