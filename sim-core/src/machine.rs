@@ -762,10 +762,11 @@ impl Machine {
     }
 
     /// Starts PV vCPU `t` (`VCPUOP_up`) per the boot contract's AP entry, stack and index,
-    /// in guest kernel mode on `root`, its clock set to the sender's.
-    pub(crate) fn start_pv_vcpu(&mut self, t: usize, root: u64, sender_cycles: u64) {
+    /// in guest kernel mode on `root`, its clock set to the sender's. False when it was
+    /// already running (or does not exist).
+    pub(crate) fn start_pv_vcpu(&mut self, t: usize, root: u64, sender_cycles: u64) -> bool {
         if self.vcpus.get(t).is_none_or(|v| v.started) {
-            return;
+            return false;
         }
         let b = BOOT_INFO_PHYS;
         let entry = self.phys.read_sized(b + boot_info::AP_ENTRY, 8);
@@ -789,6 +790,7 @@ impl Machine {
         }
         self.stats.ipis_startup += 1;
         self.rearm(t);
+        true
     }
 
     /// Runs until the guest exits, the budget runs out, or the machine stops.

@@ -197,6 +197,8 @@ pub struct PvDomain {
     /// Remote flushes to do after the current chunk: (vCPU, address or everything).
     flushes: Vec<(usize, Option<u64>)>,
     boot_root: u64,
+    /// vCPUs started (vCPU 0 by the builder, the others by `VCPUOP_up`).
+    online: Vec<bool>,
 }
 
 impl PvDomain {
@@ -337,6 +339,7 @@ pub(crate) fn build(m: &mut Machine, root: u64) -> Result<(), SimError> {
         ups: Vec::new(),
         flushes: Vec::new(),
         boot_root: root,
+        online: (0..n).map(|i| i == 0).collect(),
     }));
     Ok(())
 }
@@ -760,9 +763,11 @@ impl Hv<'_, '_> {
         let sp = self.cpu.state.gpr[4];
         let mut w = [0u64; 9];
         for (k, x) in w.iter_mut().enumerate() {
-            *x = self.read_guest(sp.wrapping_add(8 * k as u64), 8).map_err(|_| {
-                Stop::Unsupported(format!("pv: iret frame at {sp:#x} not readable"))
-            })?;
+            *x = self
+                .read_guest(sp.wrapping_add(8 * k as u64), 8)
+                .map_err(|_| {
+                    Stop::Unsupported(format!("pv: iret frame at {sp:#x} not readable"))
+                })?;
         }
         let [rax, r11, rcx, _flags, rip, cs, rflags, rsp, _ss] = w;
         let to_user = cs & 3 == 3;
@@ -845,11 +850,14 @@ impl Hv<'_, '_> {
             nr::UPDATE_VA_MAPPING => self.update_va_mapping(a1, a2, a3),
             nr::XEN_VERSION => Ok((4 << 16) | 17),
             nr::VCPU_OP => {
-                if a2 as usize >= self.dom.hc.vcpus() || a2 as usize == self.vcpu {
-                    Err(errno::EINVAL)
-                } else {
-                    self.dom.ups.push((a2 as usize, a3));
-                    Ok(0)
+                match self.dom.online.get_mut(a2 as usize) {
+                    Some(up) if !*up => {
+                        *up = true;
+                        self.dom.ups.push((a2 as usize, a3));
+                        Ok(0)
+                    }
+                    // Unknown or already running.
+                    _ => Err(errno::EINVAL),
                 }
             }
             nr::MMUEXT_OP => self.mmuext_op(a1, a2),
@@ -1081,7 +1089,9 @@ impl Hv<'_, '_> {
             };
             let mut args = [0u64; 3];
             for (j, a) in args.iter_mut().enumerate() {
-                *a = self.read_guest(e.wrapping_add(16 + 8 * j as u64), 8).unwrap_or(0);
+                *a = self
+                    .read_guest(e.wrapping_add(16 + 8 * j as u64), 8)
+                    .unwrap_or(0);
             }
             self.dom.counters.multicall_entries += 1;
             let (r, b) = if op == nr::IRET || op == nr::MULTICALL {
@@ -1294,7 +1304,9 @@ fn after_chunk(m: &mut Machine, from: usize) {
         } else {
             root
         };
-        m.start_pv_vcpu(t, root, sender);
+        if !m.start_pv_vcpu(t, root, sender) {
+            continue;
+        }
         if let Some(v) = m.vcpus.get_mut(t).and_then(|v| v.pv.as_deref_mut()) {
             *v = PvVcpu::new(root);
         }
@@ -1377,6 +1389,7 @@ mod tests {
                     ups: Vec::new(),
                     flushes: Vec::new(),
                     boot_root: root,
+                    online: vec![true],
                 },
                 lapic: Lapic::new(LapicConfig {
                     apic_id: 0,
