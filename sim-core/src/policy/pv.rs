@@ -1534,4 +1534,83 @@ mod tests {
         // Events were masked by the bounce and unmasked by the iret (RFLAGS.IF set).
         assert_eq!(r.phys.read_sized(user + 0x1000 + layout::UPCALL_MASK, 1), 0);
     }
+
+    #[test]
+    fn privileged_instructions_in_guest_kernel_mode_are_emulated_or_reported() {
+        let mut r = Rig::new();
+        let code = 0x1000u64;
+        let va = crate::loader::KERNEL_MAP + code;
+        let si = r.free + 0x1000;
+        r.with(|hv| {
+            let ok = hv.call(hypercall::nr::VCPU_OP, 10, 0, si);
+            assert!(matches!(ok, Ok((Ok(0), false))));
+        });
+        // out %al,(%dx); cli; wrmsr; wbinvd; out %eax,$0xf4
+        r.phys
+            .write(code, &[0xee, 0xfa, 0x0f, 0x30, 0x0f, 0x09, 0xe7, 0xf4]);
+        let exc = Sensitive::Exception {
+            vector: 13,
+            error_code: Some(0),
+            cr2_candidate: 0,
+        };
+        r.cpu.state.gpr[0] = u64::from(b'A');
+        r.cpu.state.gpr[2] = u64::from(devices::console::DEBUG_CONSOLE_PORT);
+        assert!(r.with(|hv| hv.handle(exc, va, 1)).is_ok());
+        assert_eq!(r.cpu.state.rip, va + 1);
+        assert!(r.console.output_lossy().contains('A'));
+        assert!(r.with(|hv| hv.handle(exc, va + 1, 1)).is_ok());
+        assert_eq!(
+            r.phys.read_sized(si + layout::UPCALL_MASK, 1),
+            1,
+            "cli masks events"
+        );
+        (r.cpu.state.gpr[1], r.cpu.state.gpr[2], r.cpu.state.gpr[0]) = (0xc000_0100, 0x1, 0x2345);
+        assert!(r.with(|hv| hv.handle(exc, va + 2, 2)).is_ok());
+        assert_eq!(r.cpu.state.fs_base(), 0x1_0000_2345);
+        match r.with(|hv| hv.handle(exc, va + 4, 2)) {
+            Err(Stop::Unsupported(w)) => assert!(w.contains("Wbinvd"), "{w}"),
+            _ => panic!("WBINVD must be reported"),
+        }
+        r.cpu.state.gpr[0] = 7;
+        assert!(matches!(
+            r.with(|hv| hv.handle(exc, va + 6, 2)),
+            Err(Stop::Exit)
+        ));
+        assert_eq!(r.exit, Some(7));
+        let e = &r.dom.counters.emulated;
+        assert_eq!((e["out"], e["cli"], e["wrmsr"]), (2, 1, 1));
+        assert!(r.me.transitions > 0 && r.me.handling > 0);
+    }
+
+    #[test]
+    fn multicall_runs_each_entry_and_writes_back_its_result() {
+        let mut r = Rig::new();
+        let buf = DIRECT_MAP + r.free;
+        // Two entries: stack_switch, then mmuext_op(TLB_FLUSH_MULTI) with a mask of this
+        // vCPU only, from an op array after them.
+        let ops = r.free + 0x200;
+        r.phys
+            .write_sized(ops, 4, u64::from(mmuext::TLB_FLUSH_MULTI));
+        r.phys.write_sized(ops + 16, 8, 0b1);
+        let e = r.free;
+        for (k, w) in [nr::STACK_SWITCH, 99, 0x10, 0x1234_0000].iter().enumerate() {
+            r.phys.write_sized(e + [0, 8, 16, 24][k], 8, *w);
+        }
+        let e1 = e + 64;
+        for (k, w) in [nr::MMUEXT_OP, 99, DIRECT_MAP + ops, 1].iter().enumerate() {
+            r.phys.write_sized(e1 + [0, 8, 16, 24][k], 8, *w);
+        }
+        let res = r.with(|hv| hv.call(nr::MULTICALL, buf, 2, 0));
+        assert!(matches!(res, Ok((Ok(0), false))));
+        assert_eq!(r.me.kernel_sp, 0x1234_0000);
+        assert_eq!(
+            (r.phys.read_sized(e + 8, 8), r.phys.read_sized(e1 + 8, 8)),
+            (0, 0)
+        );
+        assert_eq!(r.dom.counters.multicall_entries, 2);
+        assert_eq!(r.dom.hc.by_op()["26_mmuext_op.tlb_flush_multi"], 1);
+        assert_eq!(r.dom.hc.by_op()["13_multicall"], 1);
+        // A local-only mask flushes here and queues nothing.
+        assert!(r.dom.flushes.is_empty());
+    }
 }
