@@ -70,6 +70,10 @@ fn every_user_syscall_bounces_and_returns_with_iret() {
     let b = pv("null_syscall", &["3000"], 1);
     let (ha, hb) = (hv(&a), hv(&b));
     assert_eq!(hb.syscall_bounces - ha.syscall_bounces, 2000);
+    // The user syscalls count as syscalls (hypercalls do not).
+    let sys = |r: &RunResult| r.per_vcpu[0].cpu.syscalls;
+    assert_eq!(sys(&b) - sys(&a), 2000);
+    assert_eq!(sys(&b), hb.syscall_bounces);
     assert_eq!(hypercalls(&b, "23_iret") - hypercalls(&a, "23_iret"), 2000);
     assert_eq!(hb.iret_to_user - ha.iret_to_user, 2000);
     // Two page-table switches per syscall: to the kernel table and back to the user one.

@@ -561,6 +561,9 @@ impl Hv<'_, '_> {
             ));
         }
         self.dom.counters.syscall_bounces += 1;
+        // A user system call the guest made (its SYSCALL completes through the bounce),
+        // counted like a native one; a hypercall's SYSCALL is not.
+        self.cpu.stats.syscalls += 1;
         let c = self.dom.cost.handler_syscall_bounce;
         self.charge(true, c);
         let next = rip.wrapping_add(u64::from(len));
