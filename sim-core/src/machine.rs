@@ -198,9 +198,9 @@ pub struct RunResult {
     pub guest_panic: Option<String>,
     /// Instructions retired, all vCPUs.
     pub instructions: u64,
-    /// Of which at CPL 3.
+    /// Of which at CPL 3 (pv: in guest user mode).
     pub user_instructions: u64,
-    /// Of which at CPL 0.
+    /// Of which at CPL 0 (pv: in guest kernel mode, which runs at CPL 3).
     pub kernel_instructions: u64,
     /// Cycle breakdown summed over vCPUs.
     pub cycles: CycleBreakdown,
@@ -221,10 +221,10 @@ pub struct RunResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowResult>,
     /// Hypercalls by operation (`NN_name.command`, NN the Xen hypercall number; `unknown`
-    /// for those answered -ENOSYS). Hybrid mode; empty and omitted otherwise.
+    /// for those answered -ENOSYS). Hybrid and pv modes; empty and omitted otherwise.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub hypercalls: BTreeMap<String, u64>,
-    /// Hypercall outcomes and the hypervisor's event delivery (hybrid mode).
+    /// Hypercall outcomes and the hypervisor's event delivery (hybrid and pv modes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hypercall_stats: Option<HypercallStats>,
     /// Event-channel counters: sends, upcalls, suppressions (hybrid and pv modes).
