@@ -4,7 +4,11 @@
  * The native backend executes the privileged instructions and programs the x2APIC through
  * MSRs. The hybrid backend (a PV kernel in an HVM container) is the native table with the
  * timer, interrupts, idle and IPIs replaced by hypercalls and event channels; CPU start-up,
- * the MMU and syscalls stay native. pv_select() is the single place that chooses.
+ * the MMU and syscalls stay native. The PV backend (x86-64 Xen-style paravirtualization)
+ * runs the kernel at CPL 3: every privileged operation is a hypercall, page tables change
+ * only through validated updates, and the entry code is its own (entry.S, pv_*). Port I/O
+ * and the segment-base MSRs stay native instructions there and are emulated by the
+ * hypervisor. pv_select() is the single place that chooses.
  */
 #include "kernel.h"
 
