@@ -101,6 +101,9 @@ pub enum Sensitive {
     Pause,
     /// VMCALL (a hypercall in an HVM guest).
     Vmcall,
+    /// SYSCALL, before it has any effect (never a VM exit; a PV hypervisor intercepts it:
+    /// a user system call bounces through it, a guest kernel's is a hypercall).
+    Syscall,
     /// WBINVD.
     Wbinvd,
     /// Loads of GDTR/IDTR/LDTR/TR and stores of them (descriptor-table exiting).

@@ -296,6 +296,44 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
             r.cycles.ept_walk_stall, r.cycles.shadow_maintenance
         );
     }
+    if let Some(p) = &r.pv {
+        let h = &p.hypervisor;
+        let _ = writeln!(
+            o,
+            "| PV bounces: syscall / exception / page fault / upcall | {} / {} / {} / {} |",
+            h.syscall_bounces, h.exception_bounces, h.page_fault_bounces, h.upcall_bounces
+        );
+        let _ = writeln!(
+            o,
+            "| PV iret to user / to kernel | {} / {} |",
+            h.iret_to_user, h.iret_to_kernel
+        );
+        let _ = writeln!(o, "| PV page-table switches | {} |", h.page_table_switches);
+        let _ = writeln!(
+            o,
+            "| PV mmu_update batches / entries / validation failures | {} / {} / {} |",
+            h.mmu_update_batches, h.mmu_update_entries, h.validation_failures
+        );
+        let _ = writeln!(
+            o,
+            "| PV mmuext ops / remote flushes / multicall entries | {} / {} / {} |",
+            h.mmuext_ops, h.remote_flushes, h.multicall_entries
+        );
+        let _ = writeln!(
+            o,
+            "| PV tables validated / pinned / unpinned | {} / {} / {} |",
+            p.paging.tables_validated, p.paging.pins, p.paging.unpins
+        );
+        let emulated: Vec<String> = std::iter::once(format!("cpuid {}", h.cpuid_emulations))
+            .chain(h.emulated.iter().map(|(k, n)| format!("{k} {n}")))
+            .collect();
+        let _ = writeln!(o, "| PV emulated instructions | {} |", emulated.join(", "));
+        let _ = writeln!(
+            o,
+            "| PV physical interrupts (timer, event check) | {} |",
+            h.physical_interrupts
+        );
+    }
     let _ = writeln!(o, "\nguest console:\n{}", r.console);
     o
 }

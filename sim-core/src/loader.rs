@@ -398,6 +398,90 @@ pub fn build_boot_tables(phys: &mut PhysMem) -> Result<u64, SimError> {
     Ok(BOOT_CR3)
 }
 
+/// The initial page tables of a PV domain (built by the domain builder, validated and
+/// pinned by the hypervisor before the kernel runs), as x86-64 Xen PV requires them: 4 KiB
+/// pages only, every entry user-accessible (the kernel runs at CPL 3), nothing global, and
+/// the page-table frames themselves mapped read-only. They map the direct map of all memory
+/// and the kernel map of physical `[0, image_end)`. The tables occupy the frames from
+/// `first_free` (rounded up); returns the root and the first physical address after them.
+pub fn build_pv_tables(
+    phys: &mut PhysMem,
+    image_end: u64,
+    first_free: u64,
+) -> Result<(u64, u64), SimError> {
+    const US: u64 = 1 << 2;
+    const NX: u64 = 1 << 63;
+    let mem = phys.size();
+    let pages = mem / 4096;
+    let l1_direct = pages.div_ceil(512);
+    let l2_direct = l1_direct.div_ceil(512);
+    let image_pages = image_end.div_ceil(4096);
+    let l1_kernel = image_pages.div_ceil(512);
+    if l2_direct > 512 || l1_kernel > 512 {
+        return Err(SimError::Config(format!(
+            "pv: memory {mem} bytes or kernel image end {image_end:#x} too large for the boot tables"
+        )));
+    }
+    let start = (first_free + 0xfff) & !0xfff;
+    // L4, direct-map L3, its L2s and L1s, kernel-map L3 and L2, its L1s.
+    let n = 1 + 1 + l2_direct + l1_direct + 2 + l1_kernel;
+    let end = start + n * 4096;
+    if end + (64 << 12) > mem {
+        return Err(SimError::Config(format!(
+            "pv: no room for {n} boot page-table frames in {mem} bytes"
+        )));
+    }
+    for f in 0..n {
+        phys.write(start + f * 4096, &[0u8; 4096]);
+    }
+    let w =
+        |phys: &mut PhysMem, table: u64, idx: u64, v: u64| phys.write_sized(table + idx * 8, 8, v);
+    let l4 = start;
+    let l3d = start + 4096;
+    let l2d0 = l3d + 4096;
+    let l1d0 = l2d0 + l2_direct * 4096;
+    let l3k = l1d0 + l1_direct * 4096;
+    let l2k = l3k + 4096;
+    let l1k0 = l2k + 4096;
+    let table = P | RW | US;
+    for p in 0..pages {
+        let pa = p * 4096;
+        let rw = if (start..end).contains(&pa) { 0 } else { RW };
+        w(
+            phys,
+            l1d0 + (p / 512) * 4096,
+            p % 512,
+            pa | P | rw | US | NX,
+        );
+    }
+    for i in 0..l1_direct {
+        w(
+            phys,
+            l2d0 + (i / 512) * 4096,
+            i % 512,
+            (l1d0 + i * 4096) | table,
+        );
+    }
+    for g in 0..l2_direct {
+        w(phys, l3d, g, (l2d0 + g * 4096) | table);
+    }
+    w(phys, l4, (DIRECT_MAP >> 39) & 511, l3d | table);
+    for p in 0..image_pages {
+        w(
+            phys,
+            l1k0 + (p / 512) * 4096,
+            p % 512,
+            (p * 4096) | P | RW | US,
+        );
+    }
+    for i in 0..l1_kernel {
+        w(phys, l2k, i, (l1k0 + i * 4096) | table);
+    }
+    w(phys, l3k, (KERNEL_MAP >> 30) & 511, l2k | table);
+    w(phys, l4, (KERNEL_MAP >> 39) & 511, l3k | table);
+    Ok((l4, end))
+}
+
 /// Writes the GDT (null, 0x08 kernel code, 0x10 kernel data, 0x18 unused, 0x20 user data,
 /// 0x28 user code) and returns GDTR.
 pub fn write_gdt(phys: &mut PhysMem) -> DescriptorTable {
@@ -542,5 +626,36 @@ mod tests {
         let l3 = m.read_sized((l4 & !0xfff) + ((va >> 30) & 511) * 8, 8);
         let l2 = m.read_sized((l3 & !0xfff) + ((va >> 21) & 511) * 8, 8);
         assert_eq!(l2 & 0xffff_ffff_ffe0_0000 & !(1 << 7), 0);
+    }
+}
+#[cfg(test)]
+mod pv_tables_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn walk(m: &mut PhysMem, root: u64, va: u64) -> Vec<u64> {
+        let mut t = root;
+        let mut out = Vec::new();
+        for l in (1..=4u32).rev() {
+            let e = m.read_sized(t + ((va >> (12 + 9 * (l - 1))) & 511) * 8, 8);
+            out.push(e);
+            t = e & 0x000f_ffff_ffff_f000;
+        }
+        out
+    }
+
+    #[test]
+    fn pv_tables_map_kernel_and_direct_map_with_tables_read_only() {
+        let mut m = PhysMem::new(64 << 20).unwrap();
+        let (root, end) = build_pv_tables(&mut m, 0x30_0000, 0x30_0000).unwrap();
+        assert_eq!(root, 0x30_0000);
+        let k = walk(&mut m, root, KERNEL_MAP + 0x10_0000);
+        assert!(k.iter().all(|e| e & 7 == 7), "{k:x?}");
+        assert_eq!(k[3] & !0xfff, 0x10_0000);
+        let d = walk(&mut m, root, DIRECT_MAP + root);
+        assert_eq!(d[3] & 7, 5, "a table frame is read-only in the direct map");
+        let d = walk(&mut m, root, DIRECT_MAP + end);
+        assert_eq!(d[3] & 7, 7);
+        assert!(d[3] >> 63 == 1);
     }
 }

@@ -17,7 +17,7 @@ use crate::event_queue::EventQueue;
 use crate::loader::{self, boot_info, BootParams, BOOT_INFO_PHYS, BOOT_STACK_TOP, KERNEL_MAP};
 use crate::native_mmu::{NativeMemory, NativeMmu, NativeMmuStats};
 use crate::phys_mem::{PhysMem, PhysMemStats};
-use crate::policy::{hvm_ept, hybrid, hypercall::HypercallStats, Policy};
+use crate::policy::{hvm_ept, hybrid, hypercall::HypercallStats, pv, Policy};
 use crate::profile::MachineProfile;
 use crate::timing::{CoreTiming, CycleBreakdown};
 use cpu_model::{
@@ -198,9 +198,9 @@ pub struct RunResult {
     pub guest_panic: Option<String>,
     /// Instructions retired, all vCPUs.
     pub instructions: u64,
-    /// Of which at CPL 3.
+    /// Of which at CPL 3 (pv: in guest user mode).
     pub user_instructions: u64,
-    /// Of which at CPL 0.
+    /// Of which at CPL 0 (pv: in guest kernel mode, which runs at CPL 3).
     pub kernel_instructions: u64,
     /// Cycle breakdown summed over vCPUs.
     pub cycles: CycleBreakdown,
@@ -221,15 +221,20 @@ pub struct RunResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowResult>,
     /// Hypercalls by operation (`NN_name.command`, NN the Xen hypercall number; `unknown`
-    /// for those answered -ENOSYS). Hybrid mode; empty and omitted otherwise.
+    /// for those answered -ENOSYS). Hybrid and pv modes; empty and omitted otherwise.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub hypercalls: BTreeMap<String, u64>,
-    /// Hypercall outcomes and the hypervisor's event delivery (hybrid mode).
+    /// Hypercall outcomes and the hypervisor's event delivery (hybrid and pv modes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hypercall_stats: Option<HypercallStats>,
-    /// Event-channel counters: sends, upcalls, suppressions (hybrid mode).
+    /// Event-channel counters: sends, upcalls, suppressions (hybrid and pv modes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_channels: Option<devices::evtchn::EvtchnStats>,
+    /// PV hypervisor counters: bounces by kind, page-table switches, mmu_update batches and
+    /// entries, validation failures, emulated instructions; the frame table's counters
+    /// (pv mode only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pv: Option<pv::PvResult>,
 }
 
 /// Shadow-paging results of a run.
@@ -254,7 +259,7 @@ pub struct ExitCount {
 
 pub(crate) struct Vcpu {
     pub(crate) cpu: Cpu,
-    mmu: NativeMmu,
+    pub(crate) mmu: NativeMmu,
     pub(crate) timing: CoreTiming,
     pub(crate) lapic: Lapic,
     pub(crate) stall: Cell<u64>,
@@ -265,6 +270,8 @@ pub(crate) struct Vcpu {
     armed: Option<u64>,
     /// The hypervisor's per-vCPU state (virtualized modes).
     pub(crate) hv: Option<Box<hvm_ept::HvVcpu>>,
+    /// The PV hypervisor's per-vCPU state (pv mode).
+    pub(crate) pv: Option<Box<pv::PvVcpu>>,
 }
 
 impl Vcpu {
@@ -274,6 +281,16 @@ impl Vcpu {
             + self.stall.get()
             + self.idle
             + self.hv.as_ref().map_or(0, |h| h.vmx_cycles())
+            + self.pv.as_ref().map_or(0, |p| p.cycles())
+    }
+
+    /// A TLB flush the PV hypervisor does for this vCPU (an address, or every non-global
+    /// entry).
+    pub(crate) fn flush_tlb(&mut self, va: Option<u64>) {
+        self.mmu.hv_invalidate(match va {
+            Some(a) => cpu_model::Invalidation::Address(cpu_model::LinAddr(a)),
+            None => cpu_model::Invalidation::AllNonGlobal,
+        });
     }
 }
 
@@ -321,6 +338,8 @@ pub(crate) struct SlicePlatform<'a> {
     pub(crate) tsc_num: u64,
     pub(crate) tsc_den: u64,
     pub(crate) maxphyaddr: u8,
+    /// PV mode: every exception, SYSCALL and CPUID goes to the PV hypervisor.
+    pub(crate) pv: bool,
 }
 
 impl SlicePlatform<'_> {
@@ -396,6 +415,17 @@ impl Platform for SlicePlatform<'_> {
             *self.exit = Some((state.gpr[0] & mask) as u32);
             return Disposition::Exit;
         }
+        if self.pv
+            && matches!(
+                event,
+                Sensitive::Exception { .. }
+                    | Sensitive::Syscall
+                    | Sensitive::Cpuid { .. }
+                    | Sensitive::TripleFault
+            )
+        {
+            return Disposition::Exit;
+        }
         Disposition::Proceed
     }
 
@@ -422,6 +452,8 @@ pub struct Machine {
     pub(crate) policy: Policy,
     /// The hypervisor's machine-wide state (virtualized modes).
     pub(crate) hv: Option<Box<hvm_ept::HvMachine>>,
+    /// The PV domain (pv mode).
+    pub(crate) pv: Option<Box<pv::PvDomain>>,
 }
 
 impl Machine {
@@ -440,7 +472,7 @@ impl Machine {
         cfg.validate()?;
         let mut phys = PhysMem::new(cfg.mem_bytes)?;
         let k = loader::load_kernel(&mut phys, kernel_elf, origin)?;
-        let cr3 = loader::build_boot_tables(&mut phys)?;
+        loader::build_boot_tables(&mut phys)?;
         let gdtr = loader::write_gdt(&mut phys);
         let (first_free_phys, module) = match &cfg.module {
             Some(m) => {
@@ -448,6 +480,13 @@ impl Machine {
                 (end, Some((pa, m.bytes.len() as u64)))
             }
             None => (k.end_phys, None),
+        };
+        // A PV domain starts on tables the domain builder lays out after the images.
+        let (pv_root, first_free_phys) = if policy == Policy::Pv {
+            let (root, end) = loader::build_pv_tables(&mut phys, k.end_phys, first_free_phys)?;
+            (Some(root), end)
+        } else {
+            (None, first_free_phys)
         };
         let p = &cfg.profile;
         loader::write_boot_info(
@@ -474,11 +513,14 @@ impl Machine {
             lapic
                 .write_msr(0x1b, base, 0)
                 .map_err(|e| SimError::Config(format!("x2APIC enable: {e}")))?;
-            let state = loader::boot_state(gdtr, k.entry, KERNEL_MAP + BOOT_STACK_TOP, 0);
+            let mut state = loader::boot_state(gdtr, k.entry, KERNEL_MAP + BOOT_STACK_TOP, 0);
+            if let Some(root) = pv_root {
+                state = pv::boot_state(state, root);
+            }
             let mut mmu = NativeMmu::new(&p.mmu).map_err(|e| SimError::Config(e.to_string()))?;
             mmu.set_paging(&PagingControl {
                 cr0: state.cr0,
-                cr3,
+                cr3: state.cr3,
                 cr4: state.cr4,
                 efer: state.efer,
             });
@@ -493,6 +535,7 @@ impl Machine {
                 init_seen: false,
                 armed: None,
                 hv: None,
+                pv: None,
             });
         }
         let mut m = Machine {
@@ -508,6 +551,7 @@ impl Machine {
             exit: None,
             policy,
             hv: None,
+            pv: None,
         };
         if policy.is_hvm() {
             hvm_ept::build(&mut m, policy)?;
@@ -515,10 +559,13 @@ impl Machine {
         if policy == Policy::Hybrid {
             hybrid::build(&mut m)?;
         }
+        if let Some(root) = pv_root {
+            pv::build(&mut m, root)?;
+        }
         Ok(m)
     }
 
-    fn tsc_ratio(&self) -> (u64, u64) {
+    pub(crate) fn tsc_ratio(&self) -> (u64, u64) {
         (
             self.cfg.profile.platform.tsc_hz,
             u64::from(self.cfg.profile.core.freq_mhz) * 1_000_000,
@@ -570,6 +617,9 @@ impl Machine {
         if self.policy.is_hvm() {
             return hvm_ept::run_vcpu(self, i, budget);
         }
+        if self.policy == Policy::Pv {
+            return pv::run_vcpu(self, i, budget);
+        }
         let (tsc_num, tsc_den) = self.tsc_ratio();
         let maxphyaddr = self.cfg.profile.mmu.maxphyaddr;
         let v = &mut self.vcpus[i];
@@ -591,6 +641,7 @@ impl Machine {
             tsc_num,
             tsc_den,
             maxphyaddr,
+            pv: false,
         };
         let mut mem = NativeMemory {
             phys: &mut self.phys,
@@ -710,6 +761,38 @@ impl Machine {
         self.rearm(t);
     }
 
+    /// Starts PV vCPU `t` (`VCPUOP_up`) per the boot contract's AP entry, stack and index,
+    /// in guest kernel mode on `root`, its clock set to the sender's. False when it was
+    /// already running (or does not exist).
+    pub(crate) fn start_pv_vcpu(&mut self, t: usize, root: u64, sender_cycles: u64) -> bool {
+        if self.vcpus.get(t).is_none_or(|v| v.started) {
+            return false;
+        }
+        let b = BOOT_INFO_PHYS;
+        let entry = self.phys.read_sized(b + boot_info::AP_ENTRY, 8);
+        let stack = self.phys.read_sized(b + boot_info::AP_STACK, 8);
+        let index = self.phys.read_sized(b + boot_info::AP_CPU, 8);
+        let state = pv::boot_state(loader::boot_state(self.gdtr, entry, stack, index), root);
+        let v = &mut self.vcpus[t];
+        v.mmu.set_paging(&PagingControl {
+            cr0: state.cr0,
+            cr3: state.cr3,
+            cr4: state.cr4,
+            efer: state.efer,
+        });
+        v.mmu
+            .hv_invalidate(cpu_model::Invalidation::AllIncludingGlobal);
+        v.cpu.state = state;
+        v.started = true;
+        let c = v.cycles();
+        if sender_cycles > c {
+            v.idle += sender_cycles - c;
+        }
+        self.stats.ipis_startup += 1;
+        self.rearm(t);
+        true
+    }
+
     /// Runs until the guest exits, the budget runs out, or the machine stops.
     pub fn run(mut self) -> RunResult {
         let n = self.vcpus.len();
@@ -806,8 +889,11 @@ impl Machine {
 
     fn finish(mut self) -> RunResult {
         // Native runs use no VMX costs: their configuration is recorded without them.
-        if self.policy == Policy::Native {
+        if matches!(self.policy, Policy::Native | Policy::Pv) {
             self.cfg.profile.vmx = None;
+        }
+        if self.policy != Policy::Pv {
+            self.cfg.profile.pv = None;
         }
         let end = self.end.clone().unwrap_or(RunEnd::InstructionBudget);
         let mut cycles = CycleBreakdown::default();
@@ -826,6 +912,10 @@ impl Machine {
             };
             if let Some(h) = &v.hv {
                 h.breakdown(&mut b);
+            }
+            if let Some(p) = &v.pv {
+                b.exit_transitions = p.transitions;
+                b.exit_handling = p.handling;
             }
             max_cycles = max_cycles.max(b.total());
             cycles.add(&b);
@@ -865,11 +955,16 @@ impl Machine {
                 unsupported.join(", ")
             ));
         }
-        let pv = self.hv.as_ref().and_then(|h| h.hybrid.as_deref());
+        let hyb = self
+            .hv
+            .as_ref()
+            .and_then(|h| h.hybrid.as_deref())
+            .or(self.pv.as_ref().map(|d| &d.hc));
         RunResult {
-            hypercalls: pv.map(|d| d.by_op().clone()).unwrap_or_default(),
-            hypercall_stats: pv.map(|d| d.stats().clone()),
-            event_channels: pv.map(|d| d.evtchn_stats().clone()),
+            hypercalls: hyb.map(|d| d.by_op().clone()).unwrap_or_default(),
+            hypercall_stats: hyb.map(|d| d.stats().clone()),
+            event_channels: hyb.map(|d| d.evtchn_stats().clone()),
+            pv: self.pv.as_ref().map(|d| d.result()),
             end_reason,
             guest_panic: panic,
             end,

@@ -171,6 +171,20 @@ impl NativeMmu {
         }
     }
 
+    /// Charges references the hypervisor made (page-table validation) through the cache
+    /// hierarchy; returns the cycles.
+    pub(crate) fn charge_hv_refs(&mut self, refs: &[mmu::refs::WalkRef]) -> u64 {
+        self.cache.charge_refs(refs)
+    }
+
+    /// A TLB invalidation done on this vCPU's behalf (a remote flush by the hypervisor).
+    pub(crate) fn hv_invalidate(&mut self, what: Invalidation) {
+        self.invalidations += 1;
+        self.tlb
+            .flush(tlb_flush_for(what, self.vpid, self.ctx.pcid));
+        self.walker.psc.flush_all();
+    }
+
     fn flush_for_cr3(&mut self) {
         let pcid = Cr3(self.cr3).pcid(self.mode.pcide);
         self.tlb.flush(TlbFlush::Pcid {

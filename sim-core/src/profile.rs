@@ -36,6 +36,38 @@ pub struct MachineProfile {
     /// VMX transition and exit-handler costs (the virtualized modes need it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vmx: Option<VmxProfile>,
+    /// PV hypervisor costs (the `pv` mode needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pv: Option<PvProfile>,
+}
+
+/// Costs of the PV hypervisor's transitions and handlers, in core cycles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PvProfile {
+    /// One trip from the guest into the hypervisor and back: the privilege transition in
+    /// (SYSCALL/exception into ring 0, register save) and out (SYSRET/IRET).
+    pub transition_cycles: u64,
+    /// Hypercall dispatch and a trivial operation, beyond the transition.
+    pub handler_hypercall: u64,
+    /// Syscall bounce: building the syscall frame on the guest kernel stack.
+    pub handler_syscall_bounce: u64,
+    /// Exception bounce: trap-table lookup and frame.
+    pub handler_exception_bounce: u64,
+    /// Event-channel upcall: frame and jump to the event callback.
+    pub handler_upcall: u64,
+    /// A physical interrupt the hypervisor takes (timer, event check).
+    pub handler_interrupt: u64,
+    /// Privileged-operation (or CPUID) emulation: fetch, decode, execute.
+    pub handler_emulation: u64,
+    /// Per page-table update in `mmu_update` (the validation's references are charged
+    /// through the cache model on top).
+    pub handler_mmu_update_entry: u64,
+    /// Per `mmuext_op` operation (validation references charged on top).
+    pub handler_mmuext_op: u64,
+    /// The MOV-to-CR3 instruction the hypervisor executes on a page-table switch (the
+    /// TLB refills that follow are modelled by the TLB and walk caches).
+    pub cr3_load_cycles: u64,
 }
 
 /// Costs of VMX transitions and of the hypervisor's exit handlers, in core cycles.

@@ -148,6 +148,9 @@ impl Cpu {
                 if self.state.efer & cr::EFER_SCE == 0 {
                     return Err(Exc::new(vector::UD));
                 }
+                if let Some(f) = self.intercept(p, Sensitive::Syscall) {
+                    return Ok(f);
+                }
                 self.stats.syscalls += 1;
                 self.state.gpr[1] = next;
                 self.state.gpr[11] = self.state.rflags & !RF;

@@ -263,6 +263,7 @@ pub fn exit_for(vmcs: &Vmcs, state: &CpuState, event: &Sensitive, len: u8) -> Op
             }
         }
         Sensitive::Vmcall => instr(ExitReason::Vmcall, 0),
+        Sensitive::Syscall => None,
         Sensitive::Wbinvd => {
             if secondary(vmcs) & proc2::WBINVD_EXITING != 0 {
                 instr(ExitReason::Wbinvd, 0)

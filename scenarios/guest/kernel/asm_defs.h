@@ -14,6 +14,9 @@
 #define PC_KSTACK_TOP 8
 #define PC_USER_RSP 16
 
+/* The event-channel upcall's vector in trap frames (kernel.h: VEC_UPCALL). */
+#define VEC_UPCALL_ASM 0xF3
+
 /* Pseudo vector recorded in the trap frame of a syscall. */
 #define SYSCALL_VECTOR 256
 

@@ -110,7 +110,71 @@ syscall_restore:
 fork_child_entry:
     movq %rsp, %rdi
     call user_return
+    cmpb $0, pv_paravirt(%rip)
+    jne pv_syscall_restore
     jmp syscall_restore
+
+/*
+ * PV entry points. The hypervisor's bounce frame is RCX, R11, [error code,] RIP, CS,
+ * RFLAGS, RSP, SS on the kernel stack (Xen's x86-64 layout); every return is the iret
+ * hypercall with RAX, R11, RCX, flags pushed on top of the RIP..SS frame. No SWAPGS: the
+ * hypervisor switches GS bases with the guest's kernel/user mode.
+ */
+    .globl pv_syscall_entry
+pv_syscall_entry:
+    popq %rcx
+    popq %r11
+    pushq $0
+    pushq $SYSCALL_VECTOR
+    PUSH_REGS
+    movq %rsp, %rdi
+    call syscall_handler
+    .globl pv_syscall_restore
+pv_syscall_restore:
+    POP_REGS
+    addq $16, %rsp
+pv_iret:
+    pushq $0
+    pushq %rcx
+    pushq %r11
+    pushq %rax
+    movl $23, %eax
+    syscall
+    ud2
+
+    .globl pv_upcall_entry
+pv_upcall_entry:
+    popq %rcx
+    popq %r11
+    pushq $0
+    pushq $VEC_UPCALL_ASM
+    jmp pv_intr_common
+
+/* Exception entries from the trap table, 32 bytes apart: pv_trap_stubs + 32 * vector. */
+    .balign 32
+    .globl pv_trap_stubs
+pv_trap_stubs:
+    .set vec, 0
+    .rept 32
+    .balign 32
+    popq %rcx
+    popq %r11
+    .if (vec == 8) || (vec == 10) || (vec == 11) || (vec == 12) || (vec == 13) || (vec == 14) || (vec == 17) || (vec == 21) || (vec == 29) || (vec == 30)
+    .else
+    pushq $0
+    .endif
+    pushq $vec
+    jmp pv_intr_common
+    .set vec, vec + 1
+    .endr
+
+pv_intr_common:
+    PUSH_REGS
+    movq %rsp, %rdi
+    call trap_handler
+    POP_REGS
+    addq $16, %rsp
+    jmp pv_iret
 
 /* Interrupt and exception stubs, 16 bytes apart: isr_stubs + 16 * vector. */
     .balign 16

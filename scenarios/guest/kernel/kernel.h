@@ -140,8 +140,24 @@ struct boot_info {
 /* ---- pv_ops: every privileged operation after early boot goes through here ---- */
 struct pv_ops {
     const char *name;
+    int paravirt; /* PV: the kernel runs at CPL 3 under a hypervisor (no IDT, no LSTAR) */
     /* MMU */
     void (*load_cr3)(u64 pml4_pa);
+    /* An address space's two roots (PV: kernel table and user-only table; native: the
+     * first one). */
+    void (*load_cr3_pair)(u64 pml4_pa, u64 user_pml4_pa);
+    /* A fresh zeroed frame becomes a page table of `level` (PV: remapped read-only in the
+     * direct map; an L4 is pinned), and stops being one before it is freed. */
+    void (*alloc_pt)(u64 pa, int level);
+    void (*release_pt)(u64 pa, int level);
+    /* Batched page-table updates: set_pte queues while lazy; flush applies the queue. */
+    void (*lazy_mmu)(int on);
+    void (*mmu_flush)(void);
+    /* Batched CPU-state hypercalls (PV: one multicall for a context switch's page-table
+     * bases and kernel stack): queued while lazy, issued when lazy mode ends. */
+    void (*lazy_cpu)(int on);
+    /* Flush other CPUs' TLBs without an IPI (PV); 0 when not available. */
+    int (*flush_tlb_others)(u64 cpu_mask, u64 va, int all);
     u64 (*read_cr2)(void);
     void (*invlpg)(u64 va);
     void (*flush_tlb_local)(void);
@@ -201,6 +217,7 @@ struct vma {
 struct mm {
     int used;
     u64 pml4_pa;
+    u64 user_pml4_pa; /* PV: the user-only twin of pml4_pa (0 natively) */
     volatile u64 active_mask; /* CPUs whose CR3 holds this address space */
     int nvma;
     struct vma vma[MAX_VMAS]; /* sorted, non-overlapping */
@@ -407,6 +424,10 @@ void print_syscall_stats(void);
 void swtch(u64 *save_ksp, u64 next_ksp);
 void syscall_entry(void);
 void fork_child_entry(void);
+void pv_syscall_entry(void);
+void pv_upcall_entry(void);
+extern char pv_trap_stubs[];
+extern u8 pv_paravirt; /* mirrors pv.paravirt for the entry code */
 void ap_start(void);
 extern char isr_stubs[];
 extern char _kernel_end[];

@@ -91,9 +91,10 @@ static inline unsigned pt_index(u64 va, int level) { return (va >> (12 + 9 * (le
 /*
  * Returns the entry for va at `level` (1: PTE, 2: PDE), creating intermediate tables
  * with `flags` when `create`. NULL if a table is missing (and !create), allocation fails,
- * or a large page is in the way.
+ * or a large page is in the way. A new top-level entry is also set in `user_root` (PV:
+ * the user-only twin of the root), when there is one.
  */
-static u64 *pt_entry(u64 root, u64 va, int level, int create, u64 flags)
+static u64 *pt_entry(u64 root, u64 user_root, u64 va, int level, int create, u64 flags)
 {
     u64 table = root;
     for (int l = 4; l > level; l--) {
@@ -104,7 +105,11 @@ static u64 *pt_entry(u64 root, u64 va, int level, int create, u64 flags)
             u64 n = frame_alloc();
             if (!n)
                 return NULL;
+            pv.alloc_pt(n, l - 1);
             pv.set_pte(e, n | flags);
+            if (l == 4 && user_root)
+                pv.set_pte((u64 *)P2V(user_root) + pt_index(va, 4), n | flags);
+            pv.mmu_flush(); /* the walk below reads the new entry */
         } else if (*e & PTE_PS) {
             return NULL;
         }
@@ -115,24 +120,31 @@ static u64 *pt_entry(u64 root, u64 va, int level, int create, u64 flags)
 
 static u64 *user_pte(struct mm *mm, u64 va, int create)
 {
-    return pt_entry(mm->pml4_pa, va, 1, create, PTE_P | PTE_W | PTE_U);
+    return pt_entry(mm->pml4_pa, mm->user_pml4_pa, va, 1, create, PTE_P | PTE_W | PTE_U);
 }
 
 /* Kernel page tables: direct map of all memory and the kernel map of [0, 1 GiB), 2 MiB pages. */
 void paging_init(u64 mem_bytes)
 {
+    if (pv.paravirt) {
+        /* PV: the domain builder's tables (direct map in 4 KiB pages, page-table frames
+         * read-only, kernel image map) are already validated and pinned: keep them. The
+         * CR3 read is emulated by the hypervisor. */
+        __asm__ volatile("movq %%cr3, %0" : "=r"(kernel_pml4_pa));
+        return;
+    }
     kernel_pml4_pa = frame_alloc();
     if (!kernel_pml4_pa)
         panic("no memory for the kernel page tables");
     u64 top = (mem_bytes + LARGE_PAGE - 1) & ~(LARGE_PAGE - 1);
     for (u64 pa = 0; pa < top; pa += LARGE_PAGE) {
-        u64 *e = pt_entry(kernel_pml4_pa, DIRECT_MAP + pa, 2, 1, PTE_P | PTE_W);
+        u64 *e = pt_entry(kernel_pml4_pa, 0, DIRECT_MAP + pa, 2, 1, PTE_P | PTE_W);
         if (!e)
             panic("no memory for the direct map");
         pv.set_pte(e, pa | PTE_P | PTE_W | PTE_PS | PTE_G | PTE_NX);
     }
     for (u64 pa = 0; pa < (1UL << 30); pa += LARGE_PAGE) {
-        u64 *e = pt_entry(kernel_pml4_pa, KERNEL_VMA + pa, 2, 1, PTE_P | PTE_W);
+        u64 *e = pt_entry(kernel_pml4_pa, 0, KERNEL_VMA + pa, 2, 1, PTE_P | PTE_W);
         if (!e)
             panic("no memory for the kernel map");
         pv.set_pte(e, pa | PTE_P | PTE_W | PTE_PS | PTE_G);
@@ -158,9 +170,20 @@ struct mm *mm_create(void)
     u64 pml4 = frame_alloc();
     if (!pml4)
         return NULL;
+    u64 user_pml4 = 0;
+    if (pv.paravirt) {
+        user_pml4 = frame_alloc();
+        if (!user_pml4) {
+            frame_put(pml4);
+            return NULL;
+        }
+        pv.alloc_pt(pml4, 4);
+        pv.alloc_pt(user_pml4, 4);
+    }
     memset(mm, 0, sizeof *mm);
     mm->used = 1;
     mm->pml4_pa = pml4;
+    mm->user_pml4_pa = user_pml4;
     u64 *src = P2V(kernel_pml4_pa), *dst = P2V(pml4);
     for (int i = 256; i < 512; i++)
         if (src[i])
@@ -180,6 +203,8 @@ static void free_table(u64 table, int level)
         else
             frame_put(t[i] & PTE_ADDR);
     }
+    if (level < 4)
+        pv.release_pt(table, level);
     frame_put(table);
 }
 
@@ -190,6 +215,12 @@ void mm_destroy(struct mm *mm)
     tlb_shootdown(mm, 0, 1, 1);
     if (c->cur_mm == mm)
         switch_mm(c, NULL);
+    /* PV: unpinning both roots drops the types of the tables below them. */
+    if (mm->user_pml4_pa) {
+        pv.release_pt(mm->user_pml4_pa, 4);
+        frame_put(mm->user_pml4_pa);
+    }
+    pv.release_pt(mm->pml4_pa, 4);
     free_table(mm->pml4_pa, 4);
     mm->used = 0;
 }
@@ -205,6 +236,7 @@ struct mm *mm_fork(struct mm *parent)
     child->brk_start = parent->brk_start;
     child->brk = parent->brk;
     int failed = 0;
+    pv.lazy_mmu(1); /* the copies and the parent's write-protections go in batches */
     u64 *l4 = P2V(parent->pml4_pa);
     for (int i4 = 0; i4 < 256 && !failed; i4++) {
         if (!(l4[i4] & PTE_P))
@@ -238,6 +270,7 @@ struct mm *mm_fork(struct mm *parent)
             }
         }
     }
+    pv.lazy_mmu(0);
     /* The parent's writable pages became read-only: flush its translations everywhere. */
     struct percpu *c = this_cpu();
     if (c->cur_mm == parent)
@@ -389,6 +422,9 @@ void tlb_shootdown(struct mm *mm, u64 va, int all, int drop)
     u64 targets = mm->active_mask & ~self;
     if (!targets)
         return;
+    /* PV: the hypervisor flushes the other vCPUs' TLBs itself, no IPI. */
+    if (!drop && pv.flush_tlb_others && pv.flush_tlb_others(targets, va, all))
+        return;
     tlb_req.mm = mm;
     tlb_req.va = va;
     tlb_req.all = all;
@@ -438,7 +474,7 @@ void switch_mm(struct percpu *c, struct mm *mm)
         __atomic_and_fetch(&c->cur_mm->active_mask, ~bit, __ATOMIC_SEQ_CST);
     if (mm) {
         __atomic_or_fetch(&mm->active_mask, bit, __ATOMIC_SEQ_CST);
-        pv.load_cr3(mm->pml4_pa);
+        pv.load_cr3_pair(mm->pml4_pa, mm->user_pml4_pa);
     } else {
         pv.load_cr3(kernel_pml4_pa);
     }
@@ -449,6 +485,7 @@ void switch_mm(struct percpu *c, struct mm *mm)
 static u64 unmap_range(struct mm *mm, u64 start, u64 end)
 {
     u64 n = 0;
+    pv.lazy_mmu(1);
     for (u64 va = start; va < end;) {
         u64 *pte = user_pte(mm, va, 0);
         if (!pte) {
@@ -463,6 +500,7 @@ static u64 unmap_range(struct mm *mm, u64 start, u64 end)
         }
         va += PAGE_SIZE;
     }
+    pv.lazy_mmu(0);
     return n;
 }
 

@@ -159,9 +159,11 @@ void schedule(void)
     if (next == prev)
         return;
     if (!next->is_idle) {
+        pv.lazy_cpu(1); /* PV: page-table bases and kernel stack in one multicall */
         switch_mm(c, next->mm); /* the idle context keeps the previous one (lazy) */
         c->kstack_top = next->kstack_top;
         pv.set_kernel_stack(next->kstack_top);
+        pv.lazy_cpu(0);
         if (next->fs_base != c->fs_loaded) {
             pv.write_msr(MSR_FS_BASE, next->fs_base);
             c->fs_loaded = next->fs_base;

@@ -115,7 +115,7 @@ enum Command {
         /// Machine profile: a built-in name or a TOML file.
         #[arg(long, default_value = "nehalem-x5570")]
         profile: String,
-        /// Virtualization mode (`native`, `hvm-shadow`, `hvm-ept`, `hvm-ept-apicv` or `hybrid`).
+        /// Virtualization mode (`native`, `pv`, `hvm-shadow`, `hvm-ept`, `hvm-ept-apicv` or `hybrid`).
         #[arg(long, default_value = "native")]
         mode: String,
         /// Number of vCPUs.

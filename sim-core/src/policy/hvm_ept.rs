@@ -1105,6 +1105,7 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
         tsc_num,
         tsc_den,
         maxphyaddr,
+        pv: false,
     };
     let mut mem = EptMemory {
         mem: HostMem {

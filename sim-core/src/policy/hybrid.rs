@@ -97,6 +97,18 @@ pub struct Domain {
 }
 
 impl Domain {
+    /// A domain's PV state with no callback vector yet.
+    pub(crate) fn new(evtchn: EventChannels, apic_ids: Vec<u32>, guest_bytes: u64) -> Self {
+        Domain {
+            evtchn,
+            callback_vector: None,
+            stats: HypercallStats::default(),
+            by_op: BTreeMap::new(),
+            guest_bytes,
+            apic_ids,
+        }
+    }
+
     /// vCPUs of the domain.
     pub(crate) fn vcpus(&self) -> usize {
         self.apic_ids.len()
@@ -235,6 +247,21 @@ impl Ctx<'_> {
     }
 }
 
+/// Makes a vCPU's local APIC the hypervisor's physical one: software-enabled, TSC-deadline
+/// timer on [`HV_TIMER_VECTOR`] (shared with the `pv` policy).
+pub(crate) fn hypervisor_timer(lapic: &mut devices::lapic::Lapic) -> Result<(), SimError> {
+    let bad = |e: devices::DeviceError| SimError::Config(format!("LAPIC set-up: {e}"));
+    lapic.write_msr(X2APIC_SVR, 0x100 | 0xff, 0).map_err(bad)?;
+    lapic
+        .write_msr(
+            X2APIC_LVT_TIMER,
+            LVT_TSC_DEADLINE | u64::from(HV_TIMER_VECTOR),
+            0,
+        )
+        .map_err(bad)?;
+    Ok(())
+}
+
 /// Adds the hybrid domain state to a machine the `hvm-ept` build has set up, and makes
 /// each vCPU's local APIC the hypervisor's physical one (software-enabled, TSC-deadline
 /// timer on [`HV_TIMER_VECTOR`]).
@@ -353,6 +380,7 @@ mod tests {
                 tsc_num: 1,
                 tsc_den: 1,
                 maxphyaddr: 40,
+                pv: false,
             };
             let mut cx = Ctx {
                 dom: &mut self.dom,
@@ -476,6 +504,7 @@ mod tests {
             tsc_num: 1,
             tsc_den: 1,
             maxphyaddr: 40,
+            pv: false,
         };
         let mut cx = Ctx {
             dom: &mut r.dom,

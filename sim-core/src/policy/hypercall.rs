@@ -85,6 +85,8 @@ pub mod cmd {
 pub mod errno {
     /// Operation not permitted.
     pub const EPERM: i64 = 1;
+    /// Bad address (a guest buffer the hypervisor cannot read).
+    pub const EFAULT: i64 = 14;
     /// Invalid argument.
     pub const EINVAL: i64 = 22;
     /// Function not implemented.

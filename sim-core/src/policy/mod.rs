@@ -6,6 +6,7 @@ pub mod hvm_shadow;
 pub mod hybrid;
 pub mod hypercall;
 pub mod native;
+pub mod pv;
 
 use serde::Serialize;
 
@@ -14,6 +15,9 @@ use serde::Serialize;
 pub enum Policy {
     /// The guest kernel runs on bare hardware.
     Native,
+    /// x86-64 Xen-style paravirtualization: the kernel at CPL 3, hypercalls, bounces,
+    /// validated direct paging, event channels; no VMX.
+    Pv,
     /// Hardware-assisted: VMX non-root operation with EPT and VPID.
     HvmEpt,
     /// Hardware-assisted: VMX non-root operation with shadow page tables and VPID.
@@ -29,6 +33,7 @@ impl Policy {
     /// Every policy, in report order.
     pub const ALL: &'static [Policy] = &[
         Policy::Native,
+        Policy::Pv,
         Policy::HvmShadow,
         Policy::HvmEpt,
         Policy::HvmEptApicv,
@@ -39,6 +44,7 @@ impl Policy {
     pub fn name(self) -> &'static str {
         match self {
             Policy::Native => native::NAME,
+            Policy::Pv => pv::NAME,
             Policy::HvmEpt => hvm_ept::NAME,
             Policy::HvmShadow => hvm_shadow::NAME,
             Policy::HvmEptApicv => hvm_ept::APICV_NAME,
@@ -71,6 +77,7 @@ mod tests {
         }
         assert_eq!(Policy::from_name("hvm-ept"), Some(Policy::HvmEpt));
         assert_eq!(Policy::from_name("hybrid"), Some(Policy::Hybrid));
-        assert_eq!(Policy::from_name("pv"), None);
+        assert_eq!(Policy::from_name("pv"), Some(Policy::Pv));
+        assert_eq!(Policy::from_name("xen"), None);
     }
 }
