@@ -108,6 +108,14 @@ pub struct Metrics {
     pub virtualized_eois: u64,
     /// Posted-interrupt notifications processed without an exit.
     pub posted_interrupts: u64,
+    /// PV: trips through the hypervisor to the guest kernel (syscall, exception, page
+    /// fault and upcall bounces).
+    pub pv_bounces: u64,
+    /// PV: page-table updates requested through `mmu_update`.
+    pub pv_mmu_updates: u64,
+    /// PV: page-table switches the hypervisor made (user/kernel mode switches and new
+    /// base pointers).
+    pub pv_page_table_switches: u64,
 }
 
 /// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
@@ -204,6 +212,15 @@ impl Metrics {
             emulated_instructions: shadow.map_or(0, |s| s.emulated_instructions),
             virtualized_eois: vmx().map(|v| v.virtualized_eois).sum(),
             posted_interrupts: vmx().map(|v| v.posted_notifications).sum(),
+            pv_bounces: r.pv.as_ref().map_or(0, |p| {
+                let h = &p.hypervisor;
+                h.syscall_bounces + h.exception_bounces + h.page_fault_bounces + h.upcall_bounces
+            }),
+            pv_mmu_updates: r.pv.as_ref().map_or(0, |p| p.hypervisor.mmu_update_entries),
+            pv_page_table_switches: r
+                .pv
+                .as_ref()
+                .map_or(0, |p| p.hypervisor.page_table_switches),
         }
     }
 
@@ -267,6 +284,9 @@ impl Metrics {
             ("emulated_instructions", u(self.emulated_instructions)),
             ("virtualized_eois", u(self.virtualized_eois)),
             ("posted_interrupts", u(self.posted_interrupts)),
+            ("pv_bounces", u(self.pv_bounces)),
+            ("pv_mmu_updates", u(self.pv_mmu_updates)),
+            ("pv_page_table_switches", u(self.pv_page_table_switches)),
         ]
     }
 

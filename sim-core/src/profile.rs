@@ -106,6 +106,23 @@ pub struct VmxProfile {
     /// VMCALL (exit 18) under a policy with hypercalls: the dispatcher and the operation's
     /// own work, beyond the transition (`exit_cycles + entry_cycles`).
     pub handler_hypercall: u64,
+    /// When the hypervisor maps guest RAM in EPT: on the first EPT violation of each page
+    /// (KVM) or all of it when the domain is built (Xen builds the p2m up front). A
+    /// software policy, not hardware; reported in the resolved configuration.
+    pub ept_populate: EptPopulate,
+    /// EPT leaf size for guest RAM in KiB: 4 or 2048 (2 MiB superpages where a whole
+    /// aligned 2 MiB of guest RAM exists; a 2D walk with 2 MiB EPT pages is shorter).
+    pub ept_page_kib: u32,
+}
+
+/// When the hypervisor maps guest RAM in EPT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EptPopulate {
+    /// Each page on its first EPT violation (an exit, 48).
+    OnViolation,
+    /// Everything when the domain is built (no violations for RAM).
+    AtBuild,
 }
 
 /// The core: clock and instruction costs.
@@ -205,6 +222,11 @@ impl MachineProfile {
         }
         if self.platform.tsc_hz == 0 || self.platform.apic_timer_hz == 0 {
             return Err(bad("platform", "clock frequencies must be positive"));
+        }
+        if let Some(v) = &self.vmx {
+            if !matches!(v.ept_page_kib, 4 | 2048) {
+                return Err(bad("vmx.ept_page_kib", "must be 4 or 2048"));
+            }
         }
         self.mmu.validate().map_err(|e| bad("mmu", &e.to_string()))
     }

@@ -33,7 +33,7 @@ use crate::machine::{ExitCount, Machine, RunEnd, SlicePlatform, EXIT_PORT};
 use crate::native_mmu::{MemCycles, NativeMmuStats};
 use crate::phys_mem::PhysMem;
 use crate::policy::{hybrid, hypercall};
-use crate::profile::VmxProfile;
+use crate::profile::{EptPopulate, VmxProfile};
 use crate::timing::CycleBreakdown;
 use cpu_model::vmx::controls::{self as c, entry as entc, exit as exitc, pin, proc, proc2};
 use cpu_model::vmx::exit_reason::intr_info;
@@ -92,6 +92,24 @@ struct EptBuild {
     guest_bytes: u64,
     /// The shadow engine (hvm-shadow only).
     shadow: Option<hvm_shadow::ShadowShared>,
+    /// EPT leaf size for guest RAM.
+    page: PageSize,
+}
+
+impl EptBuild {
+    /// Maps the EPT page that holds `gpa` (hPA = gPA): a 2 MiB superpage when the policy
+    /// asks for them and the whole aligned 2 MiB is guest RAM, else 4 KiB.
+    fn map_ram(&mut self, mem: &mut HostMem, gpa: u64) -> Result<(), String> {
+        let big = self.page == PageSize::Size2M && (gpa | 0x1f_ffff) < self.guest_bytes;
+        let (base, size) = if big {
+            (gpa & !0x1f_ffff, PageSize::Size2M)
+        } else {
+            (gpa & !0xfff, PageSize::Size4K)
+        };
+        self.builder
+            .map(mem, self.root, base, base, size, EPT_R | EPT_W | EPT_X)
+            .map_err(|e| format!("EPT map of {base:#x}: {e:?}"))
+    }
 }
 
 /// Guest memory (the machine's physical memory, hPA = gPA) plus the host-reserved
@@ -593,16 +611,41 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
             costs,
         }));
     }
+    let page = if costs.ept_page_kib == 2048 {
+        PageSize::Size2M
+    } else {
+        PageSize::Size4K
+    };
+    let mut build = EptBuild {
+        builder: b,
+        root,
+        guest_bytes,
+        shadow: shadow_state,
+        page,
+    };
+    // Xen-style: the whole of guest RAM is in EPT before the guest runs.
+    if costs.ept_populate == EptPopulate::AtBuild && !shadow {
+        let mut hm = HostMem {
+            phys: &mut m.phys,
+            host: &mut host,
+            base,
+        };
+        let step = if page == PageSize::Size2M { 1 << 21 } else { 1 << 12 };
+        let mut gpa = 0;
+        while gpa < guest_bytes {
+            build.map_ram(&mut hm, gpa).map_err(SimError::Config)?;
+            gpa += if build.page == PageSize::Size2M && (gpa | 0x1f_ffff) < guest_bytes {
+                step
+            } else {
+                1 << 12
+            };
+        }
+    }
     m.hv = Some(Box::new(HvMachine {
         host,
         base,
         eptp,
-        build: EptBuild {
-            builder: b,
-            root,
-            guest_bytes,
-            shadow: shadow_state,
-        },
+        build,
         hybrid: None,
     }));
     Ok(())
@@ -904,16 +947,8 @@ fn handle(
                 if gpa >= ept.guest_bytes {
                     return Err(unsupported(format!("guest access to gPA {gpa:#x}"), rip));
                 }
-                let r = ept.builder.map(
-                    &mut mem.mem,
-                    ept.root,
-                    gpa,
-                    gpa,
-                    PageSize::Size4K,
-                    EPT_R | EPT_W | EPT_X,
-                );
-                if let Err(e) = r {
-                    return Err(unsupported(format!("EPT map of {gpa:#x}: {e:?}"), rip));
+                if let Err(e) = ept.map_ram(&mut mem.mem, gpa) {
+                    return Err(unsupported(e, rip));
                 }
             }
             ExitReason::ExternalInterrupt if st.apicv => advance = false,
