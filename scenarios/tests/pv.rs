@@ -4,30 +4,11 @@
 //! hypervisor model did as the guest ran.
 #![allow(clippy::unwrap_used)]
 
-use scenarios::program::{run, ProgramRun};
-use sim_core::policy::pv::PvCounters;
-use sim_core::{RunEnd, RunResult};
+mod support;
 
-fn go(mode: &str, program: &str, args: &[&str], vcpus: u32) -> RunResult {
-    let r = run(&ProgramRun {
-        program: program.into(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        profile: "nehalem-x5570".into(),
-        mode: mode.into(),
-        vcpus,
-        memory_mib: 128,
-        max_instructions: 400_000_000,
-    })
-    .unwrap();
-    assert_eq!(
-        r.end,
-        RunEnd::Exited { code: 0 },
-        "{mode} {program}: {}\n{}",
-        r.end_reason,
-        r.console
-    );
-    r
-}
+use sim_core::policy::pv::PvCounters;
+use sim_core::RunResult;
+use support::go;
 
 fn pv(program: &str, args: &[&str], vcpus: u32) -> RunResult {
     let r = go("pv", program, args, vcpus);

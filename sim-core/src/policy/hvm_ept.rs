@@ -630,7 +630,11 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
             host: &mut host,
             base,
         };
-        let step = if page == PageSize::Size2M { 1 << 21 } else { 1 << 12 };
+        let step = if page == PageSize::Size2M {
+            1 << 21
+        } else {
+            1 << 12
+        };
         let mut gpa = 0;
         while gpa < guest_bytes {
             build.map_ram(&mut hm, gpa).map_err(SimError::Config)?;
