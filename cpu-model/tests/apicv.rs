@@ -4,7 +4,9 @@
 //! the VM exits show — each against the same run with the control that matters changed.
 #![allow(clippy::unwrap_used)]
 
-use cpu_model::state::{cr as crbits, rflags};
+mod support;
+
+use cpu_model::state::rflags;
 use cpu_model::vmx::apicv::{self, reg, rvi, svi};
 use cpu_model::vmx::controls::{
     entry as entc, exit as exitc, pin, proc, proc2, ENTRY_CAP, EXIT_CAP, PIN_CAP, PROC_CAP,
@@ -14,28 +16,16 @@ use cpu_model::vmx::vmcs::field;
 use cpu_model::vmx::{
     switch, Entry, ExitReason, GuestRun, InterruptResult, VmExit, VmFail, Vmcs, VmxCpu, VmxMode,
 };
-use cpu_model::{Cpu, CpuState, FlatMemory, Platform, Segment, StepOutcome};
+use cpu_model::{Cpu, FlatMemory, Platform, StepOutcome};
 use iced_x86::code_asm::registers::cr::cr8;
 use iced_x86::code_asm::registers::gpr32::{eax, ecx, edx};
 use iced_x86::code_asm::registers::gpr64::{rax, rbx, rdi, rsi};
 use iced_x86::code_asm::{CodeAssembler, IcedError};
+use support::vmx_flat::*;
 
 // ---------------------------------------------------------------------------------------
 // A flat machine: GDT, IDT of interrupt gates to one-byte `hlt` handlers, a TSS.
 
-const GDT: u64 = 0x1000;
-const IDT: u64 = 0x2000;
-const TSS: u64 = 0x3000;
-const HANDLERS: u64 = 0x1_0000;
-const KCODE: u64 = 0x2_0000;
-const HOST_CODE: u64 = 0x3_0000;
-const KSTACK: u64 = 0x8_0000;
-const KERNEL_RSP: u64 = 0x8_6000;
-const HOST_RSP: u64 = 0x8_4000;
-const RSP0: u64 = 0x8_7ff0;
-const TSS_SEL: u16 = 0x30;
-const VMXON_REGION: u64 = 0x10_0000;
-const VMCS_A: u64 = 0x10_1000;
 /// Virtual-APIC page and posted-interrupt descriptor handles.
 const VAPIC: u64 = 0x20_0000;
 const PI_DESC: u64 = 0x21_0040;
@@ -46,10 +36,6 @@ const NOTIFY: u8 = 0xf2;
 const FRAME_RIP: u64 = (KERNEL_RSP & !0xf) - 40;
 
 type Asm = CodeAssembler;
-
-fn handler(v: u8) -> u64 {
-    HANDLERS + v as u64 * 0x10
-}
 
 /// The machine's MSRs: every read answers 0x1234, every write is recorded.
 #[derive(Default)]
@@ -76,70 +62,16 @@ struct Machine {
 
 impl Machine {
     fn new() -> Self {
-        let mut mem = FlatMemory::new();
-        mem.add_region(GDT, 0x3000);
-        mem.add_region(HANDLERS, 0x1_0000);
-        mem.add_region(KCODE, 0x2_0000);
-        mem.add_region(KSTACK, 0x8000);
-        let mut state = CpuState::long_mode_flat(0);
-        state.cr0 |= 1 << 5; // NE: required in VMX operation
-        state.cr4 |= crbits::CR4_VMXE;
-        let mut m = Machine {
-            cpu: Cpu::new(state),
+        let (cpu, mem) = support::vmx_flat::machine(0);
+        Machine {
+            cpu,
             mem,
             plat: Plat::default(),
-        };
-        let gdt: [u64; 6] = [
-            0,
-            0x00af_9a00_0000_ffff,
-            0x00cf_9200_0000_ffff,
-            0x00cf_9a00_0000_ffff,
-            0x00cf_f200_0000_ffff,
-            0x00af_fa00_0000_ffff,
-        ];
-        for (k, d) in gdt.iter().enumerate() {
-            m.w64(GDT + k as u64 * 8, *d);
         }
-        let lo = 0x67 | ((TSS & 0xff_ffff) << 16) | (0x9 << 40) | (1 << 47);
-        m.w64(GDT + 0x30, lo);
-        m.w64(GDT + 0x38, 0);
-        for v in 0..=255u8 {
-            let t = handler(v);
-            let lo = (t & 0xffff)
-                | (0x08 << 16)
-                | (0xe << 40)
-                | (1 << 47)
-                | (((t >> 16) & 0xffff) << 48);
-            m.w64(IDT + v as u64 * 16, lo);
-            m.w64(IDT + v as u64 * 16 + 8, t >> 32);
-            m.poke(t, &[0xf4]);
-        }
-        m.w64(TSS + 4, RSP0);
-        let s = &mut m.cpu.state;
-        s.gdtr.base = GDT;
-        s.gdtr.limit = 0x3f;
-        s.idtr.base = IDT;
-        s.idtr.limit = 0xfff;
-        s.tr = Segment {
-            selector: TSS_SEL,
-            base: TSS,
-            limit: 0x67,
-            dpl: 0,
-            long: false,
-            present: true,
-        };
-        s.rflags = rflags::FIXED1 | rflags::IF;
-        s.rip = KCODE;
-        s.gpr[4] = KERNEL_RSP;
-        m
     }
 
     fn poke(&mut self, addr: u64, bytes: &[u8]) {
         assert!(self.mem.write_bytes(addr, bytes));
-    }
-
-    fn w64(&mut self, addr: u64, v: u64) {
-        self.poke(addr, &v.to_le_bytes());
     }
 
     fn r64(&mut self, addr: u64) -> u64 {

@@ -5,3 +5,4 @@
 #![allow(dead_code)]
 
 pub mod host_exec;
+pub mod vmx_flat;
