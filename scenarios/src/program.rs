@@ -59,6 +59,14 @@ pub enum ProgramError {
 
 /// Builds the machine and runs the workload.
 pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
+    run_with(opts, None)
+}
+
+/// [`run`] with the NIC interrupt source on (`Some`) or off.
+pub fn run_with(
+    opts: &ProgramRun,
+    interrupts: Option<sim_core::irq_path::InterruptConfig>,
+) -> Result<RunResult, ProgramError> {
     let Some(policy) = sim_core::Policy::from_name(&opts.mode) else {
         return Err(ProgramError::UnknownMode(opts.mode.clone()));
     };
@@ -108,6 +116,7 @@ pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
     cfg.mem_bytes = opts.memory_mib << 20;
     cfg.max_instructions = opts.max_instructions;
     cfg.module = module;
+    cfg.interrupts = interrupts;
     let m = Machine::with_policy(
         cfg,
         policy,

@@ -960,16 +960,14 @@ fn handle(
                     st.purpose = irq_path::last_access(mem.mem.phys);
                 } else if gpa >= ept.guest_bytes {
                     return Err(unsupported(format!("guest access to gPA {gpa:#x}"), rip));
-                }
-                let r = ept.builder.map(
+                } else if let Err(e) = ept.builder.map(
                     &mut mem.mem,
                     ept.root,
                     gpa,
                     gpa,
                     PageSize::Size4K,
                     EPT_R | EPT_W | EPT_X,
-                );
-                if let Err(e) = r {
+                ) {
                     return Err(unsupported(format!("EPT map of {gpa:#x}: {e:?}"), rip));
                 }
             }
