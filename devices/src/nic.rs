@@ -19,6 +19,7 @@
 //! | 0x008 | `IMS` | RW | interrupt mask set: bit q masks queue q; reads the mask |
 //! | 0x00C | `IMC` | WO | interrupt mask clear: bit q unmasks queue q |
 //! | 0x010 | `MSIX_CTL` | RW | the MSI-X capability's message-control word (bit 15 enable, 14 function mask) |
+//! | 0x014 | `CTRL` | RW | bit 0: auto-clear: a queue's cause clears when its MSI-X message is sent (the 82599's EIAC), so a handler need not read it |
 //! | 0x100 + 16q | `CAUSE(q)` | RC | bit 0: queue q received since the last read (read clears) |
 //! | 0x104 + 16q | `RXCNT(q)` | RC | events received on queue q since the last read (read consumes) |
 //! | 0x108 + 16q | `RXTOTAL(q)` | RO | events received on queue q since reset |
@@ -52,6 +53,10 @@ pub const REG_IMS: u64 = 0x008;
 pub const REG_IMC: u64 = 0x00c;
 /// Offset of the MSI-X message-control register.
 pub const REG_MSIX_CTL: u64 = 0x010;
+/// Offset of the control register.
+pub const REG_CTRL: u64 = 0x014;
+/// `CTRL` bit 0: the cause clears when the message is sent.
+pub const CTRL_AUTOCLEAR: u32 = 1;
 /// Offset of queue 0's register block; queue q's is at `REG_QUEUE_BASE + 16 q`.
 pub const REG_QUEUE_BASE: u64 = 0x100;
 /// Bytes per queue register block.
@@ -126,6 +131,7 @@ struct Queue {
 pub struct Nic {
     queues: Vec<Queue>,
     mask: u32,
+    ctrl: u32,
     msix: MsixTable,
     outbox: Vec<InterruptMessage>,
     last: Option<Purpose>,
@@ -146,6 +152,7 @@ impl Nic {
         Ok(Self {
             queues: vec![Queue::default(); queues as usize],
             mask: 0,
+            ctrl: 0,
             msix: MsixTable::new(queues)?,
             outbox: Vec::new(),
             last: None,
@@ -206,6 +213,9 @@ impl Nic {
         }
         if let Some(m) = self.msix.signal(queue)? {
             self.outbox.push(m);
+            if self.ctrl & CTRL_AUTOCLEAR != 0 {
+                self.queues[queue as usize].cause = false;
+            }
         }
         Ok(())
     }
@@ -281,6 +291,7 @@ impl Nic {
             REG_QUEUES => self.queues.len() as u64,
             REG_IMS => u64::from(self.mask),
             REG_MSIX_CTL => u64::from(self.msix.message_control()),
+            REG_CTRL => u64::from(self.ctrl),
             _ => 0,
         }
     }
@@ -335,6 +346,7 @@ impl Nic {
                     }
                 }
             }
+            REG_CTRL => self.ctrl = value as u32 & CTRL_AUTOCLEAR,
             REG_MSIX_CTL => {
                 let released = self.msix.write_message_control(value as u16);
                 self.outbox.extend(released);
@@ -451,6 +463,16 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].vector, 0x81);
         assert_eq!(n.stats().msi_unmask_writes, 0);
+    }
+
+    #[test]
+    fn auto_clear_clears_the_cause_when_the_message_goes() {
+        let mut n = programmed(1);
+        n.write(REG_CTRL, 4, 1, 0);
+        n.receive(0, 2).unwrap();
+        assert_eq!(n.take_messages().len(), 1);
+        assert_eq!(n.read(REG_QUEUE_BASE + Q_CAUSE, 4, 0), 0);
+        assert_eq!(n.read(REG_QUEUE_BASE + Q_RXCNT, 4, 0), 2);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 #define REG_ID 0x000
 #define REG_QUEUES 0x004
 #define REG_MSIX_CTL 0x010
+#define REG_CTRL 0x014
+#define CTRL_AUTOCLEAR 1U
 #define REG_QUEUE(q) (0x100UL + 16UL * (q))
 #define Q_CAUSE 0x0
 #define Q_RXCNT 0x4
@@ -28,6 +30,7 @@
 static u8 *nic_base;
 static u32 nic_queues;
 static int nic_pv;
+static int nic_autoclear; /* the device clears the cause itself: the handler skips its read */
 static u32 nic_port[MAX_CPUS];
 
 struct nic_counts {
@@ -74,7 +77,7 @@ void nic_init(void)
 
 static void nic_poll(u32 q)
 {
-    u32 cause = rd(REG_QUEUE(q) + Q_CAUSE);
+    u32 cause = nic_autoclear ? 1 : rd(REG_QUEUE(q) + Q_CAUSE);
     u32 got = rd(REG_QUEUE(q) + Q_RXCNT);
     counts[q].interrupts++;
     counts[q].events += got;
@@ -106,12 +109,20 @@ void nic_upcall(void)
     pv_port_unmask(nic_port[q]);
 }
 
-/* what: 0 events consumed, 1 interrupts handled, 2 queues (0: no NIC), 3 empty interrupts. */
+/* what: 0 events consumed, 1 interrupts handled, 2 queues (0: no NIC), 3 empty interrupts,
+ * 4 switch the device and driver to auto-clear (the 82599's EIAC with MSI-X). */
 i64 sys_hvsim_nic(u64 what)
 {
     u64 sum = 0;
     if (what == 2)
         return nic_queues;
+    if (what == 4) {
+        if (!nic_queues)
+            return -ENOENT;
+        wr(REG_CTRL, CTRL_AUTOCLEAR);
+        nic_autoclear = 1;
+        return 0;
+    }
     for (u32 q = 0; q < nic_queues; q++)
         sum += what == 0 ? counts[q].events : what == 1 ? counts[q].interrupts : counts[q].empty;
     return (i64)sum;

@@ -1,5 +1,7 @@
-/* nic_rx EVENTS [TICK_MS]: waits (sleeping TICK_MS ms at a time, default 1) until the NIC
- * driver has consumed at least EVENTS received events, then prints its counters. */
+/* nic_rx EVENTS [TICK_MS [AUTOCLEAR]]: waits (sleeping TICK_MS ms at a time, default 1)
+ * until the NIC driver has consumed at least EVENTS received events, then prints its
+ * counters. AUTOCLEAR 1: the device clears each queue's cause itself when it interrupts
+ * (as the 82599 does with MSI-X), and the handler does not read it. */
 #include "libc.h"
 
 #define NR_HVSIM_NIC 500
@@ -10,8 +12,13 @@ int main(int argc, char **argv)
 {
     unsigned long want = arg_ul(argc, argv, 1, 1000);
     unsigned long ms = arg_ul(argc, argv, 2, 1);
+    unsigned long autoclear = arg_ul(argc, argv, 3, 0);
     if (nic(2) <= 0) {
         printf("nic_rx error=no_nic\n");
+        return 1;
+    }
+    if (autoclear && nic(4) != 0) {
+        printf("nic_rx error=autoclear\n");
         return 1;
     }
     struct timespec ts = {0, (long)(ms * 1000000UL)};
