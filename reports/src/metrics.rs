@@ -108,6 +108,21 @@ pub struct Metrics {
     pub virtualized_eois: u64,
     /// Posted-interrupt notifications processed without an exit.
     pub posted_interrupts: u64,
+    /// NIC interrupts the source raised (0 without a NIC).
+    pub nic_interrupts: u64,
+    /// NIC events (packets) the guest driver consumed.
+    pub nic_events: u64,
+    /// VM exits charged to NIC interrupt handling (delivery, EOI, MSI mask/unmask,
+    /// register reads).
+    pub irq_handling_exits: u64,
+    /// Their cycles.
+    pub irq_handling_exit_cycles: u64,
+    /// EOI exits for NIC vectors.
+    pub irq_eoi_exits: u64,
+    /// MSI-X mask and unmask exits.
+    pub irq_msi_mask_exits: u64,
+    /// Share of interrupt-handling exit cycles spent on EOI and MSI mask/unmask exits.
+    pub irq_eoi_msi_share: f64,
 }
 
 /// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
@@ -152,6 +167,16 @@ impl Metrics {
         let g = exit_groups(r);
         let vmx = || r.per_vcpu.iter().filter_map(|v| v.vmx.as_ref());
         let shadow = r.shadow.as_ref();
+        let irq = r.interrupts.as_ref();
+        let purpose = |names: &[&str]| -> u64 {
+            irq.map_or(0, |i| {
+                names
+                    .iter()
+                    .filter_map(|n| i.exits_by_purpose.get(*n))
+                    .map(|e| e.count)
+                    .sum()
+            })
+        };
         Metrics {
             instructions: r.instructions,
             user_instructions: r.user_instructions,
@@ -204,6 +229,15 @@ impl Metrics {
             emulated_instructions: shadow.map_or(0, |s| s.emulated_instructions),
             virtualized_eois: vmx().map(|v| v.virtualized_eois).sum(),
             posted_interrupts: vmx().map(|v| v.posted_notifications).sum(),
+            nic_interrupts: irq
+                .and_then(|i| i.source.as_ref())
+                .map_or(0, |s| s.interrupts),
+            nic_events: irq.map_or(0, |i| i.device.events_consumed),
+            irq_handling_exits: irq.map_or(0, |i| i.handling_exits),
+            irq_handling_exit_cycles: irq.map_or(0, |i| i.handling_exit_cycles),
+            irq_eoi_exits: purpose(&["eoi"]),
+            irq_msi_mask_exits: purpose(&["msi_mask", "msi_unmask"]),
+            irq_eoi_msi_share: irq.map_or(0.0, |i| i.eoi_msi_share),
         }
     }
 
@@ -267,6 +301,13 @@ impl Metrics {
             ("emulated_instructions", u(self.emulated_instructions)),
             ("virtualized_eois", u(self.virtualized_eois)),
             ("posted_interrupts", u(self.posted_interrupts)),
+            ("nic_interrupts", u(self.nic_interrupts)),
+            ("nic_events", u(self.nic_events)),
+            ("irq_handling_exits", u(self.irq_handling_exits)),
+            ("irq_handling_exit_cycles", u(self.irq_handling_exit_cycles)),
+            ("irq_eoi_exits", u(self.irq_eoi_exits)),
+            ("irq_msi_mask_exits", u(self.irq_msi_mask_exits)),
+            ("irq_eoi_msi_share", format!("{:.4}", self.irq_eoi_msi_share)),
         ]
     }
 

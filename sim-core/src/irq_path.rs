@@ -29,19 +29,21 @@ use devices::irq_message::InterruptMessage;
 use devices::irq_source::{IrqSource, IrqSourceConfig, IrqSourceStats, Targets};
 use devices::lapic::Lapic;
 use devices::nic::{Nic, NicStats, Purpose, NIC_BAR_BYTES};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Physical base of the NIC's BAR: above guest memory, below 4 GiB.
 pub const NIC_MMIO_BASE: u64 = 0xfeb0_0000;
 
 /// The interrupt source of a machine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InterruptConfig {
     /// Received events (packets) per second, spread over one queue per vCPU.
     pub rate: u64,
     /// Most interrupts per second per queue (the driver's InterruptThresholdRate); 0: one
     /// interrupt per event.
+    #[serde(default)]
     pub itr: u64,
 }
 
