@@ -208,6 +208,32 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
             r.machine.interrupts_delivered.to_string(),
         ),
         (
+            "NIC interrupts / events consumed",
+            r.interrupts.as_ref().map_or("-".into(), |i| {
+                format!(
+                    "{} / {}",
+                    i.source.as_ref().map_or(0, |s| s.interrupts),
+                    i.device.events_consumed
+                )
+            }),
+        ),
+        (
+            "NIC handling exits by purpose (count/cycles)",
+            r.interrupts.as_ref().map_or("-".into(), |i| {
+                i.exits_by_purpose
+                    .iter()
+                    .map(|(k, e)| format!("{k} {}/{}", e.count, e.cycles))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+        ),
+        (
+            "NIC EOI + MSI mask/unmask share of handling exit cycles",
+            r.interrupts
+                .as_ref()
+                .map_or("-".into(), |i| format!("{:.3}", i.eoi_msi_share)),
+        ),
+        (
             "CR3 loads (context switches)",
             sum(&|v| v.mmu.cr3_loads).to_string(),
         ),

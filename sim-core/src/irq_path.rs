@@ -15,8 +15,8 @@
 //!
 //! Accounting. Each VM exit that an interrupt of the device causes, or that its driver's
 //! handler causes, is charged (count and cycles: transition, handler, emulation) to a
-//! purpose: [`purpose::DELIVERY`] (the external-interrupt or interrupt-window exit of a
-//! device vector), [`purpose::EOI`] (the EOI write while a device vector is in service),
+//! purpose: [`purpose::DELIVERY`] (the external-interrupt exit of a device vector),
+//! [`purpose::DELIVERY_WINDOW`] (the interrupt-window exit it may wait for), [`purpose::EOI`] (the EOI write while a device vector is in service),
 //! [`purpose::MSI_MASK`] and [`purpose::MSI_UNMASK`] (MSI-X vector-control writes),
 //! [`purpose::CAUSE_READ`] and [`purpose::COUNTER_READ`] (the handler's register reads),
 //! [`purpose::OTHER_MMIO`] (set-up).
@@ -52,6 +52,9 @@ pub mod purpose {
     /// The exit that brings a device interrupt to the guest (external interrupt, or the
     /// interrupt window it waits for).
     pub const DELIVERY: &str = "delivery";
+    /// The interrupt-window exit a device interrupt waited for (the guest had interrupts
+    /// disabled when it arrived).
+    pub const DELIVERY_WINDOW: &str = "delivery_window";
     /// The EOI write for a device vector.
     pub const EOI: &str = "eoi";
     /// An MSI-X entry mask write.

@@ -1004,7 +1004,11 @@ fn handle(
                     .highest_pending()
                     .is_some_and(|vec| irq_path::is_device_vector(mem.mem.phys, vec))
                 {
-                    st.purpose = Some(purpose::DELIVERY);
+                    st.purpose = Some(if exit.reason == ExitReason::ExternalInterrupt {
+                        purpose::DELIVERY
+                    } else {
+                        purpose::DELIVERY_WINDOW
+                    });
                 }
                 match plat.lapic.highest_pending() {
                     Some(vec) if can => {
