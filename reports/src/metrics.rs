@@ -307,7 +307,10 @@ impl Metrics {
             ("irq_handling_exit_cycles", u(self.irq_handling_exit_cycles)),
             ("irq_eoi_exits", u(self.irq_eoi_exits)),
             ("irq_msi_mask_exits", u(self.irq_msi_mask_exits)),
-            ("irq_eoi_msi_share", format!("{:.4}", self.irq_eoi_msi_share)),
+            (
+                "irq_eoi_msi_share",
+                format!("{:.4}", self.irq_eoi_msi_share),
+            ),
         ]
     }
 

@@ -91,10 +91,18 @@ fn native_driver_handles_every_interrupt() {
     assert_eq!(src.max_events_per_interrupt, 1);
     let h = handled(&r);
     assert!(h - driver(&r, "interrupts") <= 1);
-    assert_eq!(driver(&r, "events"), driver(&r, "interrupts"), "one event per interrupt");
+    assert_eq!(
+        driver(&r, "events"),
+        driver(&r, "interrupts"),
+        "one event per interrupt"
+    );
     assert!(h >= 200);
     // Every interrupt raised was handled, but one the run ended with in flight.
-    assert!(src.interrupts - h <= 1, "{} raised, {h} handled", src.interrupts);
+    assert!(
+        src.interrupts - h <= 1,
+        "{} raised, {h} handled",
+        src.interrupts
+    );
     assert_eq!(i.msis_routed, src.interrupts);
     assert_eq!(driver(&r, "empty"), 0);
     // No hypervisor: no exits, and plain MMIO reached the device.
@@ -116,7 +124,11 @@ fn hvm_ept_every_handled_interrupt_costs_exactly_its_exits() {
     // cause read and one counter read MMIO exit (EPT violations, emulated).
     assert_eq!(n(&r, "eoi"), h);
     assert_eq!(n(&r, "msi_mask"), h);
-    assert_eq!(n(&r, "msi_unmask"), h + 1, "the driver's set-up unmasks once");
+    assert_eq!(
+        n(&r, "msi_unmask"),
+        h + 1,
+        "the driver's set-up unmasks once"
+    );
     assert_eq!(n(&r, "cause_read"), h);
     assert_eq!(n(&r, "counter_read"), h);
     // One external-interrupt exit per delivered interrupt (one may be in flight at the
@@ -132,7 +144,10 @@ fn hvm_ept_every_handled_interrupt_costs_exactly_its_exits() {
     assert!(ept >= 4 * h);
     let per = cycles(&r, "msi_mask") / h;
     let wrmsr = cycles(&r, "eoi") / h;
-    assert!(per > wrmsr, "an emulated MMIO exit ({per}) costs more than an EOI exit ({wrmsr})");
+    assert!(
+        per > wrmsr,
+        "an emulated MMIO exit ({per}) costs more than an EOI exit ({wrmsr})"
+    );
 }
 
 #[test]
@@ -155,7 +170,10 @@ fn hvm_ept_eoi_and_msi_masking_dominate_interrupt_handling() {
     // Reading the cause is one more emulated MMIO exit per interrupt.
     assert!(c.eoi_msi_share < a.eoi_msi_share);
     assert_eq!(n(&cause, "cause_read"), handled(&cause));
-    assert!(n(&auto, "cause_read") <= 1, "only before the driver switched to auto-clear");
+    assert!(
+        n(&auto, "cause_read") <= 1,
+        "only before the driver switched to auto-clear"
+    );
 }
 
 #[test]
@@ -169,7 +187,10 @@ fn hybrid_has_no_eoi_and_no_mask_exits() {
     assert_eq!(n(&r, "eoi"), 0);
     assert_eq!(n(&r, "msi_mask"), 0);
     assert_eq!(n(&r, "msi_unmask"), 0);
-    assert_eq!(i.device.msi_mask_writes, 0, "the guest never touches the MSI-X table");
+    assert_eq!(
+        i.device.msi_mask_writes, 0,
+        "the guest never touches the MSI-X table"
+    );
     assert_eq!(r.per_vcpu[0].lapic.eoi_writes, 0);
     // The device's registers are still emulated: cause and counter reads exit.
     assert_eq!(n(&r, "cause_read"), h);
@@ -235,4 +256,32 @@ fn per_vcpu_interrupt_handling_overhead_by_vcpu_count() {
     for w in per_vcpu.windows(2) {
         assert!((w[1] / w[0] - 1.0).abs() < 0.1, "{per_vcpu:?}");
     }
+}
+
+#[test]
+fn scenario_interrupts_section_is_strict_and_sweepable() {
+    use scenarios::runner::expand;
+    use scenarios::schema::load_str;
+    use std::path::Path;
+    let base = r#"
+modes = ["hvm-ept"]
+[machine.interrupts]
+rate = 100000
+itr = 8000
+[guest]
+workload = "nic_rx"
+args = [100]
+"#;
+    let l = load_str(base, "t.toml", "t", Path::new("."), false).unwrap();
+    let c = l.scenario.machine.interrupts.unwrap();
+    assert_eq!((c.rate, c.itr), (100_000, 8000));
+    let bad = base.replace("itr = 8000", "itr = 8000\nburst = 1");
+    let e = load_str(&bad, "t.toml", "t", Path::new("."), false).unwrap_err();
+    assert!(e.to_string().contains("burst"), "{e}");
+    let swept = format!("{base}\n[sweep]\ngrid = {{ \"machine.interrupts.itr\" = [0, 20000] }}\n");
+    let l = load_str(&swept, "t.toml", "t", Path::new("."), false).unwrap();
+    let specs = expand(&l.scenario);
+    let itrs: Vec<u64> = specs.iter().map(|s| s.interrupts.unwrap().itr).collect();
+    assert_eq!(itrs, vec![0, 20000]);
+    assert!(specs.iter().all(|s| s.interrupts.unwrap().rate == 100_000));
 }

@@ -28,8 +28,8 @@
 //! physical interrupts into event-channel upcalls and injects them before each entry.
 
 use super::{emulate, hvm_shadow, Policy};
-use crate::irq_path::{self, purpose};
 use crate::error::SimError;
+use crate::irq_path::{self, purpose};
 use crate::machine::{ExitCount, Machine, RunEnd, SlicePlatform, EXIT_PORT};
 use crate::native_mmu::{MemCycles, NativeMmuStats};
 use crate::phys_mem::PhysMem;
