@@ -258,7 +258,7 @@ impl Nic {
                 Err(_) => self.bad(),
             };
         }
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             return self.bad();
         }
         if let Some((q, reg)) = self.queue_reg(offset) {
@@ -327,7 +327,7 @@ impl Nic {
             }
             return;
         }
-        if size != 4 || offset % 4 != 0 {
+        if size != 4 || !offset.is_multiple_of(4) {
             self.bad();
             return;
         }
