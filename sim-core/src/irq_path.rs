@@ -28,7 +28,7 @@ use crate::phys_mem::PhysMem;
 use devices::irq_message::InterruptMessage;
 use devices::irq_source::{IrqSource, IrqSourceConfig, IrqSourceStats, Targets};
 use devices::lapic::Lapic;
-use devices::nic::{Nic, NicStats, Purpose, NIC_BAR_BYTES};
+use devices::nic::{Nic, NicStats, NIC_BAR_BYTES};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -333,7 +333,6 @@ impl Machine {
             .filter_map(|k| all.get(*k))
             .map(|e| e.cycles)
             .sum();
-        let _ = Purpose::Other;
         Some(InterruptResult {
             config: p.cfg,
             mmio_base: w.range().0,
@@ -357,5 +356,39 @@ impl Machine {
                 .and_then(|h| h.hybrid.as_deref())
                 .map(|d| d.pirq_stats().clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn physical_memory_reaches_the_device_only_inside_its_bar() {
+        let mut phys = PhysMem::new(16 << 20).unwrap();
+        phys.mmio = Some(Box::new(MmioWindow {
+            base: NIC_MMIO_BASE,
+            nic: Nic::new(2).unwrap(),
+        }));
+        assert_eq!(
+            phys.read_sized(NIC_MMIO_BASE, 4),
+            u64::from(devices::nic::NIC_ID)
+        );
+        assert_eq!(phys.read_sized(NIC_MMIO_BASE + 4, 4), 2);
+        assert_eq!(phys.stats.out_of_range, 0);
+        // Past the BAR: unbacked, all ones, counted.
+        assert_eq!(
+            phys.read_sized(NIC_MMIO_BASE + NIC_BAR_BYTES, 4),
+            0xffff_ffff
+        );
+        assert_eq!(phys.stats.out_of_range, 1);
+        // A mask write through memory is the device's, with its purpose.
+        phys.write_sized(NIC_MMIO_BASE + 0x1000 + 12, 4, 1);
+        assert_eq!(last_access(&mut phys), Some(purpose::MSI_MASK));
+        assert_eq!(last_access(&mut phys), None);
+        // RAM is untouched by the window.
+        phys.write_sized(0x1000, 4, 7);
+        assert_eq!(phys.read_sized(0x1000, 4), 7);
     }
 }
