@@ -238,7 +238,7 @@ max_instructions = 2000000
         &[
             "guest user",
             "guest kernel",
-            "walk stall",
+            "walk stall (guest/1D)",
             "cache stall",
             "idle",
         ],
