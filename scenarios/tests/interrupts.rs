@@ -203,6 +203,29 @@ fn hybrid_has_no_eoi_and_no_mask_exits() {
 }
 
 #[test]
+fn hybrid_on_four_vcpus_each_queue_is_its_cpus_event_channel() {
+    let r = go("hybrid", &["2000", "1", "0"], 4, 100_000, 8000);
+    let i = irq(&r);
+    let h = i.device.cause_reads;
+    assert_eq!(n(&r, "counter_read"), h);
+    assert_eq!(
+        (n(&r, "eoi"), n(&r, "msi_mask"), n(&r, "msi_unmask")),
+        (0, 0, 0)
+    );
+    // One physical-interrupt exit per handled interrupt (one per queue may be in flight).
+    let d = n(&r, "delivery");
+    assert!(d >= h && d <= h + 4, "{d} delivery exits, {h} handled");
+    let p = i.pirqs.as_ref().unwrap();
+    assert_eq!((p.mapped, p.bound, p.unbound), (4, 4, 0));
+    let src = i.source.as_ref().unwrap();
+    assert!(
+        src.queues.iter().all(|q| q.interrupts > 0),
+        "{:?}",
+        src.queues
+    );
+}
+
+#[test]
 fn apicv_virtualizes_eoi_but_mask_exits_remain() {
     let r = go("hvm-ept-apicv", &["400", "1", "0"], 1, 100_000, 8000);
     let h = handled(&r);

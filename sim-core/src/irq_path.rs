@@ -129,6 +129,17 @@ pub(crate) fn is_device_vector(phys: &mut PhysMem, vector: u8) -> bool {
     window(phys).is_some_and(|w| w.is_device_vector(vector))
 }
 
+/// Whether any of the device's vectors is pending at `lapic` (an exit that takes every
+/// pending vector, as the hybrid hypervisor's, delivers it whatever else is pending).
+pub(crate) fn device_vector_pending(phys: &mut PhysMem, lapic: &Lapic) -> bool {
+    window(phys).is_some_and(|w| {
+        let t = w.nic.msix();
+        (0..t.entry_count())
+            .filter_map(|q| t.entry(q))
+            .any(|e| lapic.is_pending(e.data as u8))
+    })
+}
+
 /// Whether an EOI the local APIC is about to take ends a device vector's service.
 pub(crate) fn eoi_is_device(phys: &mut PhysMem, lapic: &Lapic) -> bool {
     window(phys).is_some_and(|w| {

@@ -985,10 +985,7 @@ fn handle(
                 // The upcall itself is injected below, before the entry.
                 advance = false;
                 if exit.reason == ExitReason::ExternalInterrupt
-                    && plat
-                        .lapic
-                        .highest_pending()
-                        .is_some_and(|vec| irq_path::is_device_vector(mem.mem.phys, vec))
+                    && irq_path::device_vector_pending(mem.mem.phys, plat.lapic)
                 {
                     st.purpose = Some(purpose::DELIVERY);
                 }
