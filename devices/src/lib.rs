@@ -17,6 +17,8 @@
 //!   IOREGSEL/IOWIN, remote IRR and EOI for level-triggered pins.
 //! - [`msi`]: the MSI capability and the MSI-X table and pending-bit array, with
 //!   per-vector masking ("pending while masked") and the x86 address/data format.
+//! - [`nic`]: a NIC-like receive device: per-queue cause and counter registers, an
+//!   interrupt mask, one MSI-X entry per queue.
 //! - [`irq_message`]: what the IOAPIC and MSI produce: [`irq_message::InterruptMessage`]
 //!   values (destination, vector, delivery mode, trigger) for the core to route to local
 //!   APICs.
@@ -41,5 +43,6 @@ pub mod irq_message;
 pub mod irq_source;
 pub mod lapic;
 pub mod msi;
+pub mod nic;
 
 pub use error::DeviceError;

@@ -116,6 +116,21 @@ pub struct Metrics {
     /// PV: page-table switches the hypervisor made (user/kernel mode switches and new
     /// base pointers).
     pub pv_page_table_switches: u64,
+    /// NIC interrupts the source raised (0 without a NIC).
+    pub nic_interrupts: u64,
+    /// NIC events (packets) the guest driver consumed.
+    pub nic_events: u64,
+    /// VM exits charged to NIC interrupt handling (delivery, EOI, MSI mask/unmask,
+    /// register reads).
+    pub irq_handling_exits: u64,
+    /// Their cycles.
+    pub irq_handling_exit_cycles: u64,
+    /// EOI exits for NIC vectors.
+    pub irq_eoi_exits: u64,
+    /// MSI-X mask and unmask exits.
+    pub irq_msi_mask_exits: u64,
+    /// Share of interrupt-handling exit cycles spent on EOI and MSI mask/unmask exits.
+    pub irq_eoi_msi_share: f64,
 }
 
 /// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
@@ -160,6 +175,16 @@ impl Metrics {
         let g = exit_groups(r);
         let vmx = || r.per_vcpu.iter().filter_map(|v| v.vmx.as_ref());
         let shadow = r.shadow.as_ref();
+        let irq = r.interrupts.as_ref();
+        let purpose = |names: &[&str]| -> u64 {
+            irq.map_or(0, |i| {
+                names
+                    .iter()
+                    .filter_map(|n| i.exits_by_purpose.get(*n))
+                    .map(|e| e.count)
+                    .sum()
+            })
+        };
         Metrics {
             instructions: r.instructions,
             user_instructions: r.user_instructions,
@@ -221,6 +246,15 @@ impl Metrics {
                 .pv
                 .as_ref()
                 .map_or(0, |p| p.hypervisor.page_table_switches),
+            nic_interrupts: irq
+                .and_then(|i| i.source.as_ref())
+                .map_or(0, |s| s.interrupts),
+            nic_events: irq.map_or(0, |i| i.device.events_consumed),
+            irq_handling_exits: irq.map_or(0, |i| i.handling_exits),
+            irq_handling_exit_cycles: irq.map_or(0, |i| i.handling_exit_cycles),
+            irq_eoi_exits: purpose(&["eoi"]),
+            irq_msi_mask_exits: purpose(&["msi_mask", "msi_unmask"]),
+            irq_eoi_msi_share: irq.map_or(0.0, |i| i.eoi_msi_share),
         }
     }
 
@@ -287,6 +321,16 @@ impl Metrics {
             ("pv_bounces", u(self.pv_bounces)),
             ("pv_mmu_updates", u(self.pv_mmu_updates)),
             ("pv_page_table_switches", u(self.pv_page_table_switches)),
+            ("nic_interrupts", u(self.nic_interrupts)),
+            ("nic_events", u(self.nic_events)),
+            ("irq_handling_exits", u(self.irq_handling_exits)),
+            ("irq_handling_exit_cycles", u(self.irq_handling_exit_cycles)),
+            ("irq_eoi_exits", u(self.irq_eoi_exits)),
+            ("irq_msi_mask_exits", u(self.irq_msi_mask_exits)),
+            (
+                "irq_eoi_msi_share",
+                format!("{:.4}", self.irq_eoi_msi_share),
+            ),
         ]
     }
 

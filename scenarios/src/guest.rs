@@ -60,8 +60,10 @@ pub const BOOT_INFO_CMDLINE_LEN: usize = 256;
 pub const BOOT_INFO_MODULE_PHYS: usize = BOOT_INFO_CMDLINE + BOOT_INFO_CMDLINE_LEN;
 /// Byte offset of `boot_info.module_size` (size of the boot module in bytes; 0: none).
 pub const BOOT_INFO_MODULE_SIZE: usize = BOOT_INFO_MODULE_PHYS + 8;
+/// Byte offset of `boot_info.nic_mmio` (physical base of the NIC's registers; 0: none).
+pub const BOOT_INFO_NIC_MMIO: usize = BOOT_INFO_MODULE_SIZE + 8;
 /// Total size of `struct boot_info` in bytes.
-pub const BOOT_INFO_SIZE: usize = BOOT_INFO_MODULE_SIZE + 8;
+pub const BOOT_INFO_SIZE: usize = BOOT_INFO_NIC_MMIO + 8;
 /// I/O port the guest writes console bytes to.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// I/O port the guest writes its exit status to (32-bit `out`), stopping the machine.
@@ -108,6 +110,7 @@ mod tests {
         use sim_core::loader::boot_info;
         assert_eq!(BOOT_INFO_MODULE_PHYS as u64, boot_info::MODULE_PHYS);
         assert_eq!(BOOT_INFO_MODULE_SIZE as u64, boot_info::MODULE_SIZE);
+        assert_eq!(BOOT_INFO_NIC_MMIO as u64, boot_info::NIC_MMIO);
         assert_eq!(BOOT_INFO_SIZE as u64, boot_info::SIZE);
         assert_eq!((BOOT_INFO_MODULE_PHYS, BOOT_INFO_MODULE_SIZE), (336, 344));
     }
@@ -128,6 +131,7 @@ mod tests {
             "true_",
             "hello",
             "selftest",
+            "nic_rx",
         ] {
             let elf = program(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(&elf[..4], b"\x7fELF", "{name}");

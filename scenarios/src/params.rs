@@ -14,6 +14,16 @@ use std::path::Path;
 /// A scenario-level sweepable parameter: (path, type, what it sets).
 pub const SCENARIO_PARAMS: &[(&str, &str, &str)] = &[
     ("machine.profile", "string", "machine profile name or file"),
+    (
+        "machine.interrupts.rate",
+        "integer",
+        "NIC received events per second (0: no NIC)",
+    ),
+    (
+        "machine.interrupts.itr",
+        "integer",
+        "NIC interrupts per second per queue at most (0: unthrottled)",
+    ),
     ("guest.workload", "string", "workload run by every guest"),
     ("guest.args", "array of strings", "the workload's arguments"),
     (

@@ -59,6 +59,14 @@ pub enum ProgramError {
 
 /// Builds the machine and runs the workload.
 pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
+    run_with(opts, None)
+}
+
+/// [`run`] with the NIC interrupt source on (`Some`) or off.
+pub fn run_with(
+    opts: &ProgramRun,
+    interrupts: Option<sim_core::irq_path::InterruptConfig>,
+) -> Result<RunResult, ProgramError> {
     let Some(policy) = sim_core::Policy::from_name(&opts.mode) else {
         return Err(ProgramError::UnknownMode(opts.mode.clone()));
     };
@@ -108,6 +116,7 @@ pub fn run(opts: &ProgramRun) -> Result<RunResult, ProgramError> {
     cfg.mem_bytes = opts.memory_mib << 20;
     cfg.max_instructions = opts.max_instructions;
     cfg.module = module;
+    cfg.interrupts = interrupts;
     let m = Machine::with_policy(
         cfg,
         policy,
@@ -197,6 +206,32 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
         (
             "interrupts delivered",
             r.machine.interrupts_delivered.to_string(),
+        ),
+        (
+            "NIC interrupts / events consumed",
+            r.interrupts.as_ref().map_or("-".into(), |i| {
+                format!(
+                    "{} / {}",
+                    i.source.as_ref().map_or(0, |s| s.interrupts),
+                    i.device.events_consumed
+                )
+            }),
+        ),
+        (
+            "NIC handling exits by purpose (count/cycles)",
+            r.interrupts.as_ref().map_or("-".into(), |i| {
+                i.exits_by_purpose
+                    .iter()
+                    .map(|(k, e)| format!("{k} {}/{}", e.count, e.cycles))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+        ),
+        (
+            "NIC EOI + MSI mask/unmask share of handling exit cycles",
+            r.interrupts
+                .as_ref()
+                .map_or("-".into(), |i| format!("{:.3}", i.eoi_msi_share)),
         ),
         (
             "CR3 loads (context switches)",

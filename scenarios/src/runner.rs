@@ -41,6 +41,9 @@ pub struct RunSpec {
     pub seed: u64,
     /// The sweep point: each swept parameter path and its value here.
     pub params: BTreeMap<String, toml::Value>,
+    /// The NIC interrupt source (absent: no NIC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupts: Option<sim_core::irq_path::InterruptConfig>,
 }
 
 impl RunSpec {
@@ -115,6 +118,7 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
                     max_instructions: s.budget.max_instructions,
                     seed: s.seed,
                     params: pt.clone(),
+                    interrupts: s.machine.interrupts,
                 };
                 for (p, v) in &pt {
                     apply_param(&mut spec, p, v);
@@ -139,6 +143,17 @@ fn apply_param(spec: &mut RunSpec, path: &str, v: &toml::Value) {
                 .unwrap_or_default()
         }
         "guest.vcpus" => spec.vcpus = u32::try_from(int(v)).unwrap_or(0),
+        "machine.interrupts.rate" | "machine.interrupts.itr" => {
+            let n = u64::try_from(int(v)).unwrap_or(0);
+            let c = spec
+                .interrupts
+                .get_or_insert(sim_core::irq_path::InterruptConfig { rate: 0, itr: 0 });
+            if path.ends_with("rate") {
+                c.rate = n;
+            } else {
+                c.itr = n;
+            }
+        }
         "guest.memory_mib" => spec.memory_mib = u64::try_from(int(v)).unwrap_or(0),
         "budget.max_instructions" => spec.max_instructions = u64::try_from(int(v)).unwrap_or(0),
         "seed" => spec.seed = u64::try_from(int(v)).unwrap_or(0),
@@ -186,6 +201,7 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
         cfg.vcpus = spec.vcpus;
         cfg.mem_bytes = spec.memory_mib << 20;
         cfg.max_instructions = spec.max_instructions;
+        cfg.interrupts = spec.interrupts.filter(|c| c.rate > 0);
         let m = Machine::with_policy(
             cfg,
             policy,

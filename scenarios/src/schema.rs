@@ -88,6 +88,10 @@ pub struct MachineSpec {
     /// Dotted paths into the profile and their new values.
     #[serde(default)]
     pub overrides: BTreeMap<String, toml::Value>,
+    /// `[machine.interrupts]`: the NIC and its interrupt source (`rate` events/s over one
+    /// queue per vCPU, `itr` interrupts/s per queue at most); absent: no NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupts: Option<sim_core::irq_path::InterruptConfig>,
 }
 
 fn default_profile() -> String {
@@ -99,6 +103,7 @@ impl Default for MachineSpec {
         MachineSpec {
             profile: default_profile(),
             overrides: BTreeMap::new(),
+            interrupts: None,
         }
     }
 }
@@ -642,6 +647,13 @@ fn check_scenario_param(path: &str, v: &toml::Value) -> Result<(), String> {
             )),
         },
         "guest.vcpus" => check_vcpus(int(v)?),
+        "machine.interrupts.rate" | "machine.interrupts.itr" => int(v).and_then(|i| {
+            if i >= 0 {
+                Ok(())
+            } else {
+                Err(format!("{path} = {i} must not be negative"))
+            }
+        }),
         "guest.memory_mib" => check_memory(int(v)?),
         "budget.max_instructions" => check_budget(int(v)?),
         "seed" => int(v).and_then(|i| {
@@ -664,6 +676,8 @@ fn all_param_paths(tree: &toml::Table) -> Vec<String> {
 
 const SCENARIO_PATHS: &[&str] = &[
     "machine.profile",
+    "machine.interrupts.rate",
+    "machine.interrupts.itr",
     "guest.workload",
     "guest.args",
     "guest.args.0",

@@ -109,8 +109,10 @@ pub mod boot_info {
     pub const MODULE_PHYS: u64 = 336;
     /// Size of the boot module in bytes (0: none).
     pub const MODULE_SIZE: u64 = 344;
+    /// Physical base of the NIC's MMIO BAR (0: no NIC).
+    pub const NIC_MMIO: u64 = 352;
     /// Size of the block.
-    pub const SIZE: u64 = 352;
+    pub const SIZE: u64 = 360;
 }
 
 /// What the loader produced.

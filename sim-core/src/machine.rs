@@ -53,6 +53,9 @@ pub struct MachineConfig {
     /// Boot module for the kernel (a user ELF to run instead of an embedded program);
     /// serialised as name and size.
     pub module: Option<loader::BootModule>,
+    /// The NIC interrupt source (`None`: no NIC on the machine).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupts: Option<crate::irq_path::InterruptConfig>,
 }
 
 impl MachineConfig {
@@ -67,6 +70,7 @@ impl MachineConfig {
             quantum: 10_000,
             interrupt_check: 1_000,
             module: None,
+            interrupts: None,
         }
     }
 
@@ -235,6 +239,9 @@ pub struct RunResult {
     /// (pv mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pv: Option<pv::PvResult>,
+    /// The NIC interrupt path: source, device, exits by purpose (omitted without a NIC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupts: Option<crate::irq_path::InterruptResult>,
 }
 
 /// Shadow-paging results of a run.
@@ -454,6 +461,8 @@ pub struct Machine {
     pub(crate) hv: Option<Box<hvm_ept::HvMachine>>,
     /// The PV domain (pv mode).
     pub(crate) pv: Option<Box<pv::PvDomain>>,
+    /// The NIC interrupt path (when configured).
+    pub(crate) irq: Option<Box<crate::irq_path::IrqPath>>,
 }
 
 impl Machine {
@@ -552,6 +561,7 @@ impl Machine {
             policy,
             hv: None,
             pv: None,
+            irq: None,
         };
         if policy.is_hvm() {
             hvm_ept::build(&mut m, policy)?;
@@ -561,6 +571,9 @@ impl Machine {
         }
         if let Some(root) = pv_root {
             pv::build(&mut m, root)?;
+        }
+        if let Some(c) = m.cfg.interrupts {
+            m.irq_install(c)?;
         }
         Ok(m)
     }
@@ -572,12 +585,12 @@ impl Machine {
         )
     }
 
-    fn tsc_of(&self, cycles: u64) -> u64 {
+    pub(crate) fn tsc_of(&self, cycles: u64) -> u64 {
         let (n, d) = self.tsc_ratio();
         ((cycles as u128 * n as u128) / d as u128) as u64
     }
 
-    fn cycles_of_tsc(&self, tsc: u64) -> u64 {
+    pub(crate) fn cycles_of_tsc(&self, tsc: u64) -> u64 {
         let (n, d) = self.tsc_ratio();
         ((tsc as u128 * d as u128).div_ceil(n as u128)) as u64
     }
@@ -815,7 +828,13 @@ impl Machine {
                         break;
                     }
                     let chunk = left.min(self.cfg.interrupt_check);
+                    if self.irq.is_some() {
+                        self.irq_before_chunk(i);
+                    }
                     let done = self.run_vcpu(i, chunk);
+                    if self.irq.is_some() {
+                        self.irq_after_chunk(i);
+                    }
                     total += done;
                     slice += done;
                     if !self.ipis.is_empty() {
@@ -851,9 +870,13 @@ impl Machine {
                         && v.lapic.highest_pending().is_some()
                         && v.cpu.state.interrupts_enabled()
                 });
+                let next = match (self.next_timer_event(), self.irq_deadline_cycles()) {
+                    (Some((a, _)), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.map(|x| x.0).or(b),
+                };
                 if pending {
                     woke = true;
-                } else if let Some((at, _)) = self.next_timer_event() {
+                } else if let Some(at) = next {
                     for v in self.vcpus.iter_mut().filter(|v| v.started) {
                         let c = v.cycles();
                         if at > c {
@@ -863,6 +886,7 @@ impl Machine {
                     woke = true;
                 }
             } else if let Some(h) = horizon {
+                let irq_at = self.irq_deadline_cycles();
                 // Halted vCPUs idle up to their own deadline, at most to the running
                 // vCPUs' time.
                 for i in 0..n {
@@ -874,7 +898,10 @@ impl Machine {
                         continue;
                     }
                     let now_c = v.cycles();
-                    let deadline = v.armed.map(|t| self.cycles_of_tsc(t));
+                    let deadline = match (v.armed.map(|t| self.cycles_of_tsc(t)), irq_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                     let target = deadline.map_or(h, |t| t.min(h)).max(now_c);
                     self.vcpus[i].idle += target - now_c;
                 }
@@ -955,12 +982,14 @@ impl Machine {
                 unsupported.join(", ")
             ));
         }
+        let interrupts = self.irq_result();
         let hyb = self
             .hv
             .as_ref()
             .and_then(|h| h.hybrid.as_deref())
             .or(self.pv.as_ref().map(|d| &d.hc));
         RunResult {
+            interrupts,
             hypercalls: hyb.map(|d| d.by_op().clone()).unwrap_or_default(),
             hypercall_stats: hyb.map(|d| d.stats().clone()),
             event_channels: hyb.map(|d| d.evtchn_stats().clone()),

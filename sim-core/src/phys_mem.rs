@@ -23,6 +23,8 @@ pub struct PhysMem {
     size: u64,
     /// Counters.
     pub stats: PhysMemStats,
+    /// A device BAR above memory (the NIC), reached by accesses that hit no RAM.
+    pub(crate) mmio: Option<Box<crate::irq_path::MmioWindow>>,
 }
 
 /// Largest memory a machine may be given (1 TiB): bounds the page index table.
@@ -42,6 +44,7 @@ impl PhysMem {
             pages,
             size,
             stats: PhysMemStats::default(),
+            mmio: None,
         })
     }
 
@@ -82,6 +85,11 @@ impl PhysMem {
                 }
                 Some(None) => 0,
                 None => {
+                    if let Some(w) = self.mmio.as_deref_mut() {
+                        if let Some(v) = w.read(pa, size) {
+                            return v;
+                        }
+                    }
                     self.stats.out_of_range += 1;
                     u64::MAX >> (64 - size * 8)
                 }
@@ -108,7 +116,14 @@ impl PhysMem {
                         _ => dst.copy_from_slice(&v.to_le_bytes()[..size]),
                     }
                 }
-                None => self.stats.out_of_range += 1,
+                None => {
+                    if let Some(w) = self.mmio.as_deref_mut() {
+                        if w.write(pa, size, v) {
+                            return;
+                        }
+                    }
+                    self.stats.out_of_range += 1
+                }
             }
         } else {
             self.write(pa, &v.to_le_bytes()[..size]);

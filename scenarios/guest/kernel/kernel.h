@@ -67,6 +67,7 @@ typedef int64_t i64;
 #define VEC_RESCHED 0xF0
 #define VEC_TLB 0xF1
 #define VEC_UPCALL 0xF3 /* hybrid: the event-channel callback vector */
+#define VEC_NIC 0x40    /* the NIC's MSI-X vector, every CPU */
 #define VEC_SPURIOUS 0xFF
 
 /* ---- MSRs ---- */
@@ -135,6 +136,7 @@ struct boot_info {
     char cmdline[256];
     u64 module_phys; /* 0: no module */
     u64 module_size; /* 0: no module */
+    u64 nic_mmio;    /* physical base of the NIC's registers; 0: no NIC */
 };
 
 /* ---- pv_ops: every privileged operation after early boot goes through here ---- */
@@ -191,7 +193,11 @@ void pv_select(struct boot_info *bi);
 #define EV_TIMER 1u
 #define EV_RESCHED 2u
 #define EV_TLB 4u
+#define EV_NIC 8u
 u32 pv_upcall_events(void); /* hybrid: consume this CPU's pending event channels */
+u32 pv_nic_bind(u32 queue, u64 cpu); /* hybrid: map the queue's PIRQ and bind a port */
+void pv_port_mask(u32 port);         /* hybrid: event-channel mask in shared memory */
+void pv_port_unmask(u32 port);
 
 /* ---- trap frame (layout fixed by entry.S) ---- */
 struct trapframe {
@@ -363,6 +369,15 @@ void tlb_service(void);
 i64 sys_mmap(u64 addr, u64 len, u64 prot, u64 flags, u64 fd, u64 off);
 i64 sys_munmap(u64 addr, u64 len);
 i64 sys_brk(u64 addr);
+
+/* nic.c */
+void nic_init(void);
+void nic_irq(void);    /* the MSI-X vector's handler */
+void nic_upcall(void); /* hybrid: the NIC port's handler */
+i64 sys_hvsim_nic(u64 what);
+
+/* mm.c (I/O) */
+void *kmap_io(u64 pa, u64 len);
 
 /* trap.c */
 void idt_init(void);

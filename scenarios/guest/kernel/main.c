@@ -12,6 +12,7 @@ _Static_assert(sizeof(struct tss) == 104, "tss layout");
 _Static_assert(offsetof(struct boot_info, cmdline) == 80, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, module_phys) == 336, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, module_size) == 344, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, nic_mmio) == 352, "boot_info layout");
 
 void kernel_main(struct boot_info *bi, u64 cpu)
 {
@@ -41,6 +42,7 @@ void kernel_main(struct boot_info *bi, u64 cpu)
 
     bkl_lock();
     smp_boot();
+    nic_init();
     start_init(bi->cmdline);
     idle_loop();
 }

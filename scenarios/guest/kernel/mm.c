@@ -738,3 +738,20 @@ i64 sys_brk(u64 addr)
     mm->brk = addr;
     return (i64)addr;
 }
+
+/* ---------------- device registers ---------------- */
+
+/* Maps [pa, pa + len) (a device's registers, above memory) uncached at DIRECT_MAP + pa in
+ * 4 KiB pages of the shared kernel half; returns its virtual address (NULL on failure). */
+void *kmap_io(u64 pa, u64 len)
+{
+    for (u64 off = 0; off < len; off += PAGE_SIZE) {
+        u64 *e = pt_entry(kernel_pml4_pa, 0, DIRECT_MAP + pa + off, 1, 1, PTE_P | PTE_W);
+        if (!e)
+            return NULL;
+        /* PCD (bit 4) | PWT (bit 3): uncached. */
+        pv.set_pte(e, (pa + off) | PTE_P | PTE_W | PTE_G | PTE_NX | (1UL << 4) | (1UL << 3));
+    }
+    pv.flush_tlb_local();
+    return P2V(pa);
+}

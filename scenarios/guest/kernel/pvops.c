@@ -647,6 +647,39 @@ static void pv_start_cpu(u32 cpu)
         panic("pv: vcpu_op(up, %u) failed: %ld/%ld", cpu, r, (i64)mc[0].result);
 }
 
+/* NIC queues (hybrid): the hypervisor owns the device's MSI-X vectors; the queue's PIRQ
+ * is bound to a port the queue's CPU handles, masked and unmasked in shared memory. */
+#define HC_PHYSDEV_OP 33
+#define PHYSDEVOP_map_pirq 13
+#define EVTCHNOP_bind_pirq 2
+
+u32 pv_nic_bind(u32 queue, u64 cpu)
+{
+    i64 pirq = hypercall3(HC_PHYSDEV_OP, PHYSDEVOP_map_pirq, queue, cpu);
+    if (pirq < 0)
+        panic("hybrid: map_pirq for queue %u: %ld", queue, pirq);
+    return hybrid_bind(hypercall3(HC_EVENT_CHANNEL_OP, EVTCHNOP_bind_pirq, (u64)pirq, cpu), cpu,
+                       EV_NIC, "bind_pirq");
+}
+
+void pv_port_mask(u32 port)
+{
+    __atomic_or_fetch(&shinfo.evtchn_mask[port / 64], 1UL << (port % 64), __ATOMIC_SEQ_CST);
+}
+
+/* As Linux's unmask_evtchn for a local port: an event that arrived while masked makes the
+ * upcall pending again (taken at the next entry). */
+void pv_port_unmask(u32 port)
+{
+    u64 w = port / 64, b = 1UL << (port % 64);
+    __atomic_and_fetch(&shinfo.evtchn_mask[w], ~b, __ATOMIC_SEQ_CST);
+    if (shinfo.evtchn_pending[w] & b) {
+        struct vcpu_info *vi = &shinfo.vcpu_info[this_cpu()->id];
+        __atomic_or_fetch(&vi->evtchn_pending_sel, 1UL << w, __ATOMIC_SEQ_CST);
+        vi->evtchn_upcall_pending = 1;
+    }
+}
+
 /* The active table. Filled by pv_select() before anything else runs. */
 struct pv_ops pv;
 

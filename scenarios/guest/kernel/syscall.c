@@ -20,6 +20,7 @@ enum {
     NR_arch_prctl = 158,
     NR_clock_gettime = 228,
     NR_exit_group = 231,
+    NR_hvsim_nic = 500, /* hvsim: NIC driver counters (not Linux) */
 };
 
 static u64 syscall_counts[NR_SYSCALLS + 1]; /* the last slot counts numbers >= NR_SYSCALLS */
@@ -142,6 +143,9 @@ void syscall_handler(struct trapframe *tf)
         break;
     case NR_arch_prctl:
         ret = sys_arch_prctl(a0, a1);
+        break;
+    case NR_hvsim_nic:
+        ret = sys_hvsim_nic(a0);
         break;
     case NR_clock_gettime:
         ret = sys_clock_gettime(a0, a1);

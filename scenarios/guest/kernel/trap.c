@@ -163,6 +163,8 @@ static void kernel_trap(struct trapframe *tf, u64 cr2)
 static void upcall(struct trapframe *tf)
 {
     u32 ev = pv_upcall_events();
+    if (ev & EV_NIC)
+        nic_upcall();
     if (ev & EV_TLB)
         tlb_service();
     if (!(ev & (EV_TIMER | EV_RESCHED)))
@@ -193,6 +195,10 @@ void trap_handler(struct trapframe *tf)
     u64 cr2 = v == VEC_PF ? pv.read_cr2() : 0;
     if (v == VEC_UPCALL) {
         upcall(tf);
+        return;
+    }
+    if (v == VEC_NIC) {
+        nic_irq();
         return;
     }
     if (v == VEC_TLB) {

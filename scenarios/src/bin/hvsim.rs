@@ -130,6 +130,14 @@ enum Command {
         /// Also write the full result as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Put the NIC on the machine: received events per second, spread over one queue
+        /// per vCPU (0 or absent: no NIC).
+        #[arg(long, default_value_t = 0)]
+        irq_rate: u64,
+        /// The NIC's interrupt rate limit per queue (InterruptThresholdRate; 0: one
+        /// interrupt per event).
+        #[arg(long, default_value_t = 0)]
+        irq_itr: u64,
         /// Arguments passed to the workload.
         #[arg(last = true)]
         args: Vec<String>,
@@ -173,6 +181,8 @@ fn main() -> ExitCode {
             memory,
             max_instructions,
             json,
+            irq_rate,
+            irq_itr,
             args,
         }) => run_program(
             ProgramRun {
@@ -184,6 +194,10 @@ fn main() -> ExitCode {
                 memory_mib: memory,
                 max_instructions,
             },
+            (irq_rate > 0).then_some(sim_core::irq_path::InterruptConfig {
+                rate: irq_rate,
+                itr: irq_itr,
+            }),
             json,
         ),
     };
@@ -460,9 +474,13 @@ fn list() {
     }
 }
 
-fn run_program(opts: ProgramRun, json: Option<PathBuf>) -> Result<ExitCode, String> {
+fn run_program(
+    opts: ProgramRun,
+    interrupts: Option<sim_core::irq_path::InterruptConfig>,
+    json: Option<PathBuf>,
+) -> Result<ExitCode, String> {
     let t = Instant::now();
-    let r = program::run(&opts).map_err(|e| e.to_string())?;
+    let r = program::run_with(&opts, interrupts).map_err(|e| e.to_string())?;
     let secs = t.elapsed().as_secs_f64();
     print!("{}", program::table(&r, secs));
     if let Some(path) = json {

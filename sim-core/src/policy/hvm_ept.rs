@@ -27,8 +27,9 @@
 //! sends VMCALLs to the hypercall dispatcher, answers the hypervisor CPUID leaves, turns
 //! physical interrupts into event-channel upcalls and injects them before each entry.
 
-use super::{hvm_shadow, Policy};
+use super::{emulate, hvm_shadow, Policy};
 use crate::error::SimError;
+use crate::irq_path::{self, purpose};
 use crate::machine::{ExitCount, Machine, RunEnd, SlicePlatform, EXIT_PORT};
 use crate::native_mmu::{MemCycles, NativeMmuStats};
 use crate::phys_mem::PhysMem;
@@ -154,6 +155,8 @@ pub struct HvVcpu {
     handling: u64,
     exits: BTreeMap<String, ExitCount>,
     costs: VmxProfile,
+    /// The instruction emulator for MMIO exits (machines with a device BAR).
+    emu: Option<Box<emulate::Emulator>>,
 }
 
 impl HvVcpu {
@@ -558,6 +561,9 @@ impl Memory for EptMemory<'_> {
     }
 }
 
+/// The x2APIC EOI register.
+const X2APIC_EOI: u32 = 0x80b;
+
 /// LAPIC MSRs whose writes exit: EOI, ICR, LVT timer, timer initial count, TSC deadline.
 pub const EXITING_MSR_WRITES: &[u32] = &[0x80b, 0x830, 0x832, 0x838, 0x6e0];
 
@@ -609,6 +615,10 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
             handling: 0,
             exits: BTreeMap::new(),
             costs,
+            emu: match m.cfg.interrupts {
+                Some(_) => Some(Box::new(emulate::Emulator::new(&m.cfg.profile.mmu)?)),
+                None => None,
+            },
         }));
     }
     let page = if costs.ept_page_kib == 2048 {
@@ -826,6 +836,12 @@ struct ExitState<'a> {
     exits: Vec<(ExitReason, u64)>,
     /// The hybrid flavour: the domain, seen from this vCPU.
     hybrid: Option<hybrid::Ctx<'a>>,
+    /// The interrupt-handling purpose of the exit being handled, if any.
+    purpose: Option<&'static str>,
+    /// Exits charged to an interrupt-handling purpose, with their cycles.
+    purposes: Vec<(&'static str, u64)>,
+    /// The MMIO emulator.
+    emu: Option<&'a mut emulate::Emulator>,
 }
 
 impl ExitState<'_> {
@@ -855,6 +871,11 @@ impl ExitState<'_> {
     /// The hypervisor's emulator executed one guest instruction during this exit.
     fn emulated(&mut self, plat: &mut SlicePlatform) {
         let c = self.costs.handler_emulation;
+        self.extra(c, plat);
+    }
+
+    /// Adds `c` handler cycles to the exit being handled.
+    fn extra(&mut self, c: u64, plat: &mut SlicePlatform) {
         self.handling += c;
         if let Some(e) = self.exits.last_mut() {
             e.1 += c;
@@ -906,6 +927,9 @@ fn handle(
             ExitReason::Wrmsr => {
                 let msr = g[1] as u32;
                 let value = (g[2] << 32) | (g[0] & 0xffff_ffff);
+                if msr == X2APIC_EOI && irq_path::eoi_is_device(mem.mem.phys, plat.lapic) {
+                    st.purpose = Some(purpose::EOI);
+                }
                 if !plat.wrmsr(msr, value) {
                     return Err(unsupported(format!("WRMSR {msr:#x} rejected"), rip));
                 }
@@ -948,10 +972,42 @@ fn handle(
             ExitReason::EptViolation => {
                 advance = false;
                 let gpa = exit.guest_physical & !0xfff;
-                if gpa >= ept.guest_bytes {
+                if irq_path::window(mem.mem.phys)
+                    .is_some_and(|w| gpa.wrapping_sub(w.range().0) < w.range().1)
+                {
+                    // A device register: never mapped, every access exits and is emulated.
+                    let Some(em) = st.emu.as_deref_mut() else {
+                        return Err(unsupported("MMIO exit without an emulator".into(), rip));
+                    };
+                    let mode = mem.mmu.mode;
+                    let cr3 = v.guest.cr3;
+                    let r = emulate::step(
+                        em,
+                        &mut mem.mem,
+                        &mode,
+                        cr3,
+                        v,
+                        cpu,
+                        &mut emulate::PlainStores,
+                    );
+                    let c = mem.mmu.cache.charge_refs(&em.refs);
+                    em.refs.clear();
+                    match r {
+                        Ok(emulate::Emulated::Retired) => {}
+                        Ok(emulate::Emulated::PageFault { addr, .. }) => {
+                            return Err(unsupported(
+                                format!("page fault at {addr:#x} emulating an MMIO access"),
+                                rip,
+                            ))
+                        }
+                        Err(e) => return Err(unsupported(e, rip)),
+                    }
+                    st.extra(c, plat);
+                    st.emulated(plat);
+                    st.purpose = irq_path::last_access(mem.mem.phys);
+                } else if gpa >= ept.guest_bytes {
                     return Err(unsupported(format!("guest access to gPA {gpa:#x}"), rip));
-                }
-                if let Err(e) = ept.map_ram(&mut mem.mem, gpa) {
+                } else if let Err(e) = ept.map_ram(&mut mem.mem, gpa) {
                     return Err(unsupported(e, rip));
                 }
             }
@@ -968,6 +1024,11 @@ fn handle(
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow if st.hybrid.is_some() => {
                 // The upcall itself is injected below, before the entry.
                 advance = false;
+                if exit.reason == ExitReason::ExternalInterrupt
+                    && irq_path::device_vector_pending(mem.mem.phys, plat.lapic)
+                {
+                    st.purpose = Some(purpose::DELIVERY);
+                }
                 if let Some(hy) = st.hybrid.as_mut() {
                     hy.physical_interrupts(mem.mem.phys, plat);
                 }
@@ -975,6 +1036,17 @@ fn handle(
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow => {
                 advance = false;
                 let can = v.guest.rflags & (1 << 9) != 0 && v.guest.interruptibility & 3 == 0;
+                if plat
+                    .lapic
+                    .highest_pending()
+                    .is_some_and(|vec| irq_path::is_device_vector(mem.mem.phys, vec))
+                {
+                    st.purpose = Some(if exit.reason == ExitReason::ExternalInterrupt {
+                        purpose::DELIVERY
+                    } else {
+                        purpose::DELIVERY_WINDOW
+                    });
+                }
                 match plat.lapic.highest_pending() {
                     Some(vec) if can => {
                         v.entry.interruption_info =
@@ -1001,7 +1073,16 @@ fn handle(
                 let Some(sh) = ept.shadow.as_mut() else {
                     return Err(unsupported("no shadow state".into(), rip));
                 };
-                match hvm_shadow::handle(&exit, sh, mem, v, cpu) {
+                let window = irq_path::window(mem.mem.phys).map(|w| w.range());
+                let mmio = window.and_then(|w| hvm_shadow::handle_mmio(&exit, mem, v, cpu, w));
+                let r = match mmio {
+                    Some(r) => {
+                        st.purpose = irq_path::last_access(mem.mem.phys);
+                        r
+                    }
+                    None => hvm_shadow::handle(&exit, sh, mem, v, cpu),
+                };
+                match r {
                     Ok(hvm_shadow::After::Advance) => {}
                     Ok(hvm_shadow::After::Restart) => advance = false,
                     Ok(hvm_shadow::After::Emulated) => {
@@ -1021,6 +1102,11 @@ fn handle(
         if advance {
             v.guest.rip = rip.wrapping_add(u64::from(exit.instruction_len));
             v.guest.interruptibility &= !3;
+        }
+        if let Some(p) = st.purpose.take() {
+            if let Some(&(_, c)) = st.exits.last() {
+                st.purposes.push((p, c));
+            }
         }
         if let Some(hy) = st.hybrid.as_mut() {
             hy.before_entry(v, mem.mem.phys, plat.stats, &mut st.window);
@@ -1165,6 +1251,9 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
         transitions: 0,
         handling: 0,
         exits: Vec::new(),
+        purpose: None,
+        purposes: Vec::new(),
+        emu: h.emu.as_deref_mut(),
         hybrid: hm
             .hybrid
             .as_deref_mut()
@@ -1284,6 +1373,9 @@ pub(crate) fn run_vcpu(m: &mut Machine, i: usize, budget: u64) -> u64 {
                 }
             },
         }
+    }
+    if let Some(p) = m.irq.as_deref_mut() {
+        p.record(i, &st.purposes);
     }
     h.window = st.window;
     h.transitions += st.transitions;

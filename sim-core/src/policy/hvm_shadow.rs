@@ -28,22 +28,20 @@
 //! needs a TLB flush bumps a generation every vCPU checks when it next runs (the
 //! remote flush a real hypervisor sends).
 
+use super::emulate::{self, Emulated, Emulator, StoreHook};
 use super::hvm_ept::{EptMemory, HostMem};
 use crate::error::SimError;
 use cpu_model::vmx::exit_reason::intr_info;
-use cpu_model::vmx::{switch, VmExit, Vmcs};
-use cpu_model::{
-    Access as CpuAccess, AccessKind as CpuKind, Cpu, CpuState, Disposition, Invalidation, LinAddr,
-    MemFault, Memory, PagingControl, PhysAddr, Platform, Sensitive, StepOutcome, Stored,
-};
+use cpu_model::vmx::{VmExit, Vmcs};
+use cpu_model::{Cpu, Invalidation, LinAddr, MemFault};
 use mmu::addr::{Access, AccessKind, Gpa, Gva, Hpa};
 use mmu::config::MmuConfig;
 use mmu::mem::PtMemory;
-use mmu::pte::{Cr3, PagingMode};
-use mmu::refs::{Dimension, WalkRef};
+use mmu::pte::PagingMode;
+use mmu::refs::WalkRef;
 use mmu::shadow::{LinearP2m, ShadowEngine, ShadowFault, ShadowStats};
 use mmu::tlb::TlbFlush;
-use mmu::walk_native::{NativeWalker, WalkContext};
+use mmu::walk_native::NativeWalker;
 
 /// Mode name.
 pub const NAME: &str = "hvm-shadow";
@@ -96,18 +94,15 @@ impl ShadowShared {
 pub(crate) struct ShadowVcpu {
     /// The hardware's walker of the shadow tables (with its paging-structure caches).
     pub(crate) walker: NativeWalker,
-    /// The emulator's software walker of the guest's own tables.
-    emul: NativeWalker,
     /// The CR3 the guest loaded (a gPA); the hardware CR3 holds its shadow root.
     pub(crate) guest_cr3: u64,
     seen_generation: u64,
-    /// The emulator's CPU (its decode cache is flushed before every use).
-    scratch: Box<Cpu>,
+    /// The hypervisor's emulator (page-table writes, MMIO).
+    pub(crate) emu: Emulator,
     /// Cycles of shadow-maintenance references charged through the cache model.
     pub(crate) maintenance: u64,
     /// Guest instructions the emulator executed.
     pub(crate) emulations: u64,
-    refs: Vec<WalkRef>,
 }
 
 impl ShadowVcpu {
@@ -115,13 +110,11 @@ impl ShadowVcpu {
         let e = |e: mmu::error::MmuError| SimError::Config(e.to_string());
         Ok(ShadowVcpu {
             walker: NativeWalker::new(&cfg.psc).map_err(e)?,
-            emul: NativeWalker::new(&cfg.psc).map_err(e)?,
             guest_cr3: 0,
             seen_generation: 0,
-            scratch: Box::new(Cpu::new(CpuState::default())),
+            emu: Emulator::new(cfg)?,
             maintenance: 0,
             emulations: 0,
-            refs: Vec::new(),
         })
     }
 }
@@ -322,9 +315,9 @@ fn inject_pf(v: &mut Vmcs, host: &mut Cpu, addr: u64, error_code: u32) {
 }
 
 /// Executes the guest instruction that wrote to a write-protected page-table page in
-/// the hypervisor's emulator: guest state from the VMCS (GPRs from the processor),
-/// guest-linear addresses through software walks of the guest's tables, stores to the
-/// page-table frame through the shadow engine.
+/// the hypervisor's emulator ([`super::emulate`]): guest state from the VMCS (GPRs from
+/// the processor), guest-linear addresses through software walks of the guest's tables,
+/// stores to the page-table frame through the shadow engine.
 #[allow(clippy::too_many_arguments)]
 fn emulate(
     sh: &mut ShadowShared,
@@ -335,180 +328,153 @@ fn emulate(
     host: &mut Cpu,
     pt_frame: u64,
 ) -> Result<After, String> {
-    let cpu = &mut *sv.scratch;
-    cpu.state = host.state.clone();
-    let _ = switch::load_guest(v, &mut cpu.state);
-    cpu.flush_decode_cache();
-    sv.emul.psc.flush_all();
-    let rip = cpu.state.rip;
-    let mut em = EmulMemory {
-        mem,
-        walker: &mut sv.emul,
-        sh,
+    let guest_cr3 = sv.guest_cr3;
+    let mut hook = PtStores {
+        sh: &mut *sh,
         mode: *mode,
-        guest_cr3: sv.guest_cr3,
         pt_frame,
-        refs: &mut sv.refs,
-        written: [u64::MAX; 2],
         pt_stores: 0,
-        last: None,
     };
-    let out = cpu.step(&mut em, &mut Emulator);
-    let written = em.written;
-    sh.refs.append(&mut sv.refs);
-    match out {
-        StepOutcome::Retired => {
-            switch::save_guest(v, &cpu.state);
-            host.state.gpr = cpu.state.gpr;
-            for f in written.into_iter().filter(|&f| f != u64::MAX) {
-                host.invalidate_code_frame(f);
-            }
-            Ok(After::Emulated)
-        }
+    let out = emulate::step(&mut sv.emu, mem, mode, guest_cr3, v, host, &mut hook);
+    sh.refs.append(&mut sv.emu.refs);
+    match out? {
+        Emulated::Retired => Ok(After::Emulated),
         // A true fault in the emulated access: the guest takes it.
-        StepOutcome::Intercepted {
-            event:
-                Sensitive::Exception {
-                    vector: PF,
-                    error_code,
-                    cr2_candidate,
-                },
-            ..
-        } => {
-            inject_pf(v, host, cr2_candidate, error_code.unwrap_or(0));
+        Emulated::PageFault { addr, error_code } => {
+            inject_pf(v, host, addr, error_code);
             Ok(After::Restart)
         }
-        o => Err(format!(
-            "emulating the page-table write at RIP {rip:#x}: {o:?}"
-        )),
     }
 }
 
-/// The emulator's platform: no devices; any exception stops the step (the hypervisor
-/// decides what the guest sees).
-struct Emulator;
-
-impl Platform for Emulator {
-    fn intercept(&mut self, _state: &CpuState, event: &Sensitive) -> Disposition {
-        match event {
-            Sensitive::Exception { .. } => Disposition::Exit,
-            _ => Disposition::Proceed,
+/// Emulates an access to a device's MMIO page, which the shadow never maps (so every
+/// access takes a #PF exit): the instruction runs in the emulator, its loads and stores
+/// reach the device model. Returns `None` when `gva` does not map to the device window
+/// `[base, base + len)` in the guest's tables (an ordinary shadow fault).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn emulate_mmio(
+    sv: &mut ShadowVcpu,
+    mem: &mut HostMem,
+    mode: &PagingMode,
+    v: &mut Vmcs,
+    host: &mut Cpu,
+    gva: u64,
+    access: Access,
+    window: (u64, u64),
+) -> Option<Result<After, String>> {
+    let guest_cr3 = sv.guest_cr3;
+    sv.emu.walker.psc.flush_all();
+    let gpa = emulate::guest_physical(&mut sv.emu, mem, mode, guest_cr3, gva, access);
+    let hit = gpa.is_some_and(|p| p.wrapping_sub(window.0) < window.1);
+    if !hit {
+        sv.emu.refs.clear();
+        return None;
+    }
+    let out = emulate::step(
+        &mut sv.emu,
+        mem,
+        mode,
+        guest_cr3,
+        v,
+        host,
+        &mut emulate::PlainStores,
+    );
+    Some(out.map(|o| match o {
+        Emulated::Retired => After::Emulated,
+        Emulated::PageFault { addr, error_code } => {
+            inject_pf(v, host, addr, error_code);
+            After::Restart
         }
-    }
+    }))
 }
 
-/// Guest memory as the emulator sees it.
-struct EmulMemory<'a, 'b> {
-    mem: &'a mut HostMem<'b>,
-    walker: &'a mut NativeWalker,
+/// A #PF exit on an access to the device window `(base, len)`: emulated (the shadow never
+/// maps it). `None` when the exit is not one (an ordinary shadow fault). The emulator's
+/// walk references are charged as shadow maintenance.
+pub(crate) fn handle_mmio(
+    exit: &VmExit,
+    mem: &mut EptMemory,
+    v: &mut Vmcs,
+    host: &mut Cpu,
+    window: (u64, u64),
+) -> Option<Result<After, String>> {
+    if exit.reason != cpu_model::vmx::ExitReason::ExceptionOrNmi
+        || intr_info::vector(exit.interruption_info) != PF
+    {
+        return None;
+    }
+    let ec = exit.error_code;
+    let access = Access {
+        kind: if ec & 0x10 != 0 {
+            AccessKind::Execute
+        } else if ec & 2 != 0 {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        },
+        user: ec & 4 != 0,
+    };
+    let mode = mem.mmu.mode;
+    let sv = mem.mmu.shadow.as_deref_mut()?;
+    let r = emulate_mmio(
+        sv,
+        &mut mem.mem,
+        &mode,
+        v,
+        host,
+        exit.qualification,
+        access,
+        window,
+    );
+    let c = mem.mmu.cache.charge_refs(&sv.emu.refs);
+    sv.emu.refs.clear();
+    sv.maintenance += c;
+    if r.is_some() {
+        sv.emulations += 1;
+    }
+    r
+}
+
+/// Stores of an emulated page-table write: those to the page-table frame go through the
+/// shadow engine.
+struct PtStores<'a> {
     sh: &'a mut ShadowShared,
     mode: PagingMode,
-    guest_cr3: u64,
     pt_frame: u64,
-    refs: &'a mut Vec<WalkRef>,
-    written: [u64; 2],
     /// Stores this instruction made to the page-table frame.
     pt_stores: u32,
-    /// The last translation (page, access kind, user) -> frame: a REP string instruction
-    /// walks once per page, not once per element.
-    last: Option<(u64, AccessKind, bool, u64)>,
 }
 
-impl EmulMemory<'_, '_> {
-    fn walk(&mut self, lin: u64, kind: AccessKind, user: bool) -> Result<u64, MemFault> {
-        if let Some((page, k, u, frame)) = self.last {
-            if page == lin >> 12 && k == kind && u == user {
-                return Ok(frame | (lin & 0xfff));
-            }
-        }
-        let ctx = WalkContext {
-            mode: self.mode,
-            cr3: Cr3(self.guest_cr3),
-            vpid: 0,
-        };
-        let a = Access { kind, user };
-        let dim = Dimension::ShadowMaintenance;
-        match self
-            .walker
-            .walk(self.mem, &ctx, Gva(lin), a, dim, self.refs)
-        {
-            Ok(t) => {
-                let p = t.hpa(Gva(lin)).0;
-                self.last = Some((lin >> 12, kind, user, p & !0xfff));
-                Ok(p)
-            }
-            Err(pf) => Err(MemFault::Page {
-                addr: LinAddr(pf.addr.0),
-                error_code: pf.error_code,
-            }),
-        }
-    }
-
-    /// Both pages of an access that may cross a page boundary.
-    fn translate2(
+impl StoreHook for PtStores<'_> {
+    fn store(
         &mut self,
+        mem: &mut HostMem,
         lin: u64,
-        size: usize,
-        a: CpuAccess,
-    ) -> Result<(u64, Option<u64>), MemFault> {
-        let kind = match a.kind {
-            CpuKind::Read => AccessKind::Read,
-            CpuKind::Write => AccessKind::Write,
-            CpuKind::Execute => AccessKind::Execute,
-        };
-        let p0 = self.walk(lin, kind, a.user)?;
-        if (lin & 0xfff) as usize + size > 4096 {
-            let p1 = self.walk((lin | 0xfff).wrapping_add(1), kind, a.user)?;
-            Ok((p0, Some(p1)))
-        } else {
-            Ok((p0, None))
-        }
-    }
-}
-
-impl Memory for EmulMemory<'_, '_> {
-    fn read(&mut self, addr: LinAddr, size: usize, a: CpuAccess) -> Result<u64, MemFault> {
-        let (p0, p1) = self.translate2(addr.0, size, a)?;
-        let phys = &mut *self.mem.phys;
-        match p1 {
-            None => Ok(phys.read_sized(p0, size)),
-            Some(p1) => {
-                let first = 4096 - (addr.0 & 0xfff) as usize;
-                let mut b = [0u8; 8];
-                phys.read(p0, &mut b[..first]);
-                phys.read(p1, &mut b[first..size]);
-                Ok(u64::from_le_bytes(b))
-            }
-        }
-    }
-
-    fn write(
-        &mut self,
-        addr: LinAddr,
+        p0: u64,
+        p1: Option<u64>,
         size: usize,
         value: u64,
-        a: CpuAccess,
-    ) -> Result<Stored, MemFault> {
-        let (p0, p1) = self.translate2(addr.0, size, a)?;
+        refs: &mut Vec<WalkRef>,
+    ) -> Result<(), MemFault> {
         if p1.is_some() || (p0 & 7) as usize + size > 8 {
             if p0 >> 12 == self.pt_frame || p1.is_some_and(|p| p >> 12 == self.pt_frame) {
                 // A store straddling page-table entries is not something a kernel does.
                 return Err(MemFault::Abort(u32::MAX));
             }
             let b = value.to_le_bytes();
-            let first = p1.map_or(size, |_| 4096 - (addr.0 & 0xfff) as usize);
-            self.mem.phys.write(p0, &b[..first]);
+            let first = p1.map_or(size, |_| 4096 - (lin & 0xfff) as usize);
+            mem.phys.write(p0, &b[..first]);
             if let Some(p1) = p1 {
-                self.mem.phys.write(p1, &b[first..size]);
+                mem.phys.write(p1, &b[first..size]);
             }
         } else if p0 >> 12 == self.pt_frame && self.pt_stores >= 1 {
             // A second store by one instruction (a REP string rewrite of the page): the
             // page is not a page table any more; stop shadowing it and store directly.
             if self.pt_stores == 1 {
-                self.sh.engine.unshadow(self.mem, self.pt_frame);
+                self.sh.engine.unshadow(mem, self.pt_frame);
             }
             self.pt_stores += 1;
-            self.mem.phys.write_sized(p0, size, value);
+            mem.phys.write_sized(p0, size, value);
         } else if p0 >> 12 == self.pt_frame {
             self.pt_stores += 1;
             let ea = p0 & !7;
@@ -518,30 +484,14 @@ impl Memory for EmulMemory<'_, '_> {
             } else {
                 ((1u64 << (size * 8)) - 1) << shift
             };
-            let old = self.mem.read_u64(Hpa(ea));
+            let old = mem.read_u64(Hpa(ea));
             let new = (old & !mask) | ((value << shift) & mask);
             let sh = &mut *self.sh;
             sh.engine
-                .emulate_pt_write(self.mem, &sh.p2m, &self.mode, Gpa(ea), new, self.refs);
+                .emulate_pt_write(mem, &sh.p2m, &self.mode, Gpa(ea), new, refs);
         } else {
-            self.mem.phys.write_sized(p0, size, value);
+            mem.phys.write_sized(p0, size, value);
         }
-        self.written = [p0 >> 12, p1.map_or(u64::MAX, |p| p >> 12)];
-        Ok(Stored {
-            frame: p0 >> 12,
-            last_frame: p1.unwrap_or(p0) >> 12,
-        })
+        Ok(())
     }
-
-    fn translate_fetch(&mut self, addr: LinAddr, user: bool) -> Result<PhysAddr, MemFault> {
-        self.walk(addr.0, AccessKind::Execute, user).map(PhysAddr)
-    }
-
-    fn read_code(&mut self, addr: PhysAddr, buf: &mut [u8]) {
-        self.mem.phys.read(addr.0, buf);
-    }
-
-    fn paging_changed(&mut self, _ctl: &PagingControl, _flush: bool) {}
-
-    fn invalidate(&mut self, _what: Invalidation) {}
 }

@@ -94,6 +94,8 @@ pub struct Domain {
     pub(crate) by_op: BTreeMap<String, u64>,
     pub(crate) guest_bytes: u64,
     apic_ids: Vec<u32>,
+    /// Device PIRQs ([`super::pirq`]).
+    pub(crate) pirq: super::pirq::Pirqs,
 }
 
 impl Domain {
@@ -106,6 +108,7 @@ impl Domain {
             by_op: BTreeMap::new(),
             guest_bytes,
             apic_ids,
+            pirq: super::pirq::Pirqs::default(),
         }
     }
 
@@ -117,6 +120,16 @@ impl Domain {
     /// Hypercalls by operation.
     pub fn by_op(&self) -> &BTreeMap<String, u64> {
         &self.by_op
+    }
+
+    /// Physical APIC IDs of the vCPUs, by index.
+    pub(crate) fn apic_ids(&self) -> &[u32] {
+        &self.apic_ids
+    }
+
+    /// PIRQ counters.
+    pub fn pirq_stats(&self) -> &super::pirq::PirqStats {
+        &self.pirq.stats
     }
 
     /// Hypercall and delivery counters.
@@ -205,6 +218,8 @@ impl Ctx<'_> {
             self.dom.stats.physical_interrupts += 1;
             if vec == HV_TIMER_VECTOR {
                 self.timer_fired(phys, plat);
+            } else {
+                super::pirq::physical(self, vec, phys, plat);
             }
         }
     }
@@ -299,6 +314,7 @@ pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
         by_op: BTreeMap::new(),
         guest_bytes,
         apic_ids,
+        pirq: super::pirq::Pirqs::default(),
     }));
     Ok(())
 }
@@ -352,6 +368,7 @@ mod tests {
                     by_op: BTreeMap::new(),
                     guest_bytes: 16 << 20,
                     apic_ids: (0..vcpus).collect(),
+                    pirq: crate::policy::pirq::Pirqs::default(),
                 },
                 phys: PhysMem::new(16 << 20).unwrap(),
                 lapic,

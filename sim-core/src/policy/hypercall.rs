@@ -190,6 +190,9 @@ pub(crate) fn dispatch(
     phys: &mut PhysMem,
     plat: &mut SlicePlatform,
 ) -> Outcome {
+    if let Some(o) = super::pirq::dispatch(cx, cpl, gpr, phys, plat) {
+        return o;
+    }
     let (number, a1, a2, a3) = (gpr[0], gpr[7], gpr[6], gpr[2]);
     let op = Op::decode(number, a1);
     cx.dom.stats.calls += 1;

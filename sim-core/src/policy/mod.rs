@@ -1,11 +1,13 @@
 //! Virtualization policies, chosen by name: how the machine runs the guest kernel. One
 //! file per policy; `native` is the machine's own path in `machine.rs`.
 
+pub(crate) mod emulate;
 pub mod hvm_ept;
 pub mod hvm_shadow;
 pub mod hybrid;
 pub mod hypercall;
 pub mod native;
+pub mod pirq;
 pub mod pv;
 
 use serde::Serialize;
