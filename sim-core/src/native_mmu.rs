@@ -248,16 +248,7 @@ impl Memory for NativeMemory<'_> {
         let (p0, p1) = t?;
         self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), false, Source::Data) as u64;
         self.stall.set(self.mmu.cycles.total());
-        match p1 {
-            None => Ok(self.phys.read_sized(p0, size)),
-            Some(p1) => {
-                let first = 4096 - (addr.0 & 0xfff) as usize;
-                let mut b = [0u8; 8];
-                self.phys.read(p0, &mut b[..first]);
-                self.phys.read(p1, &mut b[first..size]);
-                Ok(u64::from_le_bytes(b))
-            }
-        }
+        Ok(self.phys.read_access(addr.0, p0, p1, size))
     }
 
     #[inline(always)]
@@ -273,25 +264,7 @@ impl Memory for NativeMemory<'_> {
         let (p0, p1) = t?;
         self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), true, Source::Data) as u64;
         self.stall.set(self.mmu.cycles.total());
-        match p1 {
-            None => {
-                self.phys.write_sized(p0, size, value);
-                Ok(Stored {
-                    frame: p0 >> 12,
-                    last_frame: p0 >> 12,
-                })
-            }
-            Some(p1) => {
-                let first = 4096 - (addr.0 & 0xfff) as usize;
-                let b = value.to_le_bytes();
-                self.phys.write(p0, &b[..first]);
-                self.phys.write(p1, &b[first..size]);
-                Ok(Stored {
-                    frame: p0 >> 12,
-                    last_frame: p1 >> 12,
-                })
-            }
-        }
+        Ok(self.phys.write_access(addr.0, p0, p1, size, value))
     }
 
     #[inline(always)]

@@ -165,6 +165,51 @@ impl PhysMem {
     }
 }
 
+impl PhysMem {
+    /// Reads an access of `size` bytes at linear address `lin` whose first byte is at
+    /// `p0` and which, when it crosses a page boundary, continues at `p1` (the two pages
+    /// a translation path found). Shared by every translation front end.
+    #[inline(always)]
+    pub fn read_access(&mut self, lin: u64, p0: u64, p1: Option<u64>, size: usize) -> u64 {
+        match p1 {
+            None => self.read_sized(p0, size),
+            Some(p1) => {
+                let first = PAGE - (lin as usize & (PAGE - 1));
+                let mut b = [0u8; 8];
+                self.read(p0, &mut b[..first]);
+                self.read(p1, &mut b[first..size]);
+                u64::from_le_bytes(b)
+            }
+        }
+    }
+
+    /// Writes an access of `size` bytes, laid out as in [`PhysMem::read_access`]; returns
+    /// what the CPU model needs to know about the frames written.
+    #[inline(always)]
+    pub fn write_access(
+        &mut self,
+        lin: u64,
+        p0: u64,
+        p1: Option<u64>,
+        size: usize,
+        value: u64,
+    ) -> cpu_model::Stored {
+        match p1 {
+            None => self.write_sized(p0, size, value),
+            Some(p1) => {
+                let first = PAGE - (lin as usize & (PAGE - 1));
+                let b = value.to_le_bytes();
+                self.write(p0, &b[..first]);
+                self.write(p1, &b[first..size]);
+            }
+        }
+        cpu_model::Stored {
+            frame: p0 >> 12,
+            last_frame: p1.unwrap_or(p0) >> 12,
+        }
+    }
+}
+
 impl mmu::mem::PtMemory for PhysMem {
     #[inline]
     fn read_u64(&mut self, addr: mmu::addr::Hpa) -> u64 {

@@ -63,15 +63,7 @@ impl StoreHook for PlainStores {
         value: u64,
         _refs: &mut Vec<WalkRef>,
     ) -> Result<(), MemFault> {
-        match p1 {
-            None => mem.phys.write_sized(p0, size, value),
-            Some(p1) => {
-                let b = value.to_le_bytes();
-                let first = 4096 - (lin & 0xfff) as usize;
-                mem.phys.write(p0, &b[..first]);
-                mem.phys.write(p1, &b[first..size]);
-            }
-        }
+        mem.phys.write_access(lin, p0, p1, size, value);
         Ok(())
     }
 }
@@ -282,17 +274,7 @@ impl GuestMemory<'_, '_> {
 impl Memory for GuestMemory<'_, '_> {
     fn read(&mut self, addr: LinAddr, size: usize, a: CpuAccess) -> Result<u64, MemFault> {
         let (p0, p1) = self.translate2(addr.0, size, a)?;
-        let phys = &mut *self.mem.phys;
-        match p1 {
-            None => Ok(phys.read_sized(p0, size)),
-            Some(p1) => {
-                let first = 4096 - (addr.0 & 0xfff) as usize;
-                let mut b = [0u8; 8];
-                phys.read(p0, &mut b[..first]);
-                phys.read(p1, &mut b[first..size]);
-                Ok(u64::from_le_bytes(b))
-            }
-        }
+        Ok(self.mem.phys.read_access(addr.0, p0, p1, size))
     }
 
     fn write(

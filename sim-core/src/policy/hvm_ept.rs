@@ -460,17 +460,7 @@ impl Memory for EptMemory<'_> {
         let (p0, p1) = t?;
         self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), false, Source::Data) as u64;
         self.stall.set(self.mmu.total());
-        let phys = &mut *self.mem.phys;
-        match p1 {
-            None => Ok(phys.read_sized(p0, size)),
-            Some(p1) => {
-                let first = 4096 - (addr.0 & 0xfff) as usize;
-                let mut b = [0u8; 8];
-                phys.read(p0, &mut b[..first]);
-                phys.read(p1, &mut b[first..size]);
-                Ok(u64::from_le_bytes(b))
-            }
-        }
+        Ok(self.mem.phys.read_access(addr.0, p0, p1, size))
     }
 
     fn write(
@@ -485,26 +475,7 @@ impl Memory for EptMemory<'_> {
         let (p0, p1) = t?;
         self.mmu.cycles.data += self.mmu.cache.access(Hpa(p0), true, Source::Data) as u64;
         self.stall.set(self.mmu.total());
-        let phys = &mut *self.mem.phys;
-        match p1 {
-            None => {
-                phys.write_sized(p0, size, value);
-                Ok(Stored {
-                    frame: p0 >> 12,
-                    last_frame: p0 >> 12,
-                })
-            }
-            Some(p1) => {
-                let first = 4096 - (addr.0 & 0xfff) as usize;
-                let b = value.to_le_bytes();
-                phys.write(p0, &b[..first]);
-                phys.write(p1, &b[first..size]);
-                Ok(Stored {
-                    frame: p0 >> 12,
-                    last_frame: p1 >> 12,
-                })
-            }
-        }
+        Ok(self.mem.phys.write_access(addr.0, p0, p1, size, value))
     }
 
     fn translate_fetch(&mut self, addr: LinAddr, user: bool) -> Result<PhysAddr, MemFault> {

@@ -461,12 +461,7 @@ impl StoreHook for PtStores<'_> {
                 // A store straddling page-table entries is not something a kernel does.
                 return Err(MemFault::Abort(u32::MAX));
             }
-            let b = value.to_le_bytes();
-            let first = p1.map_or(size, |_| 4096 - (lin & 0xfff) as usize);
-            mem.phys.write(p0, &b[..first]);
-            if let Some(p1) = p1 {
-                mem.phys.write(p1, &b[first..size]);
-            }
+            mem.phys.write_access(lin, p0, p1, size, value);
         } else if p0 >> 12 == self.pt_frame && self.pt_stores >= 1 {
             // A second store by one instruction (a REP string rewrite of the page): the
             // page is not a page table any more; stop shadowing it and store directly.
