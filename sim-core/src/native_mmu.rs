@@ -153,22 +153,20 @@ impl NativeMmu {
         let r = self
             .walker
             .walk(phys, &wctx, gva, access, Dimension::Native, &mut self.refs);
-        self.walk_refs += self.refs.len() as u64;
-        self.cycles.walk += self.cache.charge_refs(self.refs.as_slice());
-        match r {
-            Ok(t) => {
-                self.tlb
-                    .fill(&self.ctx, gva, &t, access.kind == AccessKind::Execute);
-                Ok(t.hpa(gva).0)
-            }
-            Err(pf) => {
-                self.page_faults += 1;
-                Err(MemFault::Page {
-                    addr: LinAddr(pf.addr.0),
-                    error_code: pf.error_code,
-                })
-            }
-        }
+        finish_walk(
+            r,
+            gva,
+            access,
+            WalkSink {
+                refs: &self.refs,
+                tlb: &mut self.tlb,
+                ctx: &self.ctx,
+                cache: &mut self.cache,
+                walk_cycles: &mut self.cycles.walk,
+                walk_refs: &mut self.walk_refs,
+                page_faults: &mut self.page_faults,
+            },
+        )
     }
 
     /// Charges references the hypervisor made (page-table validation) through the cache
@@ -192,6 +190,46 @@ impl NativeMmu {
             pcid,
         });
         self.walker.psc.flush_all();
+    }
+}
+
+/// Where a finished 1D walk leaves its effects: the references it made (charged through
+/// the cache hierarchy as walk stall), the TLB it fills, the counters.
+pub(crate) struct WalkSink<'a> {
+    pub(crate) refs: &'a RefList,
+    pub(crate) tlb: &'a mut Tlb,
+    pub(crate) ctx: &'a TlbContext,
+    pub(crate) cache: &'a mut CacheHierarchy,
+    pub(crate) walk_cycles: &'a mut u64,
+    pub(crate) walk_refs: &'a mut u64,
+    pub(crate) page_faults: &'a mut u64,
+}
+
+/// The end of a 1D walk, shared by the native front end and shadow paging's hardware
+/// walk of the shadow tables: the references are charged, a translation fills the TLB, a
+/// fault is counted and becomes the CPU's #PF.
+#[inline]
+pub(crate) fn finish_walk(
+    r: Result<mmu::translation::Translation, mmu::pte::PageFault>,
+    gva: Gva,
+    access: Access,
+    sink: WalkSink,
+) -> Result<u64, MemFault> {
+    *sink.walk_refs += sink.refs.len() as u64;
+    *sink.walk_cycles += sink.cache.charge_refs(sink.refs.as_slice());
+    match r {
+        Ok(t) => {
+            sink.tlb
+                .fill(sink.ctx, gva, &t, access.kind == AccessKind::Execute);
+            Ok(t.hpa(gva).0)
+        }
+        Err(pf) => {
+            *sink.page_faults += 1;
+            Err(MemFault::Page {
+                addr: LinAddr(pf.addr.0),
+                error_code: pf.error_code,
+            })
+        }
     }
 }
 

@@ -398,22 +398,20 @@ impl EptMmu {
         let r = sv
             .walker
             .walk(mem, &wctx, gva, access, Dimension::Native, &mut self.refs);
-        self.walk_refs += self.refs.len() as u64;
-        self.cycles.walk += self.cache.charge_refs(self.refs.as_slice());
-        match r {
-            Ok(t) => {
-                self.tlb
-                    .fill(&self.ctx, gva, &t, access.kind == AccessKind::Execute);
-                Ok(t.hpa(gva).0)
-            }
-            Err(pf) => {
-                self.page_faults += 1;
-                Err(MemFault::Page {
-                    addr: LinAddr(pf.addr.0),
-                    error_code: pf.error_code,
-                })
-            }
-        }
+        crate::native_mmu::finish_walk(
+            r,
+            gva,
+            access,
+            crate::native_mmu::WalkSink {
+                refs: &self.refs,
+                tlb: &mut self.tlb,
+                ctx: &self.ctx,
+                cache: &mut self.cache,
+                walk_cycles: &mut self.cycles.walk,
+                walk_refs: &mut self.walk_refs,
+                page_faults: &mut self.page_faults,
+            },
+        )
     }
 }
 
