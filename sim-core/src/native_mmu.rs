@@ -106,16 +106,8 @@ impl NativeMmu {
 
     /// Sets the paging controls directly (the loader's initial state).
     pub fn set_paging(&mut self, ctl: &PagingControl) {
-        self.mode.nxe = ctl.efer & (1 << 11) != 0;
-        self.mode.wp = ctl.cr0 & (1 << 16) != 0;
-        self.mode.pcide = ctl.cr4 & (1 << 17) != 0;
-        self.mode.pge = ctl.cr4 & (1 << 7) != 0;
+        self.ctx = apply_paging(ctl, &mut self.mode, self.vpid);
         self.cr3 = ctl.cr3;
-        self.ctx = TlbContext {
-            vpid: self.vpid,
-            pcid: Cr3(self.cr3).pcid(self.mode.pcide),
-            wp: self.mode.wp,
-        };
     }
 
     /// A snapshot of the counters.
@@ -190,6 +182,21 @@ impl NativeMmu {
             pcid,
         });
         self.walker.psc.flush_all();
+    }
+}
+
+/// Takes the paging controls the CPU reports (EFER.NXE, CR0.WP, CR4.PCIDE/PGE) into a
+/// walker's mode and returns the TLB context (VPID, current PCID, WP) they give; shared by
+/// every translation front end.
+pub(crate) fn apply_paging(ctl: &PagingControl, mode: &mut PagingMode, vpid: u16) -> TlbContext {
+    mode.nxe = ctl.efer & (1 << 11) != 0;
+    mode.wp = ctl.cr0 & (1 << 16) != 0;
+    mode.pcide = ctl.cr4 & (1 << 17) != 0;
+    mode.pge = ctl.cr4 & (1 << 7) != 0;
+    TlbContext {
+        vpid,
+        pcid: Cr3(ctl.cr3).pcid(mode.pcide),
+        wp: mode.wp,
     }
 }
 

@@ -295,16 +295,8 @@ impl EptMmu {
     }
 
     fn set_paging(&mut self, ctl: &PagingControl) {
-        self.mode.nxe = ctl.efer & (1 << 11) != 0;
-        self.mode.wp = ctl.cr0 & (1 << 16) != 0;
-        self.mode.pcide = ctl.cr4 & (1 << 17) != 0;
-        self.mode.pge = ctl.cr4 & (1 << 7) != 0;
+        self.ctx = crate::native_mmu::apply_paging(ctl, &mut self.mode, self.vpid);
         self.cr3 = ctl.cr3;
-        self.ctx = TlbContext {
-            vpid: self.vpid,
-            pcid: Cr3(self.cr3).pcid(self.mode.pcide),
-            wp: self.mode.wp,
-        };
     }
 
     #[inline(always)]
