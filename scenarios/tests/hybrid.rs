@@ -9,7 +9,6 @@ mod support;
 use scenarios::program::{run, ProgramRun};
 use sim_core::RunResult;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use support::*;
 
 fn hybrid(program: &str, args: &[&str], vcpus: u32) -> RunResult {
@@ -169,35 +168,7 @@ __asm__(".globl _start\n"
 
 fn bad_hypercalls_elf() -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("hybrid-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let src = d.join("bad_hypercalls.c");
-    let out = d.join("bad_hypercalls");
-    std::fs::write(&src, BAD_HYPERCALLS).unwrap();
-    let cc = std::env::var("HVSIM_GUEST_CC").unwrap_or_else(|_| "gcc".into());
-    let o = Command::new(&cc)
-        .args([
-            "-static",
-            "-nostdlib",
-            "-ffreestanding",
-            "-fno-pic",
-            "-no-pie",
-            "-fno-stack-protector",
-            "-mgeneral-regs-only",
-            "-O2",
-            "-Wl,--build-id=none",
-            "-Wl,-Ttext-segment=0x400000",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&src)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cc}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cc} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
+    compile_user_elf(&d, "bad_hypercalls", BAD_HYPERCALLS)
 }
 
 #[test]

@@ -2,11 +2,14 @@
 //! system gcc, passed to `run-program` by path, booted as the kernel's boot module.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
+use support::compile_user_elf;
+
 use scenarios::program::{run, ProgramError, ProgramRun};
 use sim_core::loader::BootModule;
 use sim_core::{Machine, MachineConfig, MachineProfile, RunEnd, RunResult};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// Writes "custom", its argv one per line, and exits with status 3, through raw syscalls.
@@ -62,37 +65,7 @@ fn work_dir() -> PathBuf {
 /// The test program, compiled once per test binary.
 fn custom_elf() -> &'static Path {
     static ELF: OnceLock<PathBuf> = OnceLock::new();
-    ELF.get_or_init(|| {
-        let dir = work_dir();
-        let src = dir.join("custom.c");
-        let out = dir.join("custom");
-        std::fs::write(&src, SOURCE).unwrap();
-        let cc = std::env::var("HVSIM_GUEST_CC").unwrap_or_else(|_| "gcc".into());
-        let o = Command::new(&cc)
-            .args([
-                "-static",
-                "-nostdlib",
-                "-ffreestanding",
-                "-fno-pic",
-                "-no-pie",
-                "-fno-stack-protector",
-                "-mgeneral-regs-only",
-                "-O2",
-                "-Wl,--build-id=none",
-                "-Wl,-Ttext-segment=0x400000",
-                "-o",
-            ])
-            .arg(&out)
-            .arg(&src)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {cc}: {e}"));
-        assert!(
-            o.status.success(),
-            "{cc} failed:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        out
-    })
+    ELF.get_or_init(|| compile_user_elf(&work_dir(), "custom", SOURCE))
 }
 
 /// A file in the work directory holding `bytes`.

@@ -53,3 +53,38 @@ pub fn exits_of(r: &RunResult, reason: u16) -> u64 {
 pub fn non_io_exits(r: &RunResult) -> u64 {
     exits(r) - exits_of(r, 30)
 }
+
+/// Compiles the freestanding C `source` into a static x86-64 ELF named `name` under
+/// `dir` with the system gcc (or `HVSIM_GUEST_CC`), as a user would build their own
+/// program for `hvsim run-program`; returns its path.
+pub fn compile_user_elf(dir: &std::path::Path, name: &str, source: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    let out = dir.join(name);
+    std::fs::write(&src, source).unwrap();
+    let cc = std::env::var("HVSIM_GUEST_CC").unwrap_or_else(|_| "gcc".into());
+    let o = std::process::Command::new(&cc)
+        .args([
+            "-static",
+            "-nostdlib",
+            "-ffreestanding",
+            "-fno-pic",
+            "-no-pie",
+            "-fno-stack-protector",
+            "-mgeneral-regs-only",
+            "-O2",
+            "-Wl,--build-id=none",
+            "-Wl,-Ttext-segment=0x400000",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cc}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cc} failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
