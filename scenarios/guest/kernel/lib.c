@@ -74,128 +74,13 @@ void copy_page(void *d, const void *s)
     __asm__ volatile("rep movsq" : "+D"(d), "+S"(s), "+c"(n)::"memory");
 }
 
-/* ---- formatted output: %d %i %u %x %X %p %s %c %% with l/ll/z, width, 0 - # flags ---- */
+/* ---- formatted output (the source shared with the user libc) ---- */
 
-struct out {
-    char *buf;
-    size_t cap, len;
-};
-
-static void out_c(struct out *o, char c)
-{
-    if (o->len + 1 < o->cap)
-        o->buf[o->len] = c;
-    o->len++;
-}
-
-static void out_num(struct out *o, u64 v, int base, int neg, int width, int zero, int left, int upper)
-{
-    char tmp[24];
-    int n = 0;
-    const char *dig = upper ? "0123456789ABCDEF" : "0123456789abcdef";
-    do {
-        tmp[n++] = dig[v % (u64)base];
-        v /= (u64)base;
-    } while (v);
-    int len = n + (neg ? 1 : 0);
-    if (!left && !zero)
-        for (; width > len; width--)
-            out_c(o, ' ');
-    if (neg)
-        out_c(o, '-');
-    if (!left && zero)
-        for (; width > len; width--)
-            out_c(o, '0');
-    while (n)
-        out_c(o, tmp[--n]);
-    if (left)
-        for (; width > len; width--)
-            out_c(o, ' ');
-}
+#include "../common/format.h"
 
 int kvsnprintf(char *buf, size_t cap, const char *fmt, va_list ap)
 {
-    struct out o = {buf, cap, 0};
-    for (; *fmt; fmt++) {
-        if (*fmt != '%') {
-            out_c(&o, *fmt);
-            continue;
-        }
-        fmt++;
-        int zero = 0, left = 0, width = 0, lng = 0, alt = 0;
-        for (;; fmt++) {
-            if (*fmt == '0')
-                zero = 1;
-            else if (*fmt == '-')
-                left = 1;
-            else if (*fmt == '#')
-                alt = 1;
-            else
-                break;
-        }
-        while (*fmt >= '0' && *fmt <= '9')
-            width = width * 10 + (*fmt++ - '0');
-        while (*fmt == 'l' || *fmt == 'z') {
-            lng++;
-            fmt++;
-        }
-        switch (*fmt) {
-        case 'd':
-        case 'i': {
-            i64 v = lng ? va_arg(ap, i64) : va_arg(ap, int);
-            u64 mag = v < 0 ? (u64)0 - (u64)v : (u64)v;
-            out_num(&o, mag, 10, v < 0, width, zero, left, 0);
-            break;
-        }
-        case 'u':
-            out_num(&o, lng ? va_arg(ap, u64) : va_arg(ap, unsigned), 10, 0, width, zero, left, 0);
-            break;
-        case 'x':
-        case 'X':
-            if (alt) {
-                out_c(&o, '0');
-                out_c(&o, 'x');
-            }
-            out_num(&o, lng ? va_arg(ap, u64) : va_arg(ap, unsigned), 16, 0, width, zero, left,
-                    *fmt == 'X');
-            break;
-        case 'p':
-            out_c(&o, '0');
-            out_c(&o, 'x');
-            out_num(&o, (u64)va_arg(ap, void *), 16, 0, width, zero, left, 0);
-            break;
-        case 's': {
-            const char *s = va_arg(ap, const char *);
-            if (!s)
-                s = "(null)";
-            int n = (int)strlen(s);
-            if (!left)
-                for (; width > n; width--)
-                    out_c(&o, ' ');
-            while (*s)
-                out_c(&o, *s++);
-            if (left)
-                for (; width > n; width--)
-                    out_c(&o, ' ');
-            break;
-        }
-        case 'c':
-            out_c(&o, (char)va_arg(ap, int));
-            break;
-        case '%':
-            out_c(&o, '%');
-            break;
-        case 0:
-            fmt--;
-            break;
-        default:
-            out_c(&o, '%');
-            out_c(&o, *fmt);
-        }
-    }
-    if (cap)
-        buf[o.len < cap ? o.len : cap - 1] = 0;
-    return (int)o.len;
+    return format_v(buf, cap, fmt, ap);
 }
 
 int ksnprintf(char *buf, size_t n, const char *fmt, ...)
