@@ -173,7 +173,7 @@ impl HvVcpu {
         b.cache_stall = m.data + m.fetch;
         b.exit_transitions = self.transitions;
         b.exit_handling = self.handling;
-        b.shadow_maintenance = self.mmu.shadow.as_ref().map_or(0, |s| s.maintenance);
+        b.shadow_maintenance = self.mmu.shadow_maintenance;
     }
 
     /// Instructions the hypervisor's emulator executed (hvm-shadow).
@@ -240,6 +240,9 @@ pub(crate) struct EptMmu {
     pub(crate) vpid: u16,
     /// Shadow paging (hvm-shadow): the hardware walks shadow tables, not EPT.
     pub(crate) shadow: Option<Box<hvm_shadow::ShadowVcpu>>,
+    /// Cycles of shadow-maintenance references (the engine's and the emulator's) charged
+    /// through the cache model; part of the vCPU's memory stall on every access.
+    pub(crate) shadow_maintenance: u64,
     ctx: TlbContext,
     ept: EptContext,
     /// The EPT violation behind the last aborted access.
@@ -275,6 +278,7 @@ impl EptMmu {
                 wp: true,
             },
             ept,
+            shadow_maintenance: 0,
             shadow: if shadow {
                 Some(Box::new(hvm_shadow::ShadowVcpu::new(cfg)?))
             } else {
@@ -291,7 +295,7 @@ impl EptMmu {
     }
 
     fn total(&self) -> u64 {
-        self.cycles.total() + self.ept_walk + self.shadow.as_ref().map_or(0, |s| s.maintenance)
+        self.cycles.total() + self.ept_walk + self.shadow_maintenance
     }
 
     fn set_paging(&mut self, ctl: &PagingControl) {

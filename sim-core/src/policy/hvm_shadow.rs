@@ -99,8 +99,6 @@ pub(crate) struct ShadowVcpu {
     seen_generation: u64,
     /// The hypervisor's emulator (page-table writes, MMIO).
     pub(crate) emu: Emulator,
-    /// Cycles of shadow-maintenance references charged through the cache model.
-    pub(crate) maintenance: u64,
     /// Guest instructions the emulator executed.
     pub(crate) emulations: u64,
 }
@@ -113,7 +111,6 @@ impl ShadowVcpu {
             guest_cr3: 0,
             seen_generation: 0,
             emu: Emulator::new(cfg)?,
-            maintenance: 0,
             emulations: 0,
         })
     }
@@ -274,7 +271,7 @@ pub(crate) fn handle(
         r => return Err(format!("exit {r:?} is not a shadow-paging exit")),
     };
     let c = mem.mmu.cache.charge_refs(&sh.refs);
-    sv.maintenance += c;
+    mem.mmu.shadow_maintenance += c;
     if sh.engine.take_flush_request() {
         sh.generation += 1;
         sv.seen_generation = sh.generation;
@@ -428,7 +425,7 @@ pub(crate) fn handle_mmio(
     );
     let c = mem.mmu.cache.charge_refs(&sv.emu.refs);
     sv.emu.refs.clear();
-    sv.maintenance += c;
+    mem.mmu.shadow_maintenance += c;
     if r.is_some() {
         sv.emulations += 1;
     }
