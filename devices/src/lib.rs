@@ -31,13 +31,16 @@
 //! - [`error`]: [`DeviceError`], for platform descriptions that cannot be built and for
 //!   guest accesses the architecture answers with `#GP`.
 //!
-//! Still to come here: grant tables, shared rings, and NIC/disk models (emulated, PV split,
-//! pass-through).
+//! - [`dma`]: the [`dma::Dma`] trait: byte access to a domain's guest-physical memory, as
+//!   bus-master DMA and a backend's grant copies see it.
+//! - [`frame`]: network frames on the modelled wire and their 32-byte header in guest memory.
 
 pub mod bus;
 pub mod console;
+pub mod dma;
 pub mod error;
 pub mod evtchn;
+pub mod frame;
 pub mod ioapic;
 pub mod irq_message;
 pub mod irq_source;
