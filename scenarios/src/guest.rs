@@ -62,8 +62,14 @@ pub const BOOT_INFO_MODULE_PHYS: usize = BOOT_INFO_CMDLINE + BOOT_INFO_CMDLINE_L
 pub const BOOT_INFO_MODULE_SIZE: usize = BOOT_INFO_MODULE_PHYS + 8;
 /// Byte offset of `boot_info.nic_mmio` (physical base of the NIC's registers; 0: none).
 pub const BOOT_INFO_NIC_MMIO: usize = BOOT_INFO_MODULE_SIZE + 8;
+/// Byte offset of `boot_info.net_kind` (0 none, 1 e1000-like NIC, 2 netfront).
+pub const BOOT_INFO_NET_KIND: usize = BOOT_INFO_NIC_MMIO + 8;
+/// Byte offset of `boot_info.net_mmio` (physical base of the e1000-like NIC's BAR).
+pub const BOOT_INFO_NET_MMIO: usize = BOOT_INFO_NET_KIND + 8;
+/// Byte offset of `boot_info.net_vector` (the vector of the NIC's MSI).
+pub const BOOT_INFO_NET_VECTOR: usize = BOOT_INFO_NET_MMIO + 8;
 /// Total size of `struct boot_info` in bytes.
-pub const BOOT_INFO_SIZE: usize = BOOT_INFO_NIC_MMIO + 8;
+pub const BOOT_INFO_SIZE: usize = BOOT_INFO_NET_VECTOR + 8;
 /// I/O port the guest writes console bytes to.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// I/O port the guest writes its exit status to (32-bit `out`), stopping the machine.
@@ -111,6 +117,9 @@ mod tests {
         assert_eq!(BOOT_INFO_MODULE_PHYS as u64, boot_info::MODULE_PHYS);
         assert_eq!(BOOT_INFO_MODULE_SIZE as u64, boot_info::MODULE_SIZE);
         assert_eq!(BOOT_INFO_NIC_MMIO as u64, boot_info::NIC_MMIO);
+        assert_eq!(BOOT_INFO_NET_KIND as u64, boot_info::NET_KIND);
+        assert_eq!(BOOT_INFO_NET_MMIO as u64, boot_info::NET_MMIO);
+        assert_eq!(BOOT_INFO_NET_VECTOR as u64, boot_info::NET_VECTOR);
         assert_eq!(BOOT_INFO_SIZE as u64, boot_info::SIZE);
         assert_eq!((BOOT_INFO_MODULE_PHYS, BOOT_INFO_MODULE_SIZE), (336, 344));
     }

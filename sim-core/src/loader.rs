@@ -111,8 +111,14 @@ pub mod boot_info {
     pub const MODULE_SIZE: u64 = 344;
     /// Physical base of the NIC's MMIO BAR (0: no NIC).
     pub const NIC_MMIO: u64 = 352;
+    /// Network path: 0 none, 1 the e1000-like NIC, 2 netfront (docs/io.md).
+    pub const NET_KIND: u64 = 360;
+    /// Physical base of the e1000-like NIC's BAR (kind 1).
+    pub const NET_MMIO: u64 = 368;
+    /// The vector the NIC's MSI is programmed with (kind 1).
+    pub const NET_VECTOR: u64 = 376;
     /// Size of the block.
-    pub const SIZE: u64 = 360;
+    pub const SIZE: u64 = 384;
 }
 
 /// What the loader produced.

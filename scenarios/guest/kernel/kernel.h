@@ -137,6 +137,9 @@ struct boot_info {
     u64 module_phys; /* 0: no module */
     u64 module_size; /* 0: no module */
     u64 nic_mmio;    /* physical base of the NIC's registers; 0: no NIC */
+    u64 net_kind;    /* network path: 0 none, 1 e1000-like NIC, 2 netfront (docs/io.md) */
+    u64 net_mmio;    /* physical base of the e1000-like NIC's BAR (kind 1) */
+    u64 net_vector;  /* the vector its MSI is programmed with (kind 1) */
 };
 
 /* ---- pv_ops: every privileged operation after early boot goes through here ---- */

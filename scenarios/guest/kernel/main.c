@@ -13,6 +13,10 @@ _Static_assert(offsetof(struct boot_info, cmdline) == 80, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, module_phys) == 336, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, module_size) == 344, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, nic_mmio) == 352, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, net_kind) == 360, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, net_mmio) == 368, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, net_vector) == 376, "boot_info layout");
+_Static_assert(sizeof(struct boot_info) == 384, "boot_info layout");
 
 void kernel_main(struct boot_info *bi, u64 cpu)
 {
