@@ -39,6 +39,47 @@ pub struct MachineProfile {
     /// PV hypervisor costs (the `pv` mode needs it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pv: Option<PvProfile>,
+    /// Service-domain (dom0) I/O costs (a machine with a network path needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io: Option<IoProfile>,
+}
+
+/// What the service domain's I/O work costs, in core cycles of the service domain's own
+/// physical CPU (device models, backends, the bridge and the physical NIC's driver), and
+/// the latency of getting it to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoProfile {
+    /// From an event for the service domain (an ioreq, an event-channel send, a physical
+    /// NIC interrupt) to its handler running: notification, wake-up, scheduling. A latency:
+    /// the service domain's CPU is not busy during it.
+    pub dom0_wakeup: u64,
+    /// A device-model round trip for one emulated register access, beyond the VM exit:
+    /// the hypervisor forwards the access (ioreq) and resumes the vCPU with the answer.
+    /// The vCPU waits for it and for the device model's work.
+    pub device_model_dispatch: u64,
+    /// The device model's work for one emulated register access (decode, register model).
+    pub device_model_access: u64,
+    /// The device model's work per transmitted frame (descriptor fetch, frame copy out of
+    /// guest memory, hand-off to the bridge).
+    pub device_model_tx_frame: u64,
+    /// The device model's work per received frame (frame copy into guest memory,
+    /// descriptor write-back, interrupt).
+    pub device_model_rx_frame: u64,
+    /// Netback's work per transmitted frame, grant copy excluded.
+    pub netback_tx_frame: u64,
+    /// Netback's work per received frame, grant copy excluded.
+    pub netback_rx_frame: u64,
+    /// One grant-copy operation (validation, mapping the granted frame), bytes excluded.
+    pub grant_copy_op: u64,
+    /// Grant-copy bytes per KiB copied.
+    pub grant_copy_per_kib: u64,
+    /// One grant map or unmap (ring set-up).
+    pub grant_map_op: u64,
+    /// An event-channel send by the service domain (a hypercall in dom0).
+    pub evtchn_send: u64,
+    /// The bridge and the physical NIC's driver, per frame either way.
+    pub bridge_frame: u64,
 }
 
 /// Costs of the PV hypervisor's transitions and handlers, in core cycles.
