@@ -5,7 +5,9 @@
 //! a fault (an x2APIC MSR touched in xAPIC mode, a non-zero EOI write). The second kind is
 //! returned to the caller, which turns it into `#GP(0)`: a guest can never panic the host.
 //! Event-channel operations a guest asks for by hypercall fail the same way, and the
-//! caller turns them into an errno ([`crate::evtchn::EventChannels::errno`]). MMIO accesses
+//! caller turns them into an errno ([`crate::evtchn::EventChannels::errno`]); so do grant
+//! operations ([`crate::grant_table::GrantTable::errno`]). A shared ring whose peer
+//! breaks the ring protocol is reported here too, for the caller to disconnect. MMIO accesses
 //! a register model cannot take (bad size, misaligned, past its registers) come back as
 //! errors too; MMIO has no fault, so the caller reads all ones or drops the write.
 
@@ -212,6 +214,100 @@ pub enum DeviceError {
         device: &'static str,
         /// The count asked for.
         count: u32,
+    },
+    /// A grant reference past the end of the grant table (or any reference before the
+    /// table is set up).
+    #[error("grant table: reference {gref} is out of range")]
+    GrantBadRef {
+        /// The reference.
+        gref: u32,
+    },
+    /// A grant entry whose type is not `GTF_permit_access` (revoked, never granted, or a
+    /// transfer entry).
+    #[error("grant table: reference {gref} does not permit access (flags {flags:#x})")]
+    GrantNotPermitted {
+        /// The reference.
+        gref: u32,
+        /// The entry's flags.
+        flags: u16,
+    },
+    /// A grant entry that grants access to another domain than the one using it.
+    #[error("grant table: reference {gref} is granted to domain {granted_to}, not {by}")]
+    GrantWrongDomain {
+        /// The reference.
+        gref: u32,
+        /// The domain the entry names.
+        granted_to: u16,
+        /// The domain that tried to use it.
+        by: u16,
+    },
+    /// A write use (writable map, copy into the frame) of a read-only grant.
+    #[error("grant table: reference {gref} is read-only")]
+    GrantReadOnly {
+        /// The reference.
+        gref: u32,
+    },
+    /// A grant entry naming a frame outside the granting domain's memory (or an entry
+    /// whose table frame cannot be read).
+    #[error("grant table: reference {gref} names frame {frame:#x}, outside the domain's memory")]
+    GrantBadFrame {
+        /// The reference.
+        gref: u32,
+        /// The frame number.
+        frame: u64,
+    },
+    /// A grant copy whose byte range runs past the end of the granted page.
+    #[error("grant table: reference {gref}: {len} bytes at offset {offset} run past the page")]
+    GrantBadSpan {
+        /// The reference.
+        gref: u32,
+        /// Offset in the page.
+        offset: u32,
+        /// Length in bytes.
+        len: u32,
+    },
+    /// An unmap of a reference the domain has not mapped, a second map of a mapped
+    /// reference, or a table set-up while a reference is mapped.
+    #[error("grant table: reference {gref} is busy (or not mapped by the caller)")]
+    GrantBusy {
+        /// The reference.
+        gref: u32,
+    },
+    /// A grant table set-up the model refuses: frames not page-aligned, a frame count
+    /// outside 1..=`MAX_FRAMES`, or frames outside the domain's memory.
+    #[error("grant table: {frames} frames at {gpa:#x} refused")]
+    GrantBadSetup {
+        /// Guest-physical address of the first frame.
+        gpa: u64,
+        /// Frame count.
+        frames: u32,
+    },
+    /// A shared ring that cannot be used: a page that is not page-aligned, or an entry
+    /// size that leaves room for no entry.
+    #[error("ring: page {gpa:#x} with {entry_bytes}-byte entries refused")]
+    RingBadSetup {
+        /// Guest-physical address of the shared page.
+        gpa: u64,
+        /// Entry size in bytes.
+        entry_bytes: u64,
+    },
+    /// A producer index the peer cannot have written honestly: more entries than the ring
+    /// holds, or an index that went backwards (`RING_REQUEST_PROD_OVERFLOW`). The peer is
+    /// misbehaving; the caller disconnects it.
+    #[error("ring: producer index {prod} impossible with consumer at {cons} (ring of {size})")]
+    RingOverflow {
+        /// The producer index read from the shared page.
+        prod: u32,
+        /// This end's consumer index.
+        cons: u32,
+        /// Entries in the ring.
+        size: u32,
+    },
+    /// A shared-ring header outside the domain's memory.
+    #[error("ring: header at {gpa:#x} is outside the domain's memory")]
+    RingFault {
+        /// Guest-physical address of the field.
+        gpa: u64,
     },
     /// An interrupt source description that cannot run (a zero clock, no targets, jitter
     /// above 100%).

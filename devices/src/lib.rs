@@ -28,6 +28,11 @@
 //! - [`evtchn`]: Xen-style event channels (2-level ABI): a domain's port table (VIRQ, IPI,
 //!   PIRQ and inter-domain bindings) acting on the pending/mask bitmaps of a shared_info
 //!   page in guest memory, reached through the [`evtchn::GuestMemory`] trait.
+//! - [`grant_table`]: Xen grant tables (v1): a domain's table of grants in frames it
+//!   supplies, checked on every map, unmap and copy by another domain, each kind of
+//!   refusal counted.
+//! - [`ring`]: Xen's shared I/O ring (`io/ring.h`): the back end's and the front end's
+//!   indices over a page in guest memory, with Xen's notification suppression.
 //! - [`error`]: [`DeviceError`], for platform descriptions that cannot be built and for
 //!   guest accesses the architecture answers with `#GP`.
 //!
@@ -41,11 +46,13 @@ pub mod dma;
 pub mod error;
 pub mod evtchn;
 pub mod frame;
+pub mod grant_table;
 pub mod ioapic;
 pub mod irq_message;
 pub mod irq_source;
 pub mod lapic;
 pub mod msi;
 pub mod nic;
+pub mod ring;
 
 pub use error::DeviceError;
