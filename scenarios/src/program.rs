@@ -67,6 +67,15 @@ pub fn run_with(
     opts: &ProgramRun,
     interrupts: Option<sim_core::irq_path::InterruptConfig>,
 ) -> Result<RunResult, ProgramError> {
+    run_on(opts, interrupts, None)
+}
+
+/// [`run`] with the NIC interrupt source and the network path on (`Some`) or off.
+pub fn run_on(
+    opts: &ProgramRun,
+    interrupts: Option<sim_core::irq_path::InterruptConfig>,
+    net: Option<sim_core::net::NetConfig>,
+) -> Result<RunResult, ProgramError> {
     let Some(policy) = sim_core::Policy::from_name(&opts.mode) else {
         return Err(ProgramError::UnknownMode(opts.mode.clone()));
     };
@@ -117,6 +126,7 @@ pub fn run_with(
     cfg.max_instructions = opts.max_instructions;
     cfg.module = module;
     cfg.interrupts = interrupts;
+    cfg.net = net;
     let m = Machine::with_policy(
         cfg,
         policy,

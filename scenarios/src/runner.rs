@@ -44,6 +44,9 @@ pub struct RunSpec {
     /// The NIC interrupt source (absent: no NIC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupts: Option<sim_core::irq_path::InterruptConfig>,
+    /// The network path (absent: no network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<sim_core::net::NetConfig>,
 }
 
 impl RunSpec {
@@ -119,6 +122,7 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
                     seed: s.seed,
                     params: pt.clone(),
                     interrupts: s.machine.interrupts,
+                    net: s.machine.net.clone(),
                 };
                 for (p, v) in &pt {
                     apply_param(&mut spec, p, v);
@@ -202,6 +206,7 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
         cfg.mem_bytes = spec.memory_mib << 20;
         cfg.max_instructions = spec.max_instructions;
         cfg.interrupts = spec.interrupts.filter(|c| c.rate > 0);
+        cfg.net = spec.net.clone();
         let m = Machine::with_policy(
             cfg,
             policy,

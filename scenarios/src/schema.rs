@@ -92,6 +92,10 @@ pub struct MachineSpec {
     /// queue per vCPU, `itr` interrupts/s per queue at most); absent: no NIC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupts: Option<sim_core::irq_path::InterruptConfig>,
+    /// `[machine.net]`: the network path (`path`: auto, emulated or pv) and the peer on
+    /// the far end of the wire (`[machine.net.peer]`, see docs/io.md); absent: no network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<sim_core::net::NetConfig>,
 }
 
 fn default_profile() -> String {
@@ -104,6 +108,7 @@ impl Default for MachineSpec {
             profile: default_profile(),
             overrides: BTreeMap::new(),
             interrupts: None,
+            net: None,
         }
     }
 }

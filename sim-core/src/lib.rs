@@ -10,6 +10,7 @@ pub mod irq_path;
 pub mod loader;
 pub mod machine;
 pub mod native_mmu;
+pub mod net;
 pub mod phys_mem;
 pub mod policy;
 pub mod profile;

@@ -56,6 +56,9 @@ pub struct MachineConfig {
     /// The NIC interrupt source (`None`: no NIC on the machine).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupts: Option<crate::irq_path::InterruptConfig>,
+    /// The network path (`None`: no network).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<crate::net::NetConfig>,
 }
 
 impl MachineConfig {
@@ -71,6 +74,7 @@ impl MachineConfig {
             interrupt_check: 1_000,
             module: None,
             interrupts: None,
+            net: None,
         }
     }
 
@@ -242,6 +246,9 @@ pub struct RunResult {
     /// The NIC interrupt path: source, device, exits by purpose (omitted without a NIC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupts: Option<crate::irq_path::InterruptResult>,
+    /// The network path: peer, service domain, device or backend (omitted without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<crate::net::NetResult>,
 }
 
 /// Shadow-paging results of a run.
@@ -350,6 +357,11 @@ pub(crate) struct SlicePlatform<'a> {
 }
 
 impl SlicePlatform<'_> {
+    /// The vCPU's clock in core cycles (what the machine's `Vcpu::cycles` says).
+    pub(crate) fn cycles(&self) -> u64 {
+        self.timing.user + self.timing.kernel + self.stall.get() + self.idle
+    }
+
     fn now(&self) -> u64 {
         let cycles = self.timing.user + self.timing.kernel + self.stall.get() + self.idle;
         ((cycles as u128 * self.tsc_num as u128) / self.tsc_den as u128) as u64
@@ -574,6 +586,9 @@ impl Machine {
         }
         if let Some(c) = m.cfg.interrupts {
             m.irq_install(c)?;
+        }
+        if let Some(c) = m.cfg.net.clone() {
+            m.net_install(&c)?;
         }
         Ok(m)
     }
@@ -831,9 +846,15 @@ impl Machine {
                     if self.irq.is_some() {
                         self.irq_before_chunk(i);
                     }
+                    if self.phys.net.is_some() {
+                        self.net_before_chunk(i);
+                    }
                     let done = self.run_vcpu(i, chunk);
                     if self.irq.is_some() {
                         self.irq_after_chunk(i);
+                    }
+                    if self.phys.net.is_some() {
+                        self.net_after_chunk(i);
                     }
                     total += done;
                     slice += done;
@@ -870,10 +891,14 @@ impl Machine {
                         && v.lapic.highest_pending().is_some()
                         && v.cpu.state.interrupts_enabled()
                 });
-                let next = match (self.next_timer_event(), self.irq_deadline_cycles()) {
-                    (Some((a, _)), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.map(|x| x.0).or(b),
-                };
+                let next = [
+                    self.next_timer_event().map(|x| x.0),
+                    self.irq_deadline_cycles(),
+                    self.net_deadline_cycles(),
+                ]
+                .into_iter()
+                .flatten()
+                .min();
                 if pending {
                     woke = true;
                 } else if let Some(at) = next {
@@ -886,7 +911,10 @@ impl Machine {
                     woke = true;
                 }
             } else if let Some(h) = horizon {
-                let irq_at = self.irq_deadline_cycles();
+                let irq_at = match (self.irq_deadline_cycles(), self.net_deadline_cycles()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 // Halted vCPUs idle up to their own deadline, at most to the running
                 // vCPUs' time.
                 for i in 0..n {
@@ -983,6 +1011,7 @@ impl Machine {
             ));
         }
         let interrupts = self.irq_result();
+        let net = self.net_result(max_cycles, cycles.total() - cycles.idle);
         let hyb = self
             .hv
             .as_ref()
@@ -990,6 +1019,7 @@ impl Machine {
             .or(self.pv.as_ref().map(|d| &d.hc));
         RunResult {
             interrupts,
+            net,
             hypercalls: hyb.map(|d| d.by_op().clone()).unwrap_or_default(),
             hypercall_stats: hyb.map(|d| d.stats().clone()),
             event_channels: hyb.map(|d| d.evtchn_stats().clone()),

@@ -25,6 +25,9 @@ pub struct PhysMem {
     pub stats: PhysMemStats,
     /// A device BAR above memory (the NIC), reached by accesses that hit no RAM.
     pub(crate) mmio: Option<Box<crate::irq_path::MmioWindow>>,
+    /// The network path, whose NIC (if any) answers accesses that hit no RAM; kept here
+    /// because every part of it acts on guest memory.
+    pub(crate) net: Option<Box<crate::net::Net>>,
 }
 
 /// Largest memory a machine may be given (1 TiB): bounds the page index table.
@@ -45,6 +48,7 @@ impl PhysMem {
             size,
             stats: PhysMemStats::default(),
             mmio: None,
+            net: None,
         })
     }
 
@@ -90,6 +94,11 @@ impl PhysMem {
                             return v;
                         }
                     }
+                    if let Some(n) = self.net.as_deref_mut() {
+                        if let Some(v) = crate::net::mmio_read(n, pa, size) {
+                            return v;
+                        }
+                    }
                     self.stats.out_of_range += 1;
                     u64::MAX >> (64 - size * 8)
                 }
@@ -119,6 +128,11 @@ impl PhysMem {
                 None => {
                     if let Some(w) = self.mmio.as_deref_mut() {
                         if w.write(pa, size, v) {
+                            return;
+                        }
+                    }
+                    if let Some(n) = self.net.as_deref_mut() {
+                        if crate::net::mmio_write(n, pa, size, v) {
                             return;
                         }
                     }

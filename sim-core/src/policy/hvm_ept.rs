@@ -839,6 +839,19 @@ impl ExitState<'_> {
         self.extra(c, plat);
     }
 
+    /// An emulated access to the network NIC at `gpa`: the device model in the service
+    /// domain serves it while the vCPU waits; the exit is recorded by register.
+    fn device_model(&mut self, phys: &mut crate::phys_mem::PhysMem, gpa: u64, plat: &mut SlicePlatform) {
+        if !crate::net::is_mmio(phys, gpa) {
+            return;
+        }
+        if let Some((reg, wait)) = crate::net::exit_served(phys, plat.cycles()) {
+            self.extra(wait, plat);
+            let c = self.exits.last().map_or(0, |e| e.1);
+            crate::net::record_exit(phys, reg, c);
+        }
+    }
+
     /// Adds `c` handler cycles to the exit being handled.
     fn extra(&mut self, c: u64, plat: &mut SlicePlatform) {
         self.handling += c;
@@ -939,6 +952,7 @@ fn handle(
                 let gpa = exit.guest_physical & !0xfff;
                 if irq_path::window(mem.mem.phys)
                     .is_some_and(|w| gpa.wrapping_sub(w.range().0) < w.range().1)
+                    || crate::net::is_mmio(mem.mem.phys, gpa)
                 {
                     // A device register: never mapped, every access exits and is emulated.
                     let Some(em) = st.emu.as_deref_mut() else {
@@ -970,6 +984,7 @@ fn handle(
                     st.extra(c, plat);
                     st.emulated(plat);
                     st.purpose = irq_path::last_access(mem.mem.phys);
+                    st.device_model(mem.mem.phys, gpa, plat);
                 } else if gpa >= ept.guest_bytes {
                     return Err(unsupported(format!("guest access to gPA {gpa:#x}"), rip));
                 } else if let Err(e) = ept.map_ram(&mut mem.mem, gpa) {
@@ -1039,10 +1054,20 @@ fn handle(
                     return Err(unsupported("no shadow state".into(), rip));
                 };
                 let window = irq_path::window(mem.mem.phys).map(|w| w.range());
-                let mmio = window.and_then(|w| hvm_shadow::handle_mmio(&exit, mem, v, cpu, w));
+                let mut mmio = window.and_then(|w| hvm_shadow::handle_mmio(&exit, mem, v, cpu, w));
+                let mut net_access = false;
+                if mmio.is_none() {
+                    if let Some(w) = crate::net::mmio_window(mem.mem.phys) {
+                        mmio = hvm_shadow::handle_mmio(&exit, mem, v, cpu, w);
+                        net_access = mmio.is_some();
+                    }
+                }
                 let r = match mmio {
                     Some(r) => {
                         st.purpose = irq_path::last_access(mem.mem.phys);
+                        if net_access {
+                            st.device_model(mem.mem.phys, crate::net::NET_MMIO_BASE, plat);
+                        }
                         r
                     }
                     None => hvm_shadow::handle(&exit, sh, mem, v, cpu),

@@ -194,6 +194,23 @@ pub(crate) fn dispatch(
         return o;
     }
     let (number, a1, a2, a3) = (gpr[0], gpr[7], gpr[6], gpr[2]);
+    if cpl == 0 {
+        let now = plat.cycles();
+        if let Some((key, r)) =
+            crate::net::hypercall(phys, &mut cx.dom.evtchn, number, (a1, a2, a3), now)
+        {
+            cx.dom.stats.calls += 1;
+            *cx.dom.by_op.entry(key.to_string()).or_default() += 1;
+            if r.is_err() {
+                cx.dom.stats.failed += 1;
+            }
+            gpr[0] = match r {
+                Ok(v) => v,
+                Err(e) => (-e) as u64,
+            };
+            return Outcome::Resume;
+        }
+    }
     let op = Op::decode(number, a1);
     cx.dom.stats.calls += 1;
     let key = op.map_or(UNKNOWN, Op::name);

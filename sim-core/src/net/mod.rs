@@ -1,0 +1,665 @@
+//! The machine's network path (`docs/io.md`): a peer on the far end of the wire, and
+//! between it and the guest either the e1000-like NIC (hardware under `native`, emulated by
+//! the service domain's device model under the HVM modes) or the PV split driver (netback
+//! in the service domain, netfront in the guest; `pv` and `hybrid`). The service domain
+//! (dom0) runs on a physical CPU of its own; its work is costed from the profile's `[io]`
+//! section and queues behind itself ([`service`]).
+//!
+//! Time. Like the interrupt path, the network path runs on the clock of the vCPU about to
+//! run a chunk: before each chunk, every frame the peer has delivered by then is taken
+//! from the wire, the service domain's scheduled work that is due runs, frames that have
+//! landed enter the device, and due interrupts and notifications are sent. Work the guest
+//! causes (an exit on a register, a kick) runs at the vCPU's time inside the exit or
+//! hypercall. The next thing due bounds how far halted vCPUs idle.
+
+pub(crate) mod emulated;
+pub(crate) mod netback;
+pub mod service;
+
+use crate::error::SimError;
+use crate::loader::{boot_info, BOOT_INFO_PHYS};
+use crate::machine::{ExitCount, Machine};
+use crate::phys_mem::PhysMem;
+use crate::policy::Policy;
+use crate::profile::IoProfile;
+use devices::dma::Dma;
+use devices::e1000::{E1000Stats, E1000_BAR_BYTES};
+use devices::grant_table::GrantStats;
+use devices::irq_message::{InterruptMessage, MessageDelivery, MessageDestination};
+use devices::lapic::TriggerMode;
+use devices::peer::{Peer, PeerConfig, PeerStats};
+use devices::ring::RingStats;
+use emulated::Emulated;
+use netback::{Netback, NetbackStats};
+use serde::{Deserialize, Serialize};
+use service::{ServiceDomain, ServiceDomainStats};
+use std::collections::BTreeMap;
+
+/// Physical base of the e1000-like NIC's BAR (above the interrupt-path NIC's).
+pub const NET_MMIO_BASE: u64 = 0xfeb2_0000;
+/// The vector the platform programs the NIC's MSI with (to the boot vCPU).
+pub const NET_VECTOR: u8 = 0x41;
+
+/// Which device path carries the guest's frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetPath {
+    /// The mode's usual path: PV split driver under `pv` and `hybrid`, the e1000-like NIC
+    /// (hardware or emulated) otherwise.
+    #[default]
+    Auto,
+    /// The e1000-like NIC.
+    Emulated,
+    /// The PV split driver (netfront/netback).
+    Pv,
+}
+
+/// The network of a machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The device path.
+    #[serde(default)]
+    pub path: NetPath,
+    /// The host on the other end of the wire.
+    pub peer: PeerConfig,
+}
+
+/// The path a run used, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolvedPath {
+    /// The NIC as hardware (no device model).
+    Hardware,
+    /// The NIC emulated by the service domain's device model.
+    Emulated,
+    /// netfront/netback.
+    SplitDriver,
+}
+
+/// What the network path did in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetResult {
+    /// The path.
+    pub path: ResolvedPath,
+    /// The peer's counters and latency histogram.
+    pub peer: PeerStats,
+    /// The service domain's CPU time.
+    pub dom0: ServiceDomainStats,
+    /// The NIC's counters (NIC paths).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<E1000Stats>,
+    /// VM exits on NIC registers, by register, with their cycles (emulated path).
+    pub exits_by_register: BTreeMap<String, ExitCount>,
+    /// Netback's counters (split driver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netback: Option<NetbackStats>,
+    /// Grant operations on the guest's grant table (split driver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grants: Option<GrantStats>,
+    /// The transmit ring, backend side (split driver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_ring: Option<RingStats>,
+    /// The receive ring, backend side (split driver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_ring: Option<RingStats>,
+    /// Guest CPU cycles not idle, all vCPUs.
+    pub guest_busy_cycles: u64,
+    /// Guest plus service-domain busy cycles per elapsed cycle (1.0 = one CPU fully busy).
+    pub cpu_utilisation: f64,
+}
+
+enum Path {
+    Nic(Emulated),
+    Split(Netback),
+}
+
+/// The network path of a machine.
+pub(crate) struct Net {
+    path: Path,
+    peer: Peer,
+    dom0: ServiceDomain,
+    costs: IoProfile,
+    mhz: u64,
+    /// When the frontend is to be notified (split driver).
+    notify_at: Option<u64>,
+    exits: BTreeMap<&'static str, ExitCount>,
+}
+
+impl Net {
+    fn ns(&self, cycles: u64) -> u64 {
+        ns_of(self.mhz, cycles)
+    }
+
+    fn cycles(&self, ns: u64) -> u64 {
+        (ns as u128 * self.mhz as u128).div_ceil(1000) as u64
+    }
+
+    /// Takes every frame the peer has delivered by `now` off the wire, each at its own
+    /// arrival time.
+    fn pull(&mut self, now: u64) {
+        let now_ns = self.ns(now);
+        while let Some(due) = self.peer.next_due().filter(|&d| d <= now_ns) {
+            let Some(f) = self.peer.pop_due(now_ns) else {
+                break;
+            };
+            let at = self.cycles(due);
+            match &mut self.path {
+                Path::Nic(e) => e.from_wire(f, at, &mut self.dom0, &self.costs),
+                Path::Split(b) => {
+                    let s = self.dom0.start(at, self.costs.dom0_wakeup);
+                    let t = self.dom0.run(s, service::Work::Bridge, self.costs.bridge_frame);
+                    b.from_wire(f, t);
+                }
+            }
+        }
+    }
+
+    /// The earliest time something is due (cycles).
+    fn deadline(&self) -> Option<u64> {
+        let mut d: Option<u64> = self.peer.next_due().map(|ns| self.cycles(ns));
+        let mut add = |t: Option<u64>| {
+            if let Some(t) = t {
+                d = Some(d.map_or(t, |x| x.min(t)));
+            }
+        };
+        add(self.notify_at);
+        match &self.path {
+            Path::Nic(e) => {
+                add(e.next_landing());
+                add(e.dev.next_interrupt().map(|ns| self.cycles(ns)));
+            }
+            Path::Split(b) => add(b.run_at),
+        }
+        d
+    }
+}
+
+fn ns_of(mhz: u64, cycles: u64) -> u64 {
+    (cycles as u128 * 1000 / mhz as u128) as u64
+}
+
+/// Guest memory as devices and backends reach it.
+pub(crate) struct GuestDma<'a>(pub(crate) &'a mut PhysMem);
+
+impl Dma for GuestDma<'_> {
+    fn read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
+        let end = gpa.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.0.size()) {
+            return false;
+        }
+        self.0.read(gpa, buf);
+        true
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> bool {
+        let end = gpa.checked_add(data.len() as u64);
+        if end.is_none_or(|e| e > self.0.size()) {
+            return false;
+        }
+        self.0.write(gpa, data);
+        true
+    }
+}
+
+/// Whether `pa` is a register of the network NIC (a load or store there is MMIO).
+pub(crate) fn is_mmio(phys: &PhysMem, pa: u64) -> bool {
+    matches!(phys.net.as_deref(), Some(Net { path: Path::Nic(e), .. }) if e.contains(pa))
+}
+
+/// The NIC's BAR as (base, length), if the machine has the NIC.
+pub(crate) fn mmio_window(phys: &PhysMem) -> Option<(u64, u64)> {
+    match phys.net.as_deref() {
+        Some(Net {
+            path: Path::Nic(e), ..
+        }) => Some((e.base, E1000_BAR_BYTES)),
+        _ => None,
+    }
+}
+
+/// A load that hit no RAM: the NIC's answer if `pa` is in its BAR.
+pub(crate) fn mmio_read(net: &mut Net, pa: u64, size: usize) -> Option<u64> {
+    match &mut net.path {
+        Path::Nic(e) if e.contains(pa) => Some(e.read(pa, size)),
+        _ => None,
+    }
+}
+
+/// A store that hit no RAM: true if the NIC took it.
+pub(crate) fn mmio_write(net: &mut Net, pa: u64, size: usize, value: u64) -> bool {
+    match &mut net.path {
+        Path::Nic(e) if e.contains(pa) => {
+            e.write(pa, size, value);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// After an exit whose emulated instruction accessed the NIC, at vCPU time `now`: the
+/// device model serves it. Returns the register's name and the cycles the vCPU waits.
+pub(crate) fn exit_served(phys: &mut PhysMem, now: u64) -> Option<(&'static str, u64)> {
+    let mut net = phys.net.take()?;
+    let n = &mut *net;
+    n.pull(now);
+    let r = match &mut n.path {
+        Path::Nic(e) => {
+            let mhz = n.mhz;
+            let (reg, wait) = e.exit_served(
+                now,
+                &mut GuestDma(phys),
+                &mut n.dom0,
+                &n.costs,
+                &mut n.peer,
+                &|c| ns_of(mhz, c),
+            );
+            Some((reg.name(), wait))
+        }
+        Path::Split(_) => None,
+    };
+    phys.net = Some(net);
+    r
+}
+
+/// Records an exit on NIC register `reg` with its cycles.
+pub(crate) fn record_exit(phys: &mut PhysMem, reg: &'static str, cycles: u64) {
+    if let Some(n) = phys.net.as_deref_mut() {
+        let e = n.exits.entry(reg).or_default();
+        e.count += 1;
+        e.cycles += cycles;
+    }
+}
+
+impl Machine {
+    /// Puts the network path on the machine (before boot: the kernel finds it in
+    /// `boot_info`).
+    pub(crate) fn net_install(&mut self, cfg: &NetConfig) -> Result<(), SimError> {
+        cfg.peer
+            .validate()
+            .map_err(|e| SimError::Config(format!("net.peer: {e}")))?;
+        let costs = self.cfg.profile.io.ok_or_else(|| {
+            SimError::Config(format!(
+                "net: profile {} has no [io] section (the service domain's costs)",
+                self.cfg.profile.name
+            ))
+        })?;
+        let split = match (cfg.path, self.policy) {
+            (NetPath::Auto, Policy::Pv | Policy::Hybrid) | (NetPath::Pv, _) => true,
+            (NetPath::Auto | NetPath::Emulated, _) => false,
+        };
+        if split && !matches!(self.policy, Policy::Pv | Policy::Hybrid) {
+            return Err(SimError::Config(format!(
+                "net.path = \"pv\" needs event channels: policy {} has none (use pv or hybrid)",
+                self.policy.name()
+            )));
+        }
+        if !split && self.policy == Policy::Pv {
+            return Err(SimError::Config(
+                "net.path = \"emulated\" under pv: a PV kernel cannot map device registers; \
+                 use the split driver (path = \"pv\" or \"auto\")"
+                    .into(),
+            ));
+        }
+        let b = BOOT_INFO_PHYS;
+        let path = if split {
+            self.phys.write_sized(b + boot_info::NET_KIND, 8, 2);
+            Path::Split(Netback::new(self.phys.size()))
+        } else {
+            if self.phys.size() > NET_MMIO_BASE {
+                return Err(SimError::Config(format!(
+                    "net: guest memory of {} bytes overlaps the NIC at {NET_MMIO_BASE:#x}",
+                    self.phys.size()
+                )));
+            }
+            let mut bus = devices::bus::MmioBus::new();
+            bus.map(
+                NET_MMIO_BASE,
+                E1000_BAR_BYTES,
+                devices::bus::DeviceId(1),
+            )
+            .and_then(|()| match crate::irq_path::window(&mut self.phys) {
+                Some(w) => {
+                    let (base, len) = w.range();
+                    bus.map(base, len, devices::bus::DeviceId(0))
+                }
+                None => Ok(()),
+            })
+            .map_err(|e| SimError::Config(format!("net: {e}")))?;
+            self.phys.write_sized(b + boot_info::NET_KIND, 8, 1);
+            self.phys.write_sized(b + boot_info::NET_MMIO, 8, NET_MMIO_BASE);
+            self.phys
+                .write_sized(b + boot_info::NET_VECTOR, 8, u64::from(NET_VECTOR));
+            let msi = InterruptMessage {
+                dest: MessageDestination::Physical(self.vcpus[0].lapic.id()),
+                vector: NET_VECTOR,
+                delivery: MessageDelivery::Fixed,
+                trigger: TriggerMode::Edge,
+                redirection_hint: false,
+            };
+            Path::Nic(Emulated::new(
+                NET_MMIO_BASE,
+                self.policy == Policy::Native,
+                msi,
+            ))
+        };
+        let peer = Peer::new(&cfg.peer, 0)
+            .map_err(|e| SimError::Config(format!("net.peer: {e}")))?;
+        self.phys.net = Some(Box::new(Net {
+            path,
+            peer,
+            dom0: ServiceDomain::default(),
+            costs,
+            mhz: u64::from(self.cfg.profile.core.freq_mhz),
+            notify_at: None,
+            exits: BTreeMap::new(),
+        }));
+        Ok(())
+    }
+
+    /// Before vCPU `i` runs a chunk: everything due by its time happens.
+    pub(crate) fn net_before_chunk(&mut self, i: usize) {
+        let now = self.vcpus[i].cycles();
+        let Some(mut net) = self.phys.net.take() else {
+            return;
+        };
+        net.pull(now);
+        let mhz = net.mhz;
+        let ns = |c| ns_of(mhz, c);
+        let mut msi = None;
+        match &mut net.path {
+            Path::Nic(e) => {
+                e.land(now, &mut GuestDma(&mut self.phys), &ns);
+                msi = e.dev.poll_interrupt(ns(now)).map(|m| (m, now));
+            }
+            Path::Split(b) => {
+                if let Some(at) = b.run_at.filter(|&t| t <= now) {
+                    let start = net.dom0.start(at, 0).max(at);
+                    if let Some(t) = b.run(
+                        start,
+                        &mut GuestDma(&mut self.phys),
+                        &mut net.dom0,
+                        &net.costs,
+                        &mut net.peer,
+                        &ns,
+                    ) {
+                        net.notify_at = Some(net.notify_at.map_or(t, |x| x.min(t)));
+                    }
+                }
+            }
+        }
+        let notify = net.notify_at.filter(|&t| t <= now);
+        let port = match &net.path {
+            Path::Split(b) => b.port,
+            Path::Nic(_) => None,
+        };
+        if notify.is_some() {
+            net.notify_at = None;
+        }
+        self.phys.net = Some(net);
+        if let Some((m, at)) = msi {
+            self.net_route(m.vector, |l| m.is_for(l), at);
+        }
+        if let (Some(at), Some(port)) = (notify, port) {
+            self.net_notify_frontend(port, at);
+        }
+    }
+
+    /// After vCPU `i`'s chunk: the hardware NIC sends what the driver queued; an interrupt
+    /// a register write enabled goes out.
+    pub(crate) fn net_after_chunk(&mut self, i: usize) {
+        let now = self.vcpus[i].cycles();
+        let Some(mut net) = self.phys.net.take() else {
+            return;
+        };
+        let mhz = net.mhz;
+        let mut msi = None;
+        if let Path::Nic(e) = &mut net.path {
+            e.hardware_transmit(
+                &mut GuestDma(&mut self.phys),
+                ns_of(mhz, now),
+                &mut net.peer,
+            );
+            msi = e.dev.poll_interrupt(ns_of(mhz, now));
+        }
+        self.phys.net = Some(net);
+        if let Some(m) = msi {
+            self.net_route(m.vector, |l| m.is_for(l), now);
+        }
+    }
+
+    /// Accepts `vector` at the first local APIC `is_for` picks, at time `at` (a halted
+    /// vCPU idles up to it).
+    fn net_route(&mut self, vector: u8, is_for: impl Fn(&devices::lapic::Lapic) -> bool, at: u64) {
+        let Some(v) = self.vcpus.iter_mut().find(|v| is_for(&v.lapic)) else {
+            return;
+        };
+        if v.cpu.state.halted {
+            let c = v.cycles();
+            if at > c {
+                v.idle += at - c;
+            }
+        }
+        v.lapic.accept(vector, TriggerMode::Edge);
+    }
+
+    /// Netback's event-channel send to the frontend's `port`, at `at`: the port is raised
+    /// in the guest's shared_info; if that asks for an upcall, the guest's vCPU gets the
+    /// hypervisor's event-check interrupt (it exits, or bounces, and takes its upcall).
+    fn net_notify_frontend(&mut self, port: u32, at: u64) {
+        let dom = match (self.hv.as_deref_mut(), self.pv.as_deref_mut()) {
+            (Some(h), _) if h.hybrid.is_some() => h.hybrid.as_deref_mut(),
+            (_, Some(p)) => Some(&mut p.hc),
+            _ => None,
+        };
+        let Some(dom) = dom else {
+            return;
+        };
+        let n = dom
+            .evtchn
+            .raise(&mut crate::policy::hybrid::Phys(&mut self.phys), port);
+        if let Ok(n) = n {
+            if n.upcall {
+                let id = dom.apic_ids().get(n.vcpu as usize).copied();
+                if let Some(id) = id {
+                    self.net_route(
+                        crate::policy::hybrid::HV_EVENT_CHECK_VECTOR,
+                        |l| l.id() == id,
+                        at,
+                    );
+                }
+            }
+        }
+    }
+
+    /// The next time the network path has something due (cycles).
+    pub(crate) fn net_deadline_cycles(&self) -> Option<u64> {
+        self.phys.net.as_deref()?.deadline()
+    }
+
+    /// The network path's results.
+    pub(crate) fn net_result(&self, elapsed: u64, guest_busy: u64) -> Option<NetResult> {
+        let n = self.phys.net.as_deref()?;
+        let dom0 = n.dom0.stats().clone();
+        let util = if elapsed == 0 {
+            0.0
+        } else {
+            (guest_busy + dom0.busy_cycles) as f64 / elapsed as f64
+        };
+        let mut r = NetResult {
+            path: ResolvedPath::SplitDriver,
+            peer: n.peer.stats().clone(),
+            dom0,
+            device: None,
+            exits_by_register: n
+                .exits
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            netback: None,
+            grants: None,
+            tx_ring: None,
+            rx_ring: None,
+            guest_busy_cycles: guest_busy,
+            cpu_utilisation: util,
+        };
+        match &n.path {
+            Path::Nic(e) => {
+                r.path = if matches!(self.policy, Policy::Native) {
+                    ResolvedPath::Hardware
+                } else {
+                    ResolvedPath::Emulated
+                };
+                r.device = Some(e.dev.stats().clone());
+            }
+            Path::Split(b) => {
+                r.netback = Some(b.stats.clone());
+                r.grants = Some(b.grants.stats().clone());
+                r.tx_ring = b.tx.as_ref().map(|x| x.stats().clone());
+                r.rx_ring = b.rx.as_ref().map(|x| x.stats().clone());
+            }
+        }
+        Some(r)
+    }
+}
+
+/// Hypercall numbers and commands of the split driver (beside the hypercall table of
+/// [`crate::policy::hypercall`], same register convention).
+pub mod hc {
+    /// `grant_table_op`.
+    pub const GRANT_TABLE_OP: u64 = 20;
+    /// `GNTTABOP_setup_table`: RSI = gPA of the first frame, RDX = frames.
+    pub const GNTTABOP_SETUP_TABLE: u64 = 2;
+    /// `event_channel_op`.
+    pub const EVENT_CHANNEL_OP: u64 = 32;
+    /// `EVTCHNOP_alloc_unbound`: RSI = remote domain (0), RDX = vCPU to notify.
+    pub const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
+    /// `EVTCHNOP_send`.
+    pub const EVTCHNOP_SEND: u64 = 4;
+    /// `hvsim_netif_connect`: RDI = tx ring grant, RSI = rx ring grant, RDX = port.
+    pub const NETIF_CONNECT: u64 = 48;
+}
+
+/// The split driver's hypercalls, made at `now` with arguments `a` (RDI, RSI, RDX):
+/// `Some((name, result))` when it was one of them (the error a positive errno), `None`
+/// for any other hypercall.
+pub(crate) fn hypercall(
+    phys: &mut PhysMem,
+    evtchn: &mut devices::evtchn::EventChannels,
+    number: u64,
+    a: (u64, u64, u64),
+    now: u64,
+) -> Option<(&'static str, Result<u64, i64>)> {
+    use devices::grant_table::GrantTable;
+    let is_net = match (number, a.0) {
+        (hc::GRANT_TABLE_OP, hc::GNTTABOP_SETUP_TABLE) => true,
+        (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_ALLOC_UNBOUND) => true,
+        (hc::NETIF_CONNECT, _) => true,
+        (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_SEND) => matches!(
+            phys.net.as_deref(),
+            Some(Net { path: Path::Split(b), .. }) if b.port == u32::try_from(a.1).ok()
+        ),
+        _ => false,
+    };
+    if !is_net {
+        return None;
+    }
+    let mut net = phys.net.take();
+    let Some(Net {
+        path: Path::Split(b),
+        costs,
+        dom0,
+        ..
+    }) = net.as_deref_mut()
+    else {
+        // No split driver on this machine: the operations do not exist here.
+        phys.net = net;
+        return Some(("net.no_backend", Err(38)));
+    };
+    let einval = 22;
+    let (name, r) = match (number, a.0) {
+        (hc::GRANT_TABLE_OP, _) => {
+            let frames = u32::try_from(a.2).unwrap_or(u32::MAX);
+            let r = b
+                .grants
+                .setup(a.1, frames)
+                .map(|()| 0)
+                .map_err(|e| GrantTable::errno(&e));
+            ("20_grant_table_op.setup_table", r)
+        }
+        (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_ALLOC_UNBOUND) => {
+            let r = if a.1 != u64::from(netback::DOM0) {
+                Err(einval)
+            } else {
+                match u32::try_from(a.2) {
+                    Ok(v) => evtchn
+                        .bind_interdomain(v)
+                        .map(u64::from)
+                        .map_err(|e| -devices::evtchn::EventChannels::errno(&e)),
+                    Err(_) => Err(einval),
+                }
+            };
+            ("32_event_channel_op.alloc_unbound", r)
+        }
+        (hc::NETIF_CONNECT, _) => (
+            "48_hvsim_netif_connect",
+            connect(b, evtchn, a, &mut GuestDma(phys), dom0, costs, now),
+        ),
+        _ => {
+            b.stats.kicks += 1;
+            b.schedule(now + costs.dom0_wakeup);
+            ("32_event_channel_op.send.netif", Ok(0))
+        }
+    };
+    phys.net = net;
+    Some((name, r.map_err(|e: i64| e.abs())))
+}
+
+/// `hvsim_netif_connect`: map both ring grants, bind the backend's end of the channel.
+fn connect(
+    b: &mut Netback,
+    evtchn: &mut devices::evtchn::EventChannels,
+    (tx_gref, rx_gref, port): (u64, u64, u64),
+    mem: &mut GuestDma,
+    dom0: &mut ServiceDomain,
+    c: &IoProfile,
+    now: u64,
+) -> Result<u64, i64> {
+    use devices::grant_table::{Access, GrantTable};
+    use devices::ring::BackRing;
+    if b.connected() {
+        return Err(16);
+    }
+    let gref = |v: u64| u32::try_from(v).map_err(|_| 22i64);
+    let port = u32::try_from(port).map_err(|_| 22i64)?;
+    match evtchn.binding(port) {
+        Some(devices::evtchn::Binding::Interdomain { remote: None, .. }) => {}
+        _ => return Err(22),
+    }
+    let tx = b
+        .grants
+        .map(mem, gref(tx_gref)?, netback::DOM0, Access::Write)
+        .map_err(|e| GrantTable::errno(&e))?;
+    let rx = b
+        .grants
+        .map(mem, gref(rx_gref)?, netback::DOM0, Access::Write)
+        .map_err(|e| GrantTable::errno(&e))?;
+    let t = dom0.start(now, c.dom0_wakeup);
+    let t = dom0.run(t, service::Work::GrantMap, c.grant_map_op);
+    dom0.run(t, service::Work::GrantMap, c.grant_map_op);
+    b.tx = Some(BackRing::new(tx, netback::TX_ENTRY_BYTES).map_err(|_| 22i64)?);
+    b.rx = Some(BackRing::new(rx, netback::RX_ENTRY_BYTES).map_err(|_| 22i64)?);
+    evtchn
+        .connect(
+            port,
+            devices::evtchn::RemotePort {
+                domain: u32::from(netback::DOM0),
+                port: 1,
+            },
+        )
+        .map_err(|e| devices::evtchn::EventChannels::errno(&e))?;
+    b.port = Some(port);
+    if b.backlog_len() > 0 {
+        b.schedule(now);
+    }
+    Ok(0)
+}

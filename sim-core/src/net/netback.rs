@@ -1,0 +1,316 @@
+//! Netback: the service domain's half of the PV split network driver (`docs/io.md`
+//! section 3). It holds the guest's grant table, the two shared rings the frontend granted
+//! it, and the inter-domain event channel between them.
+//!
+//! A run starts when the service domain is woken (a kick from the frontend, frames bridged
+//! from the wire) and loops, as Linux netback does, until both rings are quiet:
+//!
+//! 1. every transmit request: netback's per-frame work, a grant copy of the frame out of the
+//!    guest (checked against the guest's grant entry), the bridge, the wire; a response;
+//! 2. every frame waiting in the backlog while the frontend has posted receive requests:
+//!    netback's work, a grant copy into the posted buffer, a response;
+//! 3. responses are pushed with Xen's check-notify rule; the frontend is notified (one
+//!    event-channel send at the end of the run) only if it asked;
+//! 4. the final checks re-arm the request event indices, so the frontend's next push that
+//!    matters notifies, and loop if requests slipped in.
+//!
+//! Every grant the frontend did not give is refused by the grant table and counted; the
+//! response then carries an error status.
+
+use super::service::{ServiceDomain, Work};
+use crate::profile::IoProfile;
+use devices::dma::Dma;
+use devices::frame::{Frame, MAX_LEN};
+use devices::grant_table::{Access, GrantTable};
+use devices::peer::Peer;
+use devices::ring::BackRing;
+use serde::Serialize;
+use std::collections::VecDeque;
+
+/// The service domain's domain id.
+pub(crate) const DOM0: u16 = 0;
+/// Bytes of a transmit ring slot (`netif_tx_request`).
+pub(crate) const TX_ENTRY_BYTES: u64 = 12;
+/// Bytes of a receive ring slot (`netif_rx_request`).
+pub(crate) const RX_ENTRY_BYTES: u64 = 8;
+/// Frames waiting in netback for receive requests, at most (then dropped).
+pub(crate) const BACKLOG: usize = 512;
+/// `NETIF_RSP_ERROR`.
+const RSP_ERROR: i16 = -1;
+
+/// Netback's counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct NetbackStats {
+    /// Kicks: event-channel sends from the frontend.
+    pub kicks: u64,
+    /// Runs of the backend loop.
+    pub runs: u64,
+    /// Frames transmitted for the guest.
+    pub tx_frames: u64,
+    /// Bytes transmitted for the guest.
+    pub tx_bytes: u64,
+    /// Transmit requests answered with an error (grant refused, malformed frame).
+    pub tx_errors: u64,
+    /// Frames copied into the guest.
+    pub rx_frames: u64,
+    /// Bytes copied into the guest.
+    pub rx_bytes: u64,
+    /// Receive requests answered with an error (grant refused).
+    pub rx_errors: u64,
+    /// Frames dropped because the backlog was full (the guest posted too few buffers).
+    pub rx_backlog_drops: u64,
+    /// Largest backlog seen.
+    pub rx_backlog_max: u64,
+    /// Notifications the backend sent the frontend.
+    pub notifications: u64,
+    /// Runs that produced responses but sent no notification (the frontend had not asked).
+    pub notifications_suppressed: u64,
+    /// The frontend broke the ring protocol (a producer index out of range): netback
+    /// stopped serving it.
+    pub protocol_errors: u64,
+}
+
+/// The backend's state for one frontend.
+pub(crate) struct Netback {
+    pub(crate) grants: GrantTable,
+    pub(crate) tx: Option<BackRing>,
+    pub(crate) rx: Option<BackRing>,
+    /// The frontend's port (raised to notify it).
+    pub(crate) port: Option<u32>,
+    backlog: VecDeque<Frame>,
+    /// When the next run is due (cycles), if any.
+    pub(crate) run_at: Option<u64>,
+    broken: bool,
+    pub(crate) stats: NetbackStats,
+}
+
+impl Netback {
+    /// A backend for a guest of `mem_bytes`, not yet connected.
+    pub(crate) fn new(mem_bytes: u64) -> Self {
+        Netback {
+            grants: GrantTable::new(mem_bytes),
+            tx: None,
+            rx: None,
+            port: None,
+            backlog: VecDeque::with_capacity(BACKLOG),
+            run_at: None,
+            broken: false,
+            stats: NetbackStats::default(),
+        }
+    }
+
+    /// Whether the frontend has connected.
+    pub(crate) fn connected(&self) -> bool {
+        self.tx.is_some() && self.rx.is_some() && self.port.is_some()
+    }
+
+    /// Asks for a run no later than `at`.
+    pub(crate) fn schedule(&mut self, at: u64) {
+        self.run_at = Some(self.run_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// A frame bridged from the wire, ready at `at`: queued for the guest.
+    pub(crate) fn from_wire(&mut self, frame: Frame, at: u64) {
+        if self.backlog.len() >= BACKLOG {
+            self.stats.rx_backlog_drops += 1;
+            return;
+        }
+        self.backlog.push_back(frame);
+        self.stats.rx_backlog_max = self.stats.rx_backlog_max.max(self.backlog.len() as u64);
+        if self.connected() {
+            self.schedule(at);
+        }
+    }
+
+    /// Runs the backend loop from `start` (the service domain awake); frames go to `peer`
+    /// (`ns` converts cycles to wire time). Returns the time the frontend is to be
+    /// notified, if it asked.
+    pub(crate) fn run(
+        &mut self,
+        start: u64,
+        mem: &mut dyn Dma,
+        dom0: &mut ServiceDomain,
+        c: &IoProfile,
+        peer: &mut Peer,
+        ns: &dyn Fn(u64) -> u64,
+    ) -> Option<u64> {
+        self.run_at = None;
+        if !self.connected() || self.broken {
+            return None;
+        }
+        self.stats.runs += 1;
+        let mut t = start;
+        let mut notify = false;
+        let mut responded = false;
+        for _ in 0..64 {
+            match self.tx_pass(&mut t, mem, dom0, c, peer, ns) {
+                Some((n, r)) => {
+                    notify |= n;
+                    responded |= r;
+                }
+                None => break,
+            }
+            match self.rx_pass(&mut t, mem, dom0, c) {
+                Some((n, r)) => {
+                    notify |= n;
+                    responded |= r;
+                }
+                None => break,
+            }
+            let (Some(tx), Some(rx)) = (self.tx.as_mut(), self.rx.as_mut()) else {
+                break;
+            };
+            let more_tx = match tx.final_check_for_requests(mem) {
+                Ok(m) => m,
+                Err(_) => {
+                    self.protocol_error();
+                    break;
+                }
+            };
+            let more_rx = if self.backlog.is_empty() {
+                false
+            } else {
+                match rx.final_check_for_requests(mem) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.protocol_error();
+                        break;
+                    }
+                }
+            };
+            if !more_tx && !more_rx {
+                break;
+            }
+        }
+        if notify {
+            self.stats.notifications += 1;
+            Some(dom0.run(t, Work::EvtchnSend, c.evtchn_send))
+        } else {
+            if responded {
+                self.stats.notifications_suppressed += 1;
+            }
+            None
+        }
+    }
+
+    fn protocol_error(&mut self) {
+        self.stats.protocol_errors += 1;
+        self.broken = true;
+    }
+
+    /// Serves every transmit request; (notify, responded), `None` on a protocol error.
+    fn tx_pass(
+        &mut self,
+        t: &mut u64,
+        mem: &mut dyn Dma,
+        dom0: &mut ServiceDomain,
+        c: &IoProfile,
+        peer: &mut Peer,
+        ns: &dyn Fn(u64) -> u64,
+    ) -> Option<(bool, bool)> {
+        let tx = self.tx.as_mut()?;
+        let Ok(n) = tx.unconsumed_requests(mem) else {
+            self.protocol_error();
+            return None;
+        };
+        for _ in 0..n {
+            let slot = tx.take_request();
+            let mut req = [0u8; TX_ENTRY_BYTES as usize];
+            let ok = mem.read(slot, &mut req);
+            let gref = u32::from_le_bytes([req[0], req[1], req[2], req[3]]);
+            let offset = u16::from_le_bytes([req[4], req[5]]);
+            let id = u16::from_le_bytes([req[8], req[9]]);
+            let size = u16::from_le_bytes([req[10], req[11]]);
+            *t = dom0.run(*t, Work::NetbackTx, c.netback_tx_frame);
+            let mut status = RSP_ERROR;
+            if ok && u32::from(size) <= MAX_LEN {
+                if let Ok(gpa) = self.grants.copy(
+                    mem,
+                    gref,
+                    DOM0,
+                    Access::Read,
+                    u32::from(offset),
+                    u32::from(size),
+                ) {
+                    *t = dom0.run(*t, Work::GrantCopy, copy_cost(c, u32::from(size)));
+                    if let Some(f) = Frame::read_from(mem, gpa, u32::from(size)) {
+                        *t = dom0.run(*t, Work::Bridge, c.bridge_frame);
+                        peer.on_frame(ns(*t), &f);
+                        self.stats.tx_frames += 1;
+                        self.stats.tx_bytes += u64::from(f.len);
+                        status = 0;
+                    }
+                }
+            }
+            if status != 0 {
+                self.stats.tx_errors += 1;
+            }
+            let rsp = tx.next_response();
+            let mut r = [0u8; TX_ENTRY_BYTES as usize];
+            r[0..2].copy_from_slice(&id.to_le_bytes());
+            r[2..4].copy_from_slice(&status.to_le_bytes());
+            mem.write(rsp, &r);
+        }
+        let notify = n > 0 && tx.push_responses_and_check_notify(mem);
+        Some((notify, n > 0))
+    }
+
+    /// Copies backlog frames into posted receive buffers; (notify, responded), `None` on a
+    /// protocol error.
+    fn rx_pass(
+        &mut self,
+        t: &mut u64,
+        mem: &mut dyn Dma,
+        dom0: &mut ServiceDomain,
+        c: &IoProfile,
+    ) -> Option<(bool, bool)> {
+        let rx = self.rx.as_mut()?;
+        let Ok(avail) = rx.unconsumed_requests(mem) else {
+            self.protocol_error();
+            return None;
+        };
+        let n = (avail as usize).min(self.backlog.len());
+        for _ in 0..n {
+            let Some(f) = self.backlog.pop_front() else {
+                break;
+            };
+            let slot = rx.take_request();
+            let mut req = [0u8; RX_ENTRY_BYTES as usize];
+            let ok = mem.read(slot, &mut req);
+            let id = u16::from_le_bytes([req[0], req[1]]);
+            let gref = u32::from_le_bytes([req[4], req[5], req[6], req[7]]);
+            *t = dom0.run(*t, Work::NetbackRx, c.netback_rx_frame);
+            let mut status = RSP_ERROR;
+            if ok {
+                if let Ok(gpa) = self.grants.copy(mem, gref, DOM0, Access::Write, 0, f.len) {
+                    *t = dom0.run(*t, Work::GrantCopy, copy_cost(c, f.len));
+                    if f.write_to(mem, gpa, f.len).is_some() {
+                        self.stats.rx_frames += 1;
+                        self.stats.rx_bytes += u64::from(f.len);
+                        status = f.len as i16;
+                    }
+                }
+            }
+            if status < 0 {
+                self.stats.rx_errors += 1;
+            }
+            let rsp = rx.next_response();
+            let mut r = [0u8; RX_ENTRY_BYTES as usize];
+            r[0..2].copy_from_slice(&id.to_le_bytes());
+            r[6..8].copy_from_slice(&status.to_le_bytes());
+            mem.write(rsp, &r);
+        }
+        let notify = n > 0 && rx.push_responses_and_check_notify(mem);
+        Some((notify, n > 0))
+    }
+
+    /// Frames waiting for receive buffers.
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+}
+
+/// A grant copy of `bytes`: the operation plus the bytes, per KiB rounded up.
+fn copy_cost(c: &IoProfile, bytes: u32) -> u64 {
+    c.grant_copy_op + (u64::from(bytes) * c.grant_copy_per_kib).div_ceil(1024)
+}
