@@ -34,6 +34,8 @@
 //! - [`dma`]: the [`dma::Dma`] trait: byte access to a domain's guest-physical memory, as
 //!   bus-master DMA and a backend's grant copies see it.
 //! - [`frame`]: network frames on the modelled wire and their 32-byte header in guest memory.
+//! - [`histogram`]: a log-linear (HDR-style) latency histogram in nanoseconds: fixed
+//!   buckets, allocation-free recording, percentiles, CDF and merging.
 
 pub mod bus;
 pub mod console;
@@ -41,6 +43,7 @@ pub mod dma;
 pub mod error;
 pub mod evtchn;
 pub mod frame;
+pub mod histogram;
 pub mod ioapic;
 pub mod irq_message;
 pub mod irq_source;
