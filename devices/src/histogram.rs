@@ -55,7 +55,7 @@ fn upper_bound(i: usize) -> u64 {
 
 /// A latency histogram: counts per log-linear bucket, plus the exact count, sum, minimum
 /// and maximum of the samples.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
     buckets: [u64; BUCKETS],
     count: u64,

@@ -36,6 +36,8 @@
 //! - [`frame`]: network frames on the modelled wire and their 32-byte header in guest memory.
 //! - [`histogram`]: a log-linear (HDR-style) latency histogram in nanoseconds: fixed
 //!   buckets, allocation-free recording, percentiles, CDF and merging.
+//! - [`peer`]: the host at the other end of the wire (sink, constant-rate source, echo
+//!   server, request/response client), with the wire's serialization and latency timing.
 
 pub mod bus;
 pub mod console;
@@ -50,5 +52,6 @@ pub mod irq_source;
 pub mod lapic;
 pub mod msi;
 pub mod nic;
+pub mod peer;
 
 pub use error::DeviceError;
