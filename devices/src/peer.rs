@@ -94,6 +94,10 @@ fn one() -> u32 {
 }
 
 /// What the peer does (the `mode` key of its configuration).
+///
+/// Keys a mode does not have are refused, except after `mode = "sink"`: serde ignores
+/// whatever accompanies a unit variant's tag. A sink uses no other setting (not even the
+/// link's: it only counts), so nothing it ignores can change a result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PeerMode {
