@@ -318,4 +318,15 @@ pub enum DeviceError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A network peer description that cannot run (a zero rate or link speed, a frame
+    /// size the wire cannot carry, a concurrency out of range).
+    #[error("peer: {field} = {value}: {reason}")]
+    BadPeer {
+        /// The configuration field at fault.
+        field: &'static str,
+        /// The value it was given.
+        value: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }

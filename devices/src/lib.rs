@@ -39,6 +39,10 @@
 //! - [`dma`]: the [`dma::Dma`] trait: byte access to a domain's guest-physical memory, as
 //!   bus-master DMA and a backend's grant copies see it.
 //! - [`frame`]: network frames on the modelled wire and their 32-byte header in guest memory.
+//! - [`histogram`]: a log-linear (HDR-style) latency histogram in nanoseconds: fixed
+//!   buckets, allocation-free recording, percentiles, CDF and merging.
+//! - [`peer`]: the host at the other end of the wire (sink, constant-rate source, echo
+//!   server, request/response client), with the wire's serialization and latency timing.
 
 pub mod bus;
 pub mod console;
@@ -47,6 +51,7 @@ pub mod error;
 pub mod evtchn;
 pub mod frame;
 pub mod grant_table;
+pub mod histogram;
 pub mod ioapic;
 pub mod irq_message;
 pub mod irq_source;
@@ -54,5 +59,6 @@ pub mod lapic;
 pub mod msi;
 pub mod nic;
 pub mod ring;
+pub mod peer;
 
 pub use error::DeviceError;
