@@ -131,6 +131,34 @@ pub struct Metrics {
     pub irq_msi_mask_exits: u64,
     /// Share of interrupt-handling exit cycles spent on EOI and MSI mask/unmask exits.
     pub irq_eoi_msi_share: f64,
+    /// Network: frames the guest sent that reached the peer.
+    pub net_frames_out: u64,
+    /// Network: bytes of those frames.
+    pub net_bytes_out: u64,
+    /// Network: frames the peer sent the guest.
+    pub net_frames_in: u64,
+    /// Network: transactions the peer completed (request/response and client modes).
+    pub net_transactions: u64,
+    /// Network: median transaction latency in ns (0 without samples).
+    pub net_latency_p50_ns: u64,
+    /// Network: 99th-percentile transaction latency in ns.
+    pub net_latency_p99_ns: u64,
+    /// Network: mean transaction latency in ns.
+    pub net_latency_mean_ns: f64,
+    /// Network: VM exits on NIC registers (emulated NIC).
+    pub net_register_exits: u64,
+    /// Network: their cycles (exit, emulation and the device model's round trip).
+    pub net_register_exit_cycles: u64,
+    /// Network: the service domain's busy cycles (device model, netback, bridge, grants).
+    pub dom0_busy_cycles: u64,
+    /// Network: grant copies netback made.
+    pub grant_copies: u64,
+    /// Network: notifications netback sent the frontend.
+    pub net_backend_notifications: u64,
+    /// Network: netback kicks by the frontend (event-channel sends).
+    pub net_frontend_kicks: u64,
+    /// Network: guest plus service-domain busy cycles per elapsed cycle.
+    pub cpu_utilisation: f64,
 }
 
 /// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
@@ -176,6 +204,7 @@ impl Metrics {
         let vmx = || r.per_vcpu.iter().filter_map(|v| v.vmx.as_ref());
         let shadow = r.shadow.as_ref();
         let irq = r.interrupts.as_ref();
+        let net = r.net.as_ref();
         let purpose = |names: &[&str]| -> u64 {
             irq.map_or(0, |i| {
                 names
@@ -255,6 +284,23 @@ impl Metrics {
             irq_eoi_exits: purpose(&["eoi"]),
             irq_msi_mask_exits: purpose(&["msi_mask", "msi_unmask"]),
             irq_eoi_msi_share: irq.map_or(0.0, |i| i.eoi_msi_share),
+            net_frames_out: net.map_or(0, |n| n.peer.frames_in),
+            net_bytes_out: net.map_or(0, |n| n.peer.bytes_in),
+            net_frames_in: net.map_or(0, |n| n.peer.frames_out),
+            net_transactions: net.map_or(0, |n| n.peer.transactions),
+            net_latency_p50_ns: net.map_or(0, |n| n.peer.latency.percentile(50.0)),
+            net_latency_p99_ns: net.map_or(0, |n| n.peer.latency.percentile(99.0)),
+            net_latency_mean_ns: net.map_or(0.0, |n| n.peer.latency.mean()),
+            net_register_exits: net.map_or(0, |n| n.exits_by_register.values().map(|e| e.count).sum()),
+            net_register_exit_cycles: net
+                .map_or(0, |n| n.exits_by_register.values().map(|e| e.cycles).sum()),
+            dom0_busy_cycles: net.map_or(0, |n| n.dom0.busy_cycles),
+            grant_copies: net.and_then(|n| n.grants.as_ref()).map_or(0, |g| g.copies),
+            net_backend_notifications: net
+                .and_then(|n| n.netback.as_ref())
+                .map_or(0, |b| b.notifications),
+            net_frontend_kicks: net.and_then(|n| n.netback.as_ref()).map_or(0, |b| b.kicks),
+            cpu_utilisation: net.map_or(0.0, |n| n.cpu_utilisation),
         }
     }
 
@@ -331,6 +377,23 @@ impl Metrics {
                 "irq_eoi_msi_share",
                 format!("{:.4}", self.irq_eoi_msi_share),
             ),
+            ("net_frames_out", u(self.net_frames_out)),
+            ("net_bytes_out", u(self.net_bytes_out)),
+            ("net_frames_in", u(self.net_frames_in)),
+            ("net_transactions", u(self.net_transactions)),
+            ("net_latency_p50_ns", u(self.net_latency_p50_ns)),
+            ("net_latency_p99_ns", u(self.net_latency_p99_ns)),
+            (
+                "net_latency_mean_ns",
+                format!("{:.1}", self.net_latency_mean_ns),
+            ),
+            ("net_register_exits", u(self.net_register_exits)),
+            ("net_register_exit_cycles", u(self.net_register_exit_cycles)),
+            ("dom0_busy_cycles", u(self.dom0_busy_cycles)),
+            ("grant_copies", u(self.grant_copies)),
+            ("net_backend_notifications", u(self.net_backend_notifications)),
+            ("net_frontend_kicks", u(self.net_frontend_kicks)),
+            ("cpu_utilisation", format!("{:.4}", self.cpu_utilisation)),
         ]
     }
 
