@@ -34,10 +34,12 @@
 //! - [`dma`]: the [`dma::Dma`] trait: byte access to a domain's guest-physical memory, as
 //!   bus-master DMA and a backend's grant copies see it.
 //! - [`frame`]: network frames on the modelled wire and their 32-byte header in guest memory.
+//! - [`e1000`]: an e1000-like (8254x) NIC: registers, descriptor rings over DMA, ITR, one MSI.
 
 pub mod bus;
 pub mod console;
 pub mod dma;
+pub mod e1000;
 pub mod error;
 pub mod evtchn;
 pub mod frame;
