@@ -51,7 +51,8 @@
 //! it asked with RS, `TDH` advanced), so a bad frame never wedges the ring. A descriptor
 //! the device cannot read at all stalls the transmit ring ([`E1000::tx_pending`] turns
 //! false) until the driver writes a transmit register again, so the core never spins on
-//! it. A receive whose descriptor or buffer DMA fails consumes no descriptor.
+//! it. A receive whose descriptor or buffer DMA fails consumes no descriptor. A frame
+//! from the wire longer than [`MAX_LEN`] is cut to that many bytes.
 //!
 //! # Interrupts
 //!
@@ -367,7 +368,7 @@ impl Ring {
 
     /// Takes a length register write; false if the value is not a valid ring length.
     fn set_len(&mut self, value: u32) -> bool {
-        let valid = value % RING_LEN_ALIGN == 0 && value <= MAX_RING_BYTES;
+        let valid = value.is_multiple_of(RING_LEN_ALIGN) && value <= MAX_RING_BYTES;
         self.len = value;
         self.count = if valid {
             value / DESCRIPTOR_BYTES as u32
@@ -553,7 +554,10 @@ impl E1000 {
             self.stats.dma_errors += 1;
             return RxOutcome::DmaError;
         };
-        let Some(written) = frame.write_to(dma, le_u64(&d), RX_BUFFER_BYTES) else {
+        // At most a whole buffer, and never more than the largest frame: a longer frame
+        // from the wire is cut there (`Frame::write_to` builds at most MAX_LEN bytes).
+        let room = RX_BUFFER_BYTES.min(MAX_LEN);
+        let Some(written) = frame.write_to(dma, le_u64(&d), room) else {
             self.stats.dma_errors += 1;
             return RxOutcome::DmaError;
         };
@@ -769,7 +773,7 @@ impl E1000 {
 
     /// Whether an access is one the device decodes: an aligned dword inside the BAR.
     fn decodes(offset: u64, size: u8) -> bool {
-        size == 4 && offset % 4 == 0 && offset < E1000_BAR_BYTES
+        size == 4 && offset.is_multiple_of(4) && offset < E1000_BAR_BYTES
     }
 }
 
@@ -815,4 +819,654 @@ fn read_frame(dma: &mut dyn Dma, gpa: u64, length: u32) -> Result<Frame, TxDrop>
         return Err(TxDrop::Dma);
     }
     Frame::parse(&header, length).ok_or(TxDrop::Malformed)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameKind;
+    use crate::irq_message::{MessageDelivery, MessageDestination};
+    use crate::lapic::TriggerMode;
+
+    const MEM_BYTES: usize = 0x20000;
+    const TX_RING: u64 = 0x1000;
+    const RX_RING: u64 = 0x2000;
+    const TX_BUF: u64 = 0x4000;
+    const RX_BUF: u64 = 0xc000;
+
+    fn msi() -> InterruptMessage {
+        InterruptMessage {
+            dest: MessageDestination::Physical(0),
+            vector: 0x50,
+            delivery: MessageDelivery::Fixed,
+            trigger: TriggerMode::Edge,
+            redirection_hint: false,
+        }
+    }
+
+    fn w(n: &mut E1000, offset: u64, value: u32) {
+        n.write(offset, 4, u64::from(value), 0);
+    }
+
+    fn wt(n: &mut E1000, offset: u64, value: u32, now: u64) {
+        n.write(offset, 4, u64::from(value), now);
+    }
+
+    fn r(n: &mut E1000, offset: u64) -> u32 {
+        n.read(offset, 4, 0) as u32
+    }
+
+    fn frame(seq: u64, len: u32) -> Frame {
+        Frame {
+            len,
+            seq,
+            kind: FrameKind::Data,
+        }
+    }
+
+    /// A device with a transmit ring of `entries` descriptors at [`TX_RING`], enabled.
+    fn tx_device(entries: u32) -> E1000 {
+        let mut n = E1000::new();
+        w(&mut n, REG_TDBAL, TX_RING as u32);
+        w(&mut n, REG_TDBAH, 0);
+        w(&mut n, REG_TDLEN, entries * 16);
+        w(&mut n, REG_TDH, 0);
+        w(&mut n, REG_TDT, 0);
+        w(&mut n, REG_TCTL, TCTL_EN);
+        n
+    }
+
+    /// A device with a receive ring of `entries` descriptors at [`RX_RING`], each with a
+    /// buffer, enabled, and no descriptor given yet.
+    fn rx_device(mem: &mut Vec<u8>, entries: u32) -> E1000 {
+        let mut n = E1000::new();
+        for i in 0..u64::from(entries) {
+            let mut d = [0u8; 16];
+            d[0..8].copy_from_slice(&(RX_BUF + i * 2048).to_le_bytes());
+            assert!(mem.write(RX_RING + i * 16, &d));
+        }
+        w(&mut n, REG_RDBAL, RX_RING as u32);
+        w(&mut n, REG_RDBAH, 0);
+        w(&mut n, REG_RDLEN, entries * 16);
+        w(&mut n, REG_RDH, 0);
+        w(&mut n, REG_RDT, 0);
+        w(&mut n, REG_RCTL, RCTL_EN);
+        n
+    }
+
+    /// Queues transmit descriptor `i` with a frame of `len` bytes (sequence `seq`) in its
+    /// own buffer.
+    fn put_tx(mem: &mut Vec<u8>, i: u64, seq: u64, len: u16, cmd: u8) {
+        let buf = TX_BUF + i * 2048;
+        assert!(mem.write(buf, &frame(seq, 60).header(PEER, GUEST)));
+        put_tx_desc(mem, i, buf, len, cmd);
+    }
+
+    fn put_tx_desc(mem: &mut Vec<u8>, i: u64, buf: u64, len: u16, cmd: u8) {
+        let mut d = [0u8; 16];
+        d[0..8].copy_from_slice(&buf.to_le_bytes());
+        d[8..10].copy_from_slice(&len.to_le_bytes());
+        d[11] = cmd;
+        assert!(mem.write(TX_RING + i * 16, &d));
+    }
+
+    const PEER: [u8; 6] = crate::frame::PEER_MAC;
+    const GUEST: [u8; 6] = crate::frame::GUEST_MAC;
+
+    fn tx_status(mem: &[u8], i: u64) -> u8 {
+        mem[(TX_RING + i * 16 + 12) as usize]
+    }
+
+    fn rx_desc(mem: &[u8], i: u64) -> (u16, u8) {
+        let at = (RX_RING + i * 16) as usize;
+        (u16::from_le_bytes([mem[at + 8], mem[at + 9]]), mem[at + 12])
+    }
+
+    fn run_tx(n: &mut E1000, mem: &mut Vec<u8>, now: u64) -> Vec<Frame> {
+        let mut out = Vec::new();
+        let sent = n.transmit(mem, now, &mut |f| out.push(f));
+        assert_eq!(sent as usize, out.len());
+        out
+    }
+
+    #[test]
+    fn reset_state() {
+        let mut n = E1000::new();
+        let mut mem = vec![0u8; MEM_BYTES];
+        assert_eq!(r(&mut n, REG_STATUS), STATUS_LU);
+        assert_eq!(r(&mut n, REG_IMS), 0);
+        assert_eq!(r(&mut n, REG_ICR), 0);
+        assert_eq!(r(&mut n, REG_RCTL), 0);
+        assert_eq!(r(&mut n, REG_TCTL), 0);
+        assert_eq!(n.ring_state(), RingState::default());
+        assert!(!n.tx_pending());
+        assert_eq!(n.transmit(&mut mem, 0, &mut |_| {}), 0);
+        assert_eq!(n.receive(&mut mem, 0, &frame(1, 60)), RxOutcome::Disabled);
+        assert_eq!(n.stats().rx_disabled, 1);
+        assert_eq!(n.next_interrupt(), None);
+        assert_eq!(E1000::default().ring_state(), RingState::default());
+    }
+
+    #[test]
+    fn eight_frames_with_rs_on_every_fourth() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = tx_device(16);
+        n.set_msi(msi());
+        w(&mut n, REG_IMS, ICR_TXDW);
+        for i in 0..8u64 {
+            let cmd = TXD_CMD_EOP | if i % 4 == 3 { TXD_CMD_RS } else { 0 };
+            put_tx(&mut mem, i, 100 + i, 60 + i as u16, cmd);
+        }
+        assert!(!n.tx_pending());
+        w(&mut n, REG_TDT, 8);
+        assert!(n.tx_pending());
+        let out = run_tx(&mut n, &mut mem, 500);
+        assert_eq!(out.len(), 8);
+        for (i, f) in out.iter().enumerate() {
+            assert_eq!(*f, frame(100 + i as u64, 60 + i as u32));
+        }
+        let dd: Vec<u64> = (0..8)
+            .filter(|&i| tx_status(&mem, i) & TXD_STAT_DD != 0)
+            .collect();
+        assert_eq!(dd, vec![3, 7]);
+        let rs = n.ring_state();
+        assert_eq!((rs.tdh, rs.tdt, rs.tx_entries), (8, 8, 16));
+        assert!(!n.tx_pending());
+        let s = n.stats();
+        assert_eq!(s.tx_frames, 8);
+        assert_eq!(s.tx_bytes, (60..68).sum::<u64>());
+        assert_eq!(s.tx_descriptors, 8);
+        assert_eq!(s.tx_status_writebacks, 2);
+        assert_eq!((s.tx_malformed, s.dma_errors), (0, 0));
+        // One TXDW, one interrupt.
+        assert_eq!(n.next_interrupt(), Some(500));
+        assert_eq!(n.poll_interrupt(499), None);
+        assert_eq!(n.poll_interrupt(500), Some(msi()));
+        assert_eq!(n.poll_interrupt(10_000), None);
+        assert_eq!(n.stats().interrupts, 1);
+        assert_eq!(r(&mut n, REG_ICR), ICR_TXDW);
+        assert_eq!(r(&mut n, REG_ICR), 0);
+        // Nothing queued: a second call sends nothing and raises nothing.
+        assert_eq!(run_tx(&mut n, &mut mem, 600).len(), 0);
+        assert_eq!(r(&mut n, REG_ICR), 0);
+    }
+
+    #[test]
+    fn transmit_needs_the_transmitter_enabled() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = tx_device(8);
+        put_tx(&mut mem, 0, 1, 60, TXD_CMD_EOP | TXD_CMD_RS);
+        w(&mut n, REG_TCTL, 0);
+        w(&mut n, REG_TDT, 1);
+        assert!(!n.tx_pending());
+        assert_eq!(run_tx(&mut n, &mut mem, 0).len(), 0);
+        assert_eq!(n.ring_state().tdh, 0);
+        w(&mut n, REG_TCTL, TCTL_EN);
+        assert_eq!(run_tx(&mut n, &mut mem, 0).len(), 1);
+    }
+
+    #[test]
+    fn receive_fills_exactly_the_descriptors_given() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = rx_device(&mut mem, 8);
+        n.set_msi(msi());
+        w(&mut n, REG_IMS, ICR_RXT0 | ICR_RXO);
+        w(&mut n, REG_RDT, 5);
+        for seq in 0..5u64 {
+            let f = Frame {
+                len: 100 + seq as u32,
+                seq,
+                kind: FrameKind::Response,
+            };
+            assert_eq!(n.receive(&mut mem, 10, &f), RxOutcome::Delivered);
+            let (len, status) = rx_desc(&mem, seq);
+            assert_eq!(len, 100 + seq as u16);
+            assert_eq!(status, RXD_STAT_DD | RXD_STAT_EOP);
+            let buf = RX_BUF + seq * 2048;
+            assert_eq!(Frame::read_from(&mut mem, buf, f.len), Some(f));
+        }
+        assert_eq!(rx_desc(&mem, 5), (0, 0));
+        assert_eq!(
+            n.receive(&mut mem, 20, &frame(9, 60)),
+            RxOutcome::NoDescriptor
+        );
+        assert_eq!(
+            n.receive(&mut mem, 30, &frame(10, 60)),
+            RxOutcome::NoDescriptor
+        );
+        let rs = n.ring_state();
+        assert_eq!((rs.rdh, rs.rdt, rs.rx_entries), (5, 5, 8));
+        let s = n.stats();
+        assert_eq!(s.rx_frames, 5);
+        assert_eq!(s.rx_bytes, (100..105).sum::<u64>());
+        assert_eq!(s.rx_no_descriptor, 2);
+        assert_eq!(s.dma_errors, 0);
+        assert_eq!(n.poll_interrupt(30), Some(msi()));
+        assert_eq!(r(&mut n, REG_ICR), ICR_RXT0 | ICR_RXO);
+        assert_eq!(n.stats().interrupts, 1);
+    }
+
+    #[test]
+    fn an_oversized_frame_from_the_wire_is_cut_to_the_largest_frame() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = rx_device(&mut mem, 8);
+        w(&mut n, REG_RDT, 1);
+        let f = frame(1, 4000);
+        assert_eq!(n.receive(&mut mem, 0, &f), RxOutcome::Delivered);
+        assert_eq!(rx_desc(&mem, 0).0, MAX_LEN as u16);
+        assert_eq!(n.stats().rx_bytes, u64::from(MAX_LEN));
+    }
+
+    #[test]
+    fn icr_read_clears_and_ics_sets() {
+        let mut n = E1000::new();
+        w(&mut n, REG_ICS, ICR_RXO | ICR_TXDW);
+        assert_eq!(r(&mut n, REG_ICR), ICR_RXO | ICR_TXDW);
+        assert_eq!(r(&mut n, REG_ICR), 0);
+        // Writing ones clears those bits only.
+        w(&mut n, REG_ICS, ICR_RXO | ICR_RXT0);
+        w(&mut n, REG_ICR, ICR_RXO);
+        assert_eq!(r(&mut n, REG_ICR), ICR_RXT0);
+        // ICS and IMC read as zero.
+        w(&mut n, REG_ICS, ICR_TXDW);
+        assert_eq!(r(&mut n, REG_ICS), 0);
+        assert_eq!(r(&mut n, REG_IMC), 0);
+        assert_eq!(r(&mut n, REG_ICR), ICR_TXDW);
+    }
+
+    #[test]
+    fn ims_sets_imc_clears_and_only_enabled_causes_interrupt() {
+        let mut n = E1000::new();
+        n.set_msi(msi());
+        w(&mut n, REG_IMS, ICR_TXDW);
+        w(&mut n, REG_IMS, ICR_RXT0);
+        assert_eq!(r(&mut n, REG_IMS), ICR_TXDW | ICR_RXT0);
+        w(&mut n, REG_IMC, ICR_TXDW);
+        assert_eq!(r(&mut n, REG_IMS), ICR_RXT0);
+        // A masked cause owes nothing.
+        wt(&mut n, REG_ICS, ICR_TXDW, 100);
+        assert_eq!(n.next_interrupt(), None);
+        assert_eq!(n.poll_interrupt(1000), None);
+        // Enabling it owes an interrupt from the enabling write.
+        wt(&mut n, REG_IMS, ICR_TXDW, 200);
+        assert_eq!(n.next_interrupt(), Some(200));
+        // Masking it again cancels it.
+        w(&mut n, REG_IMC, ICR_TXDW);
+        assert_eq!(n.next_interrupt(), None);
+        wt(&mut n, REG_IMS, ICR_TXDW, 300);
+        assert_eq!(n.poll_interrupt(300), Some(msi()));
+        // Sent: nothing more is owed though the cause is still set.
+        assert_eq!(n.next_interrupt(), None);
+        assert_eq!(n.poll_interrupt(400), None);
+        // Reading ICR before an owed interrupt goes cancels it.
+        wt(&mut n, REG_ICS, ICR_RXT0, 500);
+        assert_eq!(n.next_interrupt(), Some(500));
+        assert_eq!(r(&mut n, REG_ICR), ICR_TXDW | ICR_RXT0);
+        assert_eq!(n.next_interrupt(), None);
+        assert_eq!(n.stats().interrupts, 1);
+        assert_eq!(n.stats().interrupts_deferred, 0);
+    }
+
+    #[test]
+    fn without_msi_no_interrupt_is_sent() {
+        let mut n = E1000::new();
+        w(&mut n, REG_IMS, ICR_TXDW);
+        wt(&mut n, REG_ICS, ICR_TXDW, 10);
+        assert_eq!(n.next_interrupt(), None);
+        assert_eq!(n.poll_interrupt(100), None);
+        // Programmed later, the owed interrupt goes.
+        n.set_msi(msi());
+        assert_eq!(n.next_interrupt(), Some(10));
+        assert_eq!(n.poll_interrupt(100), Some(msi()));
+        assert_eq!(n.stats().interrupts, 1);
+    }
+
+    #[test]
+    fn itr_spaces_interrupts_and_counts_the_deferred_one() {
+        let mut n = E1000::new();
+        n.set_msi(msi());
+        w(&mut n, REG_ITR, 4);
+        assert_eq!(r(&mut n, REG_ITR), 4);
+        w(&mut n, REG_IMS, ICR_TXDW | ICR_RXT0);
+        wt(&mut n, REG_ICS, ICR_TXDW, 1000);
+        assert_eq!(n.next_interrupt(), Some(1000));
+        assert_eq!(n.poll_interrupt(1000), Some(msi()));
+        wt(&mut n, REG_ICS, ICR_RXT0, 1100);
+        assert_eq!(n.next_interrupt(), Some(1000 + 1024));
+        assert_eq!(n.poll_interrupt(1100), None);
+        assert_eq!(n.poll_interrupt(2023), None);
+        // A further cause while held adds nothing.
+        wt(&mut n, REG_ICS, ICR_TXDW, 1500);
+        assert_eq!(n.next_interrupt(), Some(2024));
+        assert_eq!(n.poll_interrupt(2024), Some(msi()));
+        let s = n.stats();
+        assert_eq!((s.interrupts, s.interrupts_deferred), (2, 1));
+        // A cause after the interval has passed goes at once.
+        wt(&mut n, REG_ICS, ICR_TXDW, 5000);
+        assert_eq!(n.next_interrupt(), Some(5000));
+        assert_eq!(n.poll_interrupt(5000), Some(msi()));
+        let s = n.stats();
+        assert_eq!((s.interrupts, s.interrupts_deferred), (3, 1));
+        // ITR 0: no spacing.
+        w(&mut n, REG_ITR, 0);
+        wt(&mut n, REG_ICS, ICR_TXDW, 5001);
+        assert_eq!(n.poll_interrupt(5001), Some(msi()));
+        assert_eq!(n.stats().interrupts_deferred, 1);
+        // Only the interval field is kept.
+        w(&mut n, REG_ITR, 0xdead_beef);
+        assert_eq!(r(&mut n, REG_ITR), 0xbeef);
+    }
+
+    #[test]
+    fn deferral_is_counted_when_itr_is_raised_after_the_cause() {
+        let mut n = E1000::new();
+        n.set_msi(msi());
+        w(&mut n, REG_IMS, ICR_TXDW);
+        wt(&mut n, REG_ICS, ICR_TXDW, 0);
+        assert_eq!(n.poll_interrupt(0), Some(msi()));
+        wt(&mut n, REG_ICS, ICR_TXDW, 10);
+        w(&mut n, REG_ITR, 1);
+        assert_eq!(n.stats().interrupts_deferred, 0);
+        assert_eq!(n.poll_interrupt(100), None);
+        assert_eq!(n.poll_interrupt(200), None);
+        assert_eq!(n.stats().interrupts_deferred, 1);
+        assert_eq!(n.poll_interrupt(256), Some(msi()));
+    }
+
+    #[test]
+    fn transmit_ring_wraps_around() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = tx_device(8);
+        w(&mut n, REG_TDH, 6);
+        w(&mut n, REG_TDT, 6);
+        for (seq, i) in [6u64, 7, 0, 1].into_iter().enumerate() {
+            put_tx(&mut mem, i, seq as u64, 60, TXD_CMD_EOP | TXD_CMD_RS);
+        }
+        w(&mut n, REG_TDT, 2);
+        let out = run_tx(&mut n, &mut mem, 0);
+        assert_eq!(out.iter().map(|f| f.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!((n.ring_state().tdh, n.ring_state().tdt), (2, 2));
+        for i in 0..8 {
+            let done = [6, 7, 0, 1].contains(&i);
+            assert_eq!(
+                tx_status(&mem, i) & TXD_STAT_DD != 0,
+                done,
+                "descriptor {i}"
+            );
+        }
+        assert_eq!(n.stats().tx_status_writebacks, 4);
+    }
+
+    #[test]
+    fn receive_ring_wraps_around() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = rx_device(&mut mem, 8);
+        w(&mut n, REG_RDH, 7);
+        w(&mut n, REG_RDT, 3);
+        for seq in 0..4 {
+            assert_eq!(
+                n.receive(&mut mem, 0, &frame(seq, 60)),
+                RxOutcome::Delivered
+            );
+        }
+        assert_eq!(
+            n.receive(&mut mem, 0, &frame(9, 60)),
+            RxOutcome::NoDescriptor
+        );
+        assert_eq!(n.ring_state().rdh, 3);
+        for (seq, i) in [7u64, 0, 1, 2].into_iter().enumerate() {
+            assert_eq!(rx_desc(&mem, i), (60, RXD_STAT_DD | RXD_STAT_EOP));
+            let got = Frame::read_from(&mut mem, RX_BUF + i * 2048, 60).unwrap();
+            assert_eq!(got.seq, seq as u64);
+        }
+        assert_eq!(rx_desc(&mem, 3), (0, 0));
+        assert_eq!(n.stats().rx_frames, 4);
+    }
+
+    #[test]
+    fn ctrl_rst_resets_registers_but_keeps_stats_and_msi() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = rx_device(&mut mem, 8);
+        n.set_msi(msi());
+        w(&mut n, REG_TDLEN, 128);
+        w(&mut n, REG_TCTL, TCTL_EN);
+        w(&mut n, REG_ITR, 100);
+        w(&mut n, REG_IMS, ICR_RXT0);
+        w(&mut n, REG_RDT, 4);
+        assert_eq!(n.receive(&mut mem, 0, &frame(1, 60)), RxOutcome::Delivered);
+        w(&mut n, REG_CTRL, 0x40);
+        assert_eq!(r(&mut n, REG_CTRL), 0x40);
+        w(&mut n, REG_CTRL, CTRL_RST | 0x40);
+        assert_eq!(n.take_last_register(), Some(Register::Ctrl));
+        assert_eq!(r(&mut n, REG_CTRL), 0);
+        for reg in [
+            REG_ICR, REG_ITR, REG_IMS, REG_RCTL, REG_TCTL, REG_RDBAL, REG_RDLEN, REG_RDH, REG_RDT,
+            REG_TDLEN,
+        ] {
+            assert_eq!(r(&mut n, reg), 0, "register {reg:#x}");
+        }
+        assert_eq!(r(&mut n, REG_STATUS), STATUS_LU);
+        assert_eq!(n.ring_state(), RingState::default());
+        assert_eq!(n.next_interrupt(), None);
+        assert_eq!(n.receive(&mut mem, 0, &frame(2, 60)), RxOutcome::Disabled);
+        let s = n.stats();
+        assert_eq!((s.resets, s.rx_frames, s.rx_disabled), (1, 1, 1));
+        // The MSI message survived.
+        w(&mut n, REG_IMS, ICR_TXDW);
+        w(&mut n, REG_ICS, ICR_TXDW);
+        assert_eq!(n.poll_interrupt(0), Some(msi()));
+    }
+
+    #[test]
+    fn bad_accesses_are_counted_and_change_nothing() {
+        let mut n = E1000::new();
+        w(&mut n, REG_ICS, ICR_TXDW);
+        assert_eq!(n.read(REG_ICR, 1, 0), 0);
+        assert_eq!(n.take_last_register(), Some(Register::Icr));
+        assert_eq!(n.read(REG_ICR, 8, 0), 0);
+        assert_eq!(n.read(REG_ICR + 2, 4, 0), 0);
+        assert_eq!(n.take_last_register(), Some(Register::Other));
+        assert_eq!(n.read(E1000_BAR_BYTES, 4, 0), 0);
+        n.write(REG_IMS, 2, 0xffff, 0);
+        n.write(REG_IMS, 8, 0xffff, 0);
+        n.write(REG_IMS + 1, 4, 0xffff, 0);
+        n.write(E1000_BAR_BYTES + 0x100, 4, 1, 0);
+        let s = n.stats().clone();
+        assert_eq!(s.bad_accesses, 8);
+        assert_eq!(s.reads.values().sum::<u64>(), 0);
+        assert_eq!(s.writes.values().sum::<u64>(), 1);
+        // The cause survived the bad reads, the mask the bad writes.
+        assert_eq!(r(&mut n, REG_IMS), 0);
+        assert_eq!(r(&mut n, REG_ICR), ICR_TXDW);
+        // An unmodelled register inside the BAR is a good access to `other`.
+        w(&mut n, 0x5400, 0x1234);
+        assert_eq!(r(&mut n, 0x5400), 0);
+        assert_eq!(n.stats().bad_accesses, 8);
+        assert_eq!(n.stats().reads.get("other"), Some(&1));
+        assert_eq!(n.stats().writes.get("other"), Some(&1));
+    }
+
+    #[test]
+    fn malformed_descriptors_are_dropped_and_completed() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = tx_device(8);
+        let cmd = TXD_CMD_EOP | TXD_CMD_RS;
+        put_tx(&mut mem, 0, 1, 59, cmd); // too short
+        put_tx(&mut mem, 1, 2, 1515, cmd); // too long
+        put_tx(&mut mem, 2, 3, 60, cmd); // good
+        put_tx_desc(&mut mem, 3, TX_BUF + 3 * 2048, 60, cmd); // zero header: bad ethertype
+        put_tx(&mut mem, 4, 5, 60, cmd);
+        mem[(TX_BUF + 4 * 2048 + 28) as usize] = 9; // bad kind
+        put_tx_desc(&mut mem, 5, MEM_BYTES as u64, 60, TXD_CMD_EOP); // outside memory
+        put_tx(&mut mem, 6, 7, 1514, cmd); // good
+        w(&mut n, REG_TDT, 7);
+        let out = run_tx(&mut n, &mut mem, 0);
+        assert_eq!(out.iter().map(|f| f.seq).collect::<Vec<_>>(), [3, 7]);
+        let s = n.stats();
+        assert_eq!(s.tx_malformed, 4);
+        assert_eq!(s.dma_errors, 1);
+        assert_eq!(s.tx_frames, 2);
+        assert_eq!(s.tx_bytes, 60 + 1514);
+        assert_eq!(s.tx_descriptors, 7);
+        assert_eq!(s.tx_status_writebacks, 6);
+        assert_eq!(n.ring_state().tdh, 7);
+        assert_eq!(tx_status(&mem, 5), 0);
+        assert_eq!(r(&mut n, REG_ICR), ICR_TXDW);
+    }
+
+    #[test]
+    fn an_unreadable_transmit_ring_stalls_until_rewritten() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = tx_device(8);
+        w(&mut n, REG_TDBAH, 1); // 4 GiB up: outside memory
+        w(&mut n, REG_TDT, 2);
+        assert!(n.tx_pending());
+        assert_eq!(run_tx(&mut n, &mut mem, 0).len(), 0);
+        assert!(!n.tx_pending());
+        assert_eq!(n.stats().dma_errors, 1);
+        assert_eq!(n.ring_state().tdh, 0);
+        assert_eq!(r(&mut n, REG_ICR), 0);
+        // Pointing the ring at memory releases it.
+        put_tx(&mut mem, 0, 1, 60, TXD_CMD_EOP);
+        put_tx(&mut mem, 1, 2, 60, TXD_CMD_EOP);
+        w(&mut n, REG_TDBAH, 0);
+        assert!(n.tx_pending());
+        assert_eq!(run_tx(&mut n, &mut mem, 0).len(), 2);
+        assert_eq!(n.stats().dma_errors, 1);
+    }
+
+    #[test]
+    fn a_receive_dma_failure_consumes_no_descriptor() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = rx_device(&mut mem, 8);
+        w(&mut n, REG_RDT, 2);
+        // Buffer of descriptor 0 outside memory.
+        assert!(mem.write(RX_RING, &(MEM_BYTES as u64).to_le_bytes()));
+        assert_eq!(n.receive(&mut mem, 0, &frame(1, 60)), RxOutcome::DmaError);
+        // Ring outside memory.
+        w(&mut n, REG_RDBAH, 1);
+        assert_eq!(n.receive(&mut mem, 0, &frame(2, 60)), RxOutcome::DmaError);
+        assert_eq!(n.ring_state().rdh, 0);
+        assert_eq!(n.stats().dma_errors, 2);
+        assert_eq!(n.stats().rx_frames, 0);
+        assert_eq!(r(&mut n, REG_ICR), 0);
+        w(&mut n, REG_RDBAH, 0);
+        assert!(mem.write(RX_RING, &RX_BUF.to_le_bytes()));
+        assert_eq!(n.receive(&mut mem, 0, &frame(3, 60)), RxOutcome::Delivered);
+        assert_eq!(n.ring_state().rdh, 1);
+    }
+
+    #[test]
+    fn bad_ring_lengths_and_indices_are_refused_and_counted() {
+        let mut n = E1000::new();
+        w(&mut n, REG_RDLEN, 100); // not a multiple of 128
+        w(&mut n, REG_TDLEN, MAX_RING_BYTES + 128); // too long
+        assert_eq!(n.stats().bad_ring_lengths, 2);
+        assert_eq!(r(&mut n, REG_RDLEN), 100);
+        assert_eq!(
+            (n.ring_state().rx_entries, n.ring_state().tx_entries),
+            (0, 0)
+        );
+        // With no descriptors only 0 is an index.
+        w(&mut n, REG_RDT, 0);
+        w(&mut n, REG_RDT, 1);
+        assert_eq!(n.stats().bad_ring_indices, 1);
+        w(&mut n, REG_TDLEN, MAX_RING_BYTES);
+        assert_eq!(n.ring_state().tx_entries, 4096);
+        w(&mut n, REG_TDT, 4095);
+        w(&mut n, REG_TDT, 4096);
+        w(&mut n, REG_TDH, u32::MAX);
+        assert_eq!((n.ring_state().tdh, n.ring_state().tdt), (0, 4095));
+        assert_eq!(n.stats().bad_ring_indices, 3);
+        // A shorter ring the tail no longer fits resets head and tail.
+        w(&mut n, REG_TDH, 3);
+        w(&mut n, REG_TDLEN, 128);
+        assert_eq!((n.ring_state().tdh, n.ring_state().tdt), (0, 0));
+        assert_eq!(n.ring_state().tx_entries, 8);
+        w(&mut n, REG_TDH, 5);
+        w(&mut n, REG_TDLEN, 256);
+        assert_eq!(n.ring_state().tdh, 5);
+        assert_eq!(n.stats().bad_ring_lengths, 2);
+        // A ring base keeps 16-byte alignment.
+        w(&mut n, REG_TDBAL, 0x1234_5678);
+        assert_eq!(r(&mut n, REG_TDBAL), 0x1234_5670);
+        w(&mut n, REG_RDBAH, 0xabcd);
+        assert_eq!(r(&mut n, REG_RDBAH), 0xabcd);
+    }
+
+    #[test]
+    fn per_register_counts_are_exact() {
+        let mut mem = vec![0u8; MEM_BYTES];
+        // rx_device: RDBAL, RDBAH, RDLEN, RDH, RDT, RCTL written once each.
+        let mut n = rx_device(&mut mem, 8);
+        for _ in 0..3 {
+            w(&mut n, REG_RDT, 1);
+        }
+        w(&mut n, REG_IMS, ICR_RXT0);
+        w(&mut n, REG_IMC, ICR_RXT0);
+        for _ in 0..5 {
+            r(&mut n, REG_ICR);
+        }
+        r(&mut n, REG_STATUS);
+        r(&mut n, REG_RDH);
+        r(&mut n, REG_RDH);
+        w(&mut n, REG_STATUS, 0); // read-only, but a decoded write
+        let s = n.stats();
+        let want_w: BTreeMap<&str, u64> = [
+            ("rdba", 2),
+            ("rdlen", 1),
+            ("rdh", 1),
+            ("rdt", 4),
+            ("rctl", 1),
+            ("ims", 1),
+            ("imc", 1),
+            ("status", 1),
+        ]
+        .into_iter()
+        .collect();
+        let want_r: BTreeMap<&str, u64> = [("icr", 5), ("status", 1), ("rdh", 2)]
+            .into_iter()
+            .collect();
+        assert_eq!(s.writes, want_w);
+        assert_eq!(s.reads, want_r);
+        assert_eq!(r(&mut n, REG_STATUS), STATUS_LU);
+        assert_eq!(n.take_last_register(), Some(Register::Status));
+        assert_eq!(n.take_last_register(), None);
+    }
+
+    #[test]
+    fn registers_have_names_and_offsets() {
+        let offsets = [
+            (REG_CTRL, Register::Ctrl),
+            (REG_STATUS, Register::Status),
+            (REG_ICR, Register::Icr),
+            (REG_ITR, Register::Itr),
+            (REG_ICS, Register::Ics),
+            (REG_IMS, Register::Ims),
+            (REG_IMC, Register::Imc),
+            (REG_RCTL, Register::Rctl),
+            (REG_TCTL, Register::Tctl),
+            (REG_RDBAL, Register::Rdba),
+            (REG_RDBAH, Register::Rdba),
+            (REG_RDLEN, Register::Rdlen),
+            (REG_RDH, Register::Rdh),
+            (REG_RDT, Register::Rdt),
+            (REG_TDBAL, Register::Tdba),
+            (REG_TDBAH, Register::Tdba),
+            (REG_TDLEN, Register::Tdlen),
+            (REG_TDH, Register::Tdh),
+            (REG_TDT, Register::Tdt),
+            (0x5400, Register::Other),
+        ];
+        for (off, reg) in offsets {
+            assert_eq!(Register::at(off), reg, "offset {off:#x}");
+        }
+        let names: std::collections::BTreeSet<_> = Register::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names.len(), Register::ALL.len());
+        assert_eq!(Register::Tdt.name(), "tdt");
+        assert_eq!(ICR_TXDW, 1);
+        assert_eq!(ICR_RXO, 1 << 6);
+        assert_eq!(ICR_RXT0, 1 << 7);
+    }
 }
