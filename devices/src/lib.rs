@@ -43,10 +43,12 @@
 //!   buckets, allocation-free recording, percentiles, CDF and merging.
 //! - [`peer`]: the host at the other end of the wire (sink, constant-rate source, echo
 //!   server, request/response client), with the wire's serialization and latency timing.
+//! - [`e1000`]: an e1000-like (8254x) NIC: registers, descriptor rings over DMA, ITR, one MSI.
 
 pub mod bus;
 pub mod console;
 pub mod dma;
+pub mod e1000;
 pub mod error;
 pub mod evtchn;
 pub mod frame;
