@@ -95,11 +95,6 @@ impl ServiceDomain {
         self.free_at
     }
 
-    /// When the service domain is next free.
-    pub(crate) fn free_at(&self) -> u64 {
-        self.free_at
-    }
-
     /// Counters.
     pub(crate) fn stats(&self) -> &ServiceDomainStats {
         &self.stats
