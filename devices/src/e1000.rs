@@ -20,8 +20,9 @@
 //!   queue) and [`E1000::poll_interrupt`] sends it (one MSI message, programmed by the
 //!   platform with [`E1000::set_msi`]; there is no PCI configuration space here).
 //!
-//! Times are nanoseconds, for the MMIO `now` argument too: the core passes the same clock
-//! it gives [`E1000::transmit`], [`E1000::receive`] and [`E1000::poll_interrupt`].
+//! Times are nanoseconds. The MMIO `now` argument is used only as the time an `ICS` or
+//! `IMS` write made an interrupt owed, a lower bound for [`E1000::next_interrupt`]: a
+//! caller without a nanosecond clock at hand may pass 0 ("as soon as `ITR` allows").
 //!
 //! # Registers
 //!
@@ -60,7 +61,9 @@
 //! makes an interrupt owed, from that moment. It is sent by [`E1000::poll_interrupt`] no
 //! earlier than `ITR × 256 ns` after the previous one; reading `ICR` (or masking with
 //! `IMC`) so that `ICR & IMS` is zero cancels it: the driver has seen the causes. An owed
-//! interrupt held back by `ITR` is counted once in [`E1000Stats::interrupts_deferred`].
+//! interrupt held back by a non-zero `ITR` is counted once in
+//! [`E1000Stats::interrupts_deferred`]: when a transmit or receive raises it inside the
+//! interval, or else when [`E1000::poll_interrupt`] finds it held.
 
 use crate::bus::MmioDevice;
 use crate::dma::Dma;
@@ -527,7 +530,7 @@ impl E1000 {
             completed = true;
         }
         if completed {
-            self.raise(ICR_TXDW, now_ns);
+            self.raise(ICR_TXDW, now_ns, true);
         }
         sent
     }
@@ -542,7 +545,7 @@ impl E1000 {
         }
         if self.rx.head == self.rx.tail {
             self.stats.rx_no_descriptor += 1;
-            self.raise(ICR_RXO, now_ns);
+            self.raise(ICR_RXO, now_ns, true);
             return RxOutcome::NoDescriptor;
         }
         let mut d = [0u8; DESCRIPTOR_BYTES as usize];
@@ -572,7 +575,7 @@ impl E1000 {
         self.rx.head = self.rx.next(self.rx.head);
         self.stats.rx_frames += 1;
         self.stats.rx_bytes += u64::from(written);
-        self.raise(ICR_RXT0, now_ns);
+        self.raise(ICR_RXT0, now_ns, true);
         RxOutcome::Delivered
     }
 
@@ -635,20 +638,25 @@ impl E1000 {
         self.stats.resets += 1;
     }
 
-    /// Sets cause bits; an enabled one makes an interrupt owed.
-    fn raise(&mut self, causes: u32, now: u64) {
+    /// Sets cause bits; an enabled one makes an interrupt owed. `timed`: `now` is the
+    /// caller's real clock (transmit, receive), not an MMIO time that may be 0.
+    fn raise(&mut self, causes: u32, now: u64, timed: bool) {
         self.icr |= causes;
         if causes & self.ims != 0 {
-            self.owe(now);
+            self.owe(now, timed);
         }
     }
 
-    fn owe(&mut self, now: u64) {
+    /// An interrupt is owed from `now` (unless it already was); a deferral is counted here
+    /// only if `now` is the real clock, else by the poll that finds it held.
+    fn owe(&mut self, now: u64, timed: bool) {
         if self.owed_since.is_none() {
             self.owed_since = Some(now);
             self.deferred_counted = false;
         }
-        self.note_deferral(now);
+        if timed {
+            self.note_deferral(now);
+        }
     }
 
     /// Nothing enabled is pending any more: the owed interrupt is cancelled.
@@ -665,9 +673,11 @@ impl E1000 {
         self.last_interrupt.map(|t| t.saturating_add(interval))
     }
 
-    /// Counts the owed interrupt as deferred if `ITR` holds it back at `now` (once).
+    /// Counts the owed interrupt as deferred if a non-zero `ITR` holds it back at `now`
+    /// (once).
     fn note_deferral(&mut self, now: u64) {
-        if self.deferred_counted || self.msi.is_none() || self.owed_since.is_none() {
+        if self.deferred_counted || self.itr == 0 || self.msi.is_none() || self.owed_since.is_none()
+        {
             return;
         }
         if self.throttled_until().is_some_and(|until| now < until) {
@@ -719,12 +729,12 @@ impl E1000 {
                 self.settle();
             }
             Register::Itr => self.itr = v & ITR_MASK,
-            Register::Ics => self.raise(v, now),
+            Register::Ics => self.raise(v, now, false),
             Register::Ims => {
                 let enabled = v & !self.ims;
                 self.ims |= v;
                 if enabled & self.icr != 0 {
-                    self.owe(now);
+                    self.owe(now, false);
                 }
             }
             Register::Imc => {
@@ -1124,38 +1134,83 @@ mod tests {
 
     #[test]
     fn itr_spaces_interrupts_and_counts_the_deferred_one() {
-        let mut n = E1000::new();
+        let mut mem = vec![0u8; MEM_BYTES];
+        let mut n = rx_device(&mut mem, 8);
         n.set_msi(msi());
         w(&mut n, REG_ITR, 4);
         assert_eq!(r(&mut n, REG_ITR), 4);
-        w(&mut n, REG_IMS, ICR_TXDW | ICR_RXT0);
-        wt(&mut n, REG_ICS, ICR_TXDW, 1000);
+        w(&mut n, REG_IMS, ICR_RXT0);
+        w(&mut n, REG_RDT, 7);
+        // Two frames 100 ns apart: one interrupt at once, the second one interval later.
+        assert_eq!(
+            n.receive(&mut mem, 1000, &frame(1, 60)),
+            RxOutcome::Delivered
+        );
         assert_eq!(n.next_interrupt(), Some(1000));
         assert_eq!(n.poll_interrupt(1000), Some(msi()));
-        wt(&mut n, REG_ICS, ICR_RXT0, 1100);
+        assert_eq!(
+            n.receive(&mut mem, 1100, &frame(2, 60)),
+            RxOutcome::Delivered
+        );
+        assert_eq!(n.stats().interrupts_deferred, 1);
         assert_eq!(n.next_interrupt(), Some(1000 + 1024));
         assert_eq!(n.poll_interrupt(1100), None);
         assert_eq!(n.poll_interrupt(2023), None);
-        // A further cause while held adds nothing.
-        wt(&mut n, REG_ICS, ICR_TXDW, 1500);
+        // A further frame while held adds nothing.
+        assert_eq!(
+            n.receive(&mut mem, 1500, &frame(3, 60)),
+            RxOutcome::Delivered
+        );
         assert_eq!(n.next_interrupt(), Some(2024));
         assert_eq!(n.poll_interrupt(2024), Some(msi()));
         let s = n.stats();
         assert_eq!((s.interrupts, s.interrupts_deferred), (2, 1));
-        // A cause after the interval has passed goes at once.
-        wt(&mut n, REG_ICS, ICR_TXDW, 5000);
+        // A frame after the interval has passed interrupts at once.
+        assert_eq!(
+            n.receive(&mut mem, 5000, &frame(4, 60)),
+            RxOutcome::Delivered
+        );
         assert_eq!(n.next_interrupt(), Some(5000));
         assert_eq!(n.poll_interrupt(5000), Some(msi()));
         let s = n.stats();
         assert_eq!((s.interrupts, s.interrupts_deferred), (3, 1));
-        // ITR 0: no spacing.
+        // ITR 0: no spacing, nothing deferred.
         w(&mut n, REG_ITR, 0);
-        wt(&mut n, REG_ICS, ICR_TXDW, 5001);
+        assert_eq!(
+            n.receive(&mut mem, 5001, &frame(5, 60)),
+            RxOutcome::Delivered
+        );
         assert_eq!(n.poll_interrupt(5001), Some(msi()));
         assert_eq!(n.stats().interrupts_deferred, 1);
         // Only the interval field is kept.
         w(&mut n, REG_ITR, 0xdead_beef);
         assert_eq!(r(&mut n, REG_ITR), 0xbeef);
+    }
+
+    #[test]
+    fn a_cause_set_by_a_register_write_is_counted_deferred_by_the_poll() {
+        let mut n = E1000::new();
+        n.set_msi(msi());
+        w(&mut n, REG_ITR, 4);
+        w(&mut n, REG_IMS, ICR_TXDW);
+        wt(&mut n, REG_ICS, ICR_TXDW, 3000);
+        assert_eq!(n.poll_interrupt(3000), Some(msi()));
+        // The MMIO time may be 0: the owed interrupt still waits for the interval, and the
+        // poll that finds it held counts it, once.
+        w(&mut n, REG_ICS, ICR_TXDW);
+        assert_eq!(n.stats().interrupts_deferred, 0);
+        assert_eq!(n.next_interrupt(), Some(3000 + 1024));
+        assert_eq!(n.poll_interrupt(3500), None);
+        assert_eq!(n.poll_interrupt(3600), None);
+        assert_eq!(n.stats().interrupts_deferred, 1);
+        assert_eq!(n.poll_interrupt(4024), Some(msi()));
+        // With ITR 0 nothing is ever deferred, whatever the MMIO time.
+        w(&mut n, REG_ITR, 0);
+        w(&mut n, REG_ICS, ICR_TXDW);
+        assert_eq!(n.next_interrupt(), Some(4024));
+        assert_eq!(n.poll_interrupt(4024), Some(msi()));
+        let s = n.stats();
+        assert_eq!((s.interrupts, s.interrupts_deferred), (3, 1));
     }
 
     #[test]
