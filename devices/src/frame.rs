@@ -110,7 +110,7 @@ impl Frame {
     /// Writes the frame (header addressed to the guest, zero payload) at `gpa`, at most
     /// `room` bytes; returns the bytes written, or `None` if they do not fit in memory.
     pub fn write_to(&self, dma: &mut dyn Dma, gpa: u64, room: u32) -> Option<u32> {
-        let n = self.len.min(room) as usize;
+        let n = self.len.min(room).min(MAX_LEN) as usize;
         let h = self.header(GUEST_MAC, PEER_MAC);
         let mut buf = [0u8; MAX_LEN as usize];
         let hn = n.min(HEADER_BYTES);
