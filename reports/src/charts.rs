@@ -40,6 +40,98 @@ pub fn all(report: &Report) -> Result<Vec<Chart>, String> {
         }
     }
     out.extend(sweeps(report).map_err(e)?);
+    out.extend(latency_cdfs(report).map_err(e)?);
+    Ok(out)
+}
+
+/// One CDF chart per guest whose runs recorded transaction latencies: the cumulative
+/// fraction of transactions against latency (µs, log scale), a line per mode (and sweep
+/// point, when there are several).
+pub fn latency_cdfs(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
+    let mut out = Vec::new();
+    for guest in report.guests() {
+        let mut series: BTreeMap<String, Series> = BTreeMap::new();
+        for r in report.rows.iter().filter(|r| r.guest == guest && r.ok) {
+            let Some(m) = r.metrics.as_ref().filter(|m| !m.latency_cdf.is_empty()) else {
+                continue;
+            };
+            let pos = report.modes.iter().position(|x| *x == r.mode).unwrap_or(0);
+            let point = r.point();
+            let name = if point.is_empty() {
+                r.mode.clone()
+            } else {
+                format!("{}, {point}", r.mode)
+            };
+            let pts = m
+                .latency_cdf
+                .iter()
+                .map(|&(ns, f)| ((ns.max(1) as f64) / 1000.0, f))
+                .collect();
+            series.insert(format!("{pos:04}{name}"), (pos, name, pts));
+        }
+        if series.is_empty() {
+            continue;
+        }
+        let xs = series.values().flat_map(|s| s.2.iter().map(|p| p.0));
+        let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+        let (x0, x1) = (x0 / 1.5, (x1 * 1.5).max(x0 * 2.0));
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (900, HEIGHT)).into_drawing_area();
+            let draw = |root: &DrawingArea<SVGBackend, _>| -> Res {
+                root.fill(&WHITE)?;
+                let mut chart = ChartBuilder::on(root)
+                    .caption(
+                        format!("{guest}: transaction latency CDF"),
+                        (FONT, 30).into_font().color(&INK),
+                    )
+                    .margin(20)
+                    .x_label_area_size(70)
+                    .y_label_area_size(90)
+                    .build_cartesian_2d((x0..x1).log_scale(), 0f64..1.02)?;
+                chart
+                    .configure_mesh()
+                    .x_desc("latency (µs, log scale)")
+                    .y_desc("fraction of transactions")
+                    .label_style((FONT, 20).into_font().color(&INK))
+                    .axis_desc_style((FONT, 22).into_font().color(&INK))
+                    .draw()?;
+                for (i, (pos, name, pts)) in series.values().enumerate() {
+                    let mode = name.split(',').next().unwrap_or(name);
+                    let color = if series.len() > report.modes.len() {
+                        crate::palette::mode_color("", i)
+                    } else {
+                        mode_color(mode, *pos)
+                    };
+                    // A step function: each bucket's fraction holds up to its bound.
+                    let mut steps = Vec::with_capacity(pts.len() * 2 + 1);
+                    let mut last = 0.0;
+                    for &(x, f) in pts {
+                        steps.push((x, last));
+                        steps.push((x, f));
+                        last = f;
+                    }
+                    chart
+                        .draw_series(LineSeries::new(steps, color.stroke_width(3)))?
+                        .label(name.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                        });
+                }
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::LowerRight)
+                    .background_style(WHITE.mix(0.9))
+                    .border_style(INK)
+                    .label_font((FONT, 20).into_font().color(&INK))
+                    .draw()?;
+                root.present()?;
+                Ok(())
+            };
+            draw(&root)?;
+        }
+        out.push((format!("latency-cdf-{}.svg", file_part(&guest)), svg));
+    }
     Ok(out)
 }
 

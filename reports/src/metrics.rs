@@ -159,6 +159,10 @@ pub struct Metrics {
     pub net_frontend_kicks: u64,
     /// Network: guest plus service-domain busy cycles per elapsed cycle.
     pub cpu_utilisation: f64,
+    /// Network: the transaction-latency distribution as (bucket upper bound in ns,
+    /// cumulative fraction) points, for CDF charts (not a CSV column).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_cdf: Vec<(u64, f64)>,
 }
 
 /// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
@@ -301,6 +305,7 @@ impl Metrics {
                 .map_or(0, |b| b.notifications),
             net_frontend_kicks: net.and_then(|n| n.netback.as_ref()).map_or(0, |b| b.kicks),
             cpu_utilisation: net.map_or(0.0, |n| n.cpu_utilisation),
+            latency_cdf: net.map_or_else(Vec::new, |n| n.peer.latency.cdf()),
         }
     }
 
