@@ -141,6 +141,9 @@ mod tests {
             "hello",
             "selftest",
             "nic_rx",
+            "net_stream",
+            "net_rr",
+            "web_server",
         ] {
             let elf = program(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(&elf[..4], b"\x7fELF", "{name}");

@@ -1,4 +1,5 @@
-/* File descriptors: the console and pipes (blocking, with wait queues). */
+/* File descriptors: the console, pipes (blocking, with wait queues) and packet sockets
+ * (net.c). */
 #include "kernel.h"
 
 static struct file files[MAX_FILES];
@@ -76,6 +77,23 @@ static struct file *fd_get(u64 fd)
     if (fd >= NFDS)
         return NULL;
     return current_task()->fds[fd];
+}
+
+struct file *fd_file(u64 fd) { return fd_get(fd); }
+
+int fd_open(int type)
+{
+    struct task *t = current_task();
+    for (int i = 0; i < NFDS; i++) {
+        if (t->fds[i])
+            continue;
+        struct file *f = file_alloc(type, NULL);
+        if (!f)
+            return -ENFILE;
+        t->fds[i] = f;
+        return i;
+    }
+    return -EMFILE;
 }
 
 i64 sys_close(u64 fd)

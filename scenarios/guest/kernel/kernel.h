@@ -12,6 +12,7 @@ typedef uint8_t u8;
 typedef uint16_t u16;
 typedef uint32_t u32;
 typedef uint64_t u64;
+typedef int16_t i16;
 typedef int64_t i64;
 
 #define NORETURN __attribute__((noreturn))
@@ -111,6 +112,10 @@ typedef int64_t i64;
 #define ENFILE 23
 #define EPIPE 32
 #define ENOSYS 38
+#define ENODEV 19
+#define ENOTSOCK 88
+#define EMSGSIZE 90
+#define EAFNOSUPPORT 97
 
 /* ---- boot protocol ----
  * Fields after cmdline were added without a version bump: they are zero when absent.
@@ -197,10 +202,16 @@ void pv_select(struct boot_info *bi);
 #define EV_RESCHED 2u
 #define EV_TLB 4u
 #define EV_NIC 8u
+#define EV_NET 16u /* netfront's event channel (docs/io.md section 3) */
 u32 pv_upcall_events(void); /* hybrid: consume this CPU's pending event channels */
 u32 pv_nic_bind(u32 queue, u64 cpu); /* hybrid: map the queue's PIRQ and bind a port */
 void pv_port_mask(u32 port);         /* hybrid: event-channel mask in shared memory */
 void pv_port_unmask(u32 port);
+/* hybrid and pv: a Xen hypercall (VMCALL or the PV syscall), for drivers */
+i64 pv_hypercall(u64 nr, u64 a1, u64 a2, u64 a3);
+/* hybrid and pv: routes an event-channel port the hypervisor gave (checked: > 0) to `cpu`'s
+ * upcall as `event` */
+u32 pv_port_bind(i64 port, u64 cpu, u32 event, const char *what);
 
 /* ---- trap frame (layout fixed by entry.S) ---- */
 struct trapframe {
@@ -234,7 +245,14 @@ struct mm {
 };
 
 /* ---- files and pipes ---- */
-enum file_type { FILE_FREE = 0, FILE_CONSOLE_IN, FILE_CONSOLE_OUT, FILE_PIPE_R, FILE_PIPE_W };
+enum file_type {
+    FILE_FREE = 0,
+    FILE_CONSOLE_IN,
+    FILE_CONSOLE_OUT,
+    FILE_PIPE_R,
+    FILE_PIPE_W,
+    FILE_NET, /* a packet socket on the machine's one network interface */
+};
 
 struct task;
 struct waitq {
@@ -382,6 +400,59 @@ i64 sys_hvsim_nic(u64 what);
 /* mm.c (I/O) */
 void *kmap_io(u64 pa, u64 len);
 
+/* ---- network (docs/io.md) ---- */
+#define NET_FRAME_MIN 60
+#define NET_FRAME_MAX 1514
+#define NET_BUF_BYTES 2048 /* every driver buffer holds one frame in this many bytes */
+#define NET_KIND_NONE 0
+#define NET_KIND_E1000 1
+#define NET_KIND_NETFRONT 2
+
+/* What the socket layer needs from a driver. Everything runs under the kernel lock. */
+struct net_driver {
+    const char *name;
+    /* A free transmit buffer (NET_BUF_BYTES), after reclaiming what the device is done
+     * with; NULL while the transmit ring is full. Nothing sleeps before tx_send. */
+    void *(*tx_buffer)(void);
+    /* Transmits the `len` bytes written into the buffer tx_buffer just returned. */
+    void (*tx_send)(u32 len);
+    /* Interrupt throttling (e1000 ITR, 256 ns units); 0 when the driver has none. */
+    int (*set_itr)(u32 itr);
+};
+
+/* Driver counters (the hvsim_net syscall reports them). */
+struct net_stats {
+    u64 tx_frames;      /* frames handed to the driver */
+    u64 rx_frames;      /* frames the driver received (queue drops included) */
+    u64 interrupts;     /* e1000 interrupts / netfront event upcalls handled */
+    u64 rx_queue_drops; /* received frames dropped: the socket's receive queue was full */
+    u64 rx_errors;      /* e1000: bad descriptors and RXO causes; netfront: error responses */
+    u64 tx_errors;      /* netfront: error tx responses */
+    u64 tx_full_sleeps; /* sendto sleeps on a full transmit ring */
+    u64 kicks;          /* e1000: TDT doorbells; netfront: EVTCHNOP_send hypercalls */
+    u64 dev_ops;        /* after init: e1000 register accesses; netfront hypercalls */
+    u64 empty;          /* interrupts or events that found nothing to do */
+};
+extern struct net_stats net_stats;
+
+/* net.c */
+void net_init(void);
+void net_rx(const void *frame, u32 len); /* driver: a received frame (copied) */
+void net_tx_done(void);                  /* driver: transmit buffers were freed */
+i64 sys_socket(u64 domain, u64 type, u64 protocol);
+i64 sys_sendto(u64 fd, u64 ubuf, u64 len, u64 flags);
+i64 sys_recvfrom(u64 fd, u64 ubuf, u64 len, u64 flags);
+i64 sys_hvsim_net(u64 what, u64 arg);
+
+/* e1000.c */
+extern u32 e1000_vector; /* the NIC's MSI vector; 0: no e1000 */
+const struct net_driver *e1000_init(void);
+void e1000_irq(struct trapframe *tf);
+
+/* netfront.c */
+const struct net_driver *netfront_init(void);
+void netfront_event(void); /* the EV_NET upcall's work, under the kernel lock */
+
 /* trap.c */
 void idt_init(void);
 void cpu_init(u64 cpu);
@@ -433,6 +504,8 @@ i64 sys_read(u64 fd, u64 buf, u64 len);
 i64 sys_write(u64 fd, u64 buf, u64 len);
 i64 sys_close(u64 fd);
 i64 sys_pipe(u64 ufds);
+int fd_open(int type);          /* a new file in the lowest free descriptor, or -errno */
+struct file *fd_file(u64 fd);   /* the current task's file behind fd, or NULL */
 
 /* syscall.c */
 void syscall_handler(struct trapframe *tf);

@@ -47,6 +47,7 @@ void kernel_main(struct boot_info *bi, u64 cpu)
     bkl_lock();
     smp_boot();
     nic_init();
+    net_init();
     start_init(bi->cmdline);
     idle_loop();
 }

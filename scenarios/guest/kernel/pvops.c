@@ -680,6 +680,20 @@ void pv_port_unmask(u32 port)
     }
 }
 
+/* Drivers' hypercalls (netfront): the hybrid backend's VMCALL or the PV backend's
+ * syscall, same numbers and argument registers. */
+i64 pv_hypercall(u64 nr, u64 a1, u64 a2, u64 a3)
+{
+    if (pv.paravirt)
+        return pv_hcall(nr, a1, a2, a3);
+    return hypercall3(nr, a1, a2, a3);
+}
+
+u32 pv_port_bind(i64 port, u64 cpu, u32 event, const char *what)
+{
+    return hybrid_bind(port, cpu, event, what);
+}
+
 /* The active table. Filled by pv_select() before anything else runs. */
 struct pv_ops pv;
 

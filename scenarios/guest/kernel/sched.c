@@ -5,7 +5,8 @@
  * Locking: every kernel entry from user mode takes the big kernel lock (BKL) and the
  * return to user mode releases it; the kernel runs with interrupts disabled, so it is
  * never preempted. A context switch hands the lock over to the next task. Interrupts
- * taken in kernel mode (only while the idle loop halts) do not touch shared state.
+ * taken in kernel mode (only while the idle loop halts, with the lock dropped) do not touch
+ * shared state, except the network drivers' handlers, which take the lock to wake tasks.
  */
 #include "kernel.h"
 

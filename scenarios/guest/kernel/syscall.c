@@ -12,6 +12,9 @@ enum {
     NR_sched_yield = 24,
     NR_nanosleep = 35,
     NR_getpid = 39,
+    NR_socket = 41,
+    NR_sendto = 44,
+    NR_recvfrom = 45,
     NR_fork = 57,
     NR_execve = 59,
     NR_exit = 60,
@@ -21,6 +24,7 @@ enum {
     NR_clock_gettime = 228,
     NR_exit_group = 231,
     NR_hvsim_nic = 500, /* hvsim: NIC driver counters (not Linux) */
+    NR_hvsim_net = 501, /* hvsim: network driver counters (not Linux) */
 };
 
 static u64 syscall_counts[NR_SYSCALLS + 1]; /* the last slot counts numbers >= NR_SYSCALLS */
@@ -126,6 +130,15 @@ void syscall_handler(struct trapframe *tf)
     case NR_getpid:
         ret = current_task()->pid;
         break;
+    case NR_socket:
+        ret = sys_socket(a0, a1, a2);
+        break;
+    case NR_sendto: /* the address (a4, a5) is ignored: one interface */
+        ret = sys_sendto(a0, a1, a2, a3);
+        break;
+    case NR_recvfrom: /* no source address is written (a4, a5) */
+        ret = sys_recvfrom(a0, a1, a2, a3);
+        break;
     case NR_fork:
         ret = sys_fork(tf);
         break;
@@ -146,6 +159,9 @@ void syscall_handler(struct trapframe *tf)
         break;
     case NR_hvsim_nic:
         ret = sys_hvsim_nic(a0);
+        break;
+    case NR_hvsim_net:
+        ret = sys_hvsim_net(a0, a1);
         break;
     case NR_clock_gettime:
         ret = sys_clock_gettime(a0, a1);

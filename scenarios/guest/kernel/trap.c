@@ -167,7 +167,7 @@ static void upcall(struct trapframe *tf)
         nic_upcall();
     if (ev & EV_TLB)
         tlb_service();
-    if (!(ev & (EV_TIMER | EV_RESCHED)))
+    if (!(ev & (EV_TIMER | EV_RESCHED | EV_NET)))
         return;
     struct percpu *c = this_cpu();
     if (!(tf->cs & 3)) {
@@ -175,9 +175,20 @@ static void upcall(struct trapframe *tf)
             timer_rearm(c);
         if (ev & EV_RESCHED)
             c->need_resched = 1;
+        if (ev & EV_NET) {
+            /* In the idle loop's halt, which dropped the lock: netfront wakes tasks. */
+            bkl_lock();
+            netfront_event();
+            bkl_unlock();
+        }
         return;
     }
     bkl_lock();
+    if (ev & EV_NET) {
+        netfront_event();
+        if (c->rq_len > 0)
+            c->need_resched = 1; /* a woken receiver runs now, not at the next tick */
+    }
     if (ev & EV_TIMER) {
         timer_rearm(c);
         timers_check();
@@ -195,6 +206,10 @@ void trap_handler(struct trapframe *tf)
     u64 cr2 = v == VEC_PF ? pv.read_cr2() : 0;
     if (v == VEC_UPCALL) {
         upcall(tf);
+        return;
+    }
+    if (v == e1000_vector && v) {
+        e1000_irq(tf);
         return;
     }
     if (v == VEC_NIC) {

@@ -87,6 +87,15 @@ pid_t waitpid(pid_t pid, int *status, int options) { return wait4(pid, status, o
 int uname(struct utsname *u) { return (int)syscall1(63, (long)u); }
 int arch_prctl(int code, unsigned long addr) { return (int)syscall2(158, code, (long)addr); }
 int clock_gettime(int clk, struct timespec *ts) { return (int)syscall2(228, clk, (long)ts); }
+int socket(int domain, int type, int protocol) { return (int)syscall3(41, domain, type, protocol); }
+ssize_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, int addrlen)
+{
+    return syscall6(44, fd, (long)buf, (long)len, flags, (long)addr, addrlen);
+}
+ssize_t recvfrom(int fd, void *buf, size_t len, int flags, void *addr, int *addrlen)
+{
+    return syscall6(45, fd, (long)buf, (long)len, flags, (long)addr, (long)addrlen);
+}
 
 void _exit(int status)
 {

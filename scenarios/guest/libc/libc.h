@@ -41,6 +41,11 @@ struct utsname {
 #define WIFSIGNALED(s) (((s)&0x7f) != 0)
 #define WTERMSIG(s) ((s)&0x7f)
 #define PAGE_SIZE 4096
+#define AF_PACKET 17
+#define SOCK_RAW 3
+#define MSG_DONTWAIT 0x40
+#define ENODEV 19
+#define EAGAIN 11
 
 /* raw system calls */
 long syscall0(long n);
@@ -67,6 +72,9 @@ pid_t waitpid(pid_t pid, int *status, int options);
 int uname(struct utsname *u);
 int arch_prctl(int code, unsigned long addr);
 int clock_gettime(int clk, struct timespec *ts);
+int socket(int domain, int type, int protocol);
+ssize_t sendto(int fd, const void *buf, size_t len, int flags, const void *addr, int addrlen);
+ssize_t recvfrom(int fd, void *buf, size_t len, int flags, void *addr, int *addrlen);
 __attribute__((noreturn)) void _exit(int status);
 __attribute__((noreturn)) void exit(int status); /* flushes stdout first */
 
