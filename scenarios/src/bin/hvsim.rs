@@ -138,6 +138,13 @@ enum Command {
         /// interrupt per event).
         #[arg(long, default_value_t = 0)]
         irq_itr: u64,
+        /// Put the network on the machine, with this peer: the fields of a
+        /// `[machine.net.peer]` table, comma-separated (e.g. `mode="echo",response_bytes=64`).
+        #[arg(long)]
+        net_peer: Option<String>,
+        /// The network path: `auto`, `emulated` or `pv` (with `--net-peer`).
+        #[arg(long, default_value = "auto")]
+        net_path: String,
         /// Arguments passed to the workload.
         #[arg(last = true)]
         args: Vec<String>,
@@ -183,8 +190,10 @@ fn main() -> ExitCode {
             json,
             irq_rate,
             irq_itr,
+            net_peer,
+            net_path,
             args,
-        }) => run_program(
+        }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| run_program(
             ProgramRun {
                 program: name,
                 args,
@@ -198,8 +207,9 @@ fn main() -> ExitCode {
                 rate: irq_rate,
                 itr: irq_itr,
             }),
+            net,
             json,
-        ),
+        )),
     };
     match r {
         Ok(code) => code,
@@ -474,13 +484,25 @@ fn list() {
     }
 }
 
+/// The network of `run-program`: `--net-peer` fields as a `[machine.net]` table.
+fn net_config(peer: Option<&str>, path: &str) -> Result<Option<sim_core::net::NetConfig>, String> {
+    let Some(peer) = peer else {
+        return Ok(None);
+    };
+    let text = format!("path = \"{path}\"\npeer = {{ {peer} }}\n");
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("--net-peer / --net-path: {}", e.message()))
+}
+
 fn run_program(
     opts: ProgramRun,
     interrupts: Option<sim_core::irq_path::InterruptConfig>,
+    net: Option<sim_core::net::NetConfig>,
     json: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
     let t = Instant::now();
-    let r = program::run_with(&opts, interrupts).map_err(|e| e.to_string())?;
+    let r = program::run_on(&opts, interrupts, net).map_err(|e| e.to_string())?;
     let secs = t.elapsed().as_secs_f64();
     print!("{}", program::table(&r, secs));
     if let Some(path) = json {

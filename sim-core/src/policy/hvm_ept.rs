@@ -580,9 +580,11 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
             handling: 0,
             exits: BTreeMap::new(),
             costs,
-            emu: match m.cfg.interrupts {
-                Some(_) => Some(Box::new(emulate::Emulator::new(&m.cfg.profile.mmu)?)),
-                None => None,
+            // Device registers need the emulator: the interrupt path's NIC or the network's.
+            emu: if m.cfg.interrupts.is_some() || m.cfg.net.is_some() {
+                Some(Box::new(emulate::Emulator::new(&m.cfg.profile.mmu)?))
+            } else {
+                None
             },
         }));
     }
