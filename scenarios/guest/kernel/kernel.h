@@ -107,12 +107,12 @@ typedef int64_t i64;
 #define EAGAIN 11
 #define ENOMEM 12
 #define EFAULT 14
+#define ENODEV 19
 #define EINVAL 22
 #define EMFILE 24
 #define ENFILE 23
 #define EPIPE 32
 #define ENOSYS 38
-#define ENODEV 19
 #define ENOTSOCK 88
 #define EMSGSIZE 90
 #define EAFNOSUPPORT 97
@@ -209,8 +209,8 @@ void pv_port_mask(u32 port);         /* hybrid: event-channel mask in shared mem
 void pv_port_unmask(u32 port);
 /* hybrid and pv: a Xen hypercall (VMCALL or the PV syscall), for drivers */
 i64 pv_hypercall(u64 nr, u64 a1, u64 a2, u64 a3);
-/* hybrid and pv: routes an event-channel port the hypervisor gave (checked: > 0) to `cpu`'s
- * upcall as `event` */
+/* hybrid and pv: routes an event-channel port the hypervisor gave to `cpu`'s upcall as
+ * `event`; panics (naming `what`) when the result is an error or an unusable port */
 u32 pv_port_bind(i64 port, u64 cpu, u32 event, const char *what);
 
 /* ---- trap frame (layout fixed by entry.S) ---- */
