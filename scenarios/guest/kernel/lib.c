@@ -8,10 +8,14 @@ void *memset(void *d, int c, size_t n)
     return r;
 }
 
+/* Quadwords, then the tail bytes: the string unit moves eight bytes per element, as a
+ * memcpy without fast-string microcode does (a byte loop would make every byte an access). */
 void *memcpy(void *d, const void *s, size_t n)
 {
     void *r = d;
-    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(n)::"memory");
+    size_t q = n / 8, b = n % 8;
+    __asm__ volatile("rep movsq" : "+D"(d), "+S"(s), "+c"(q)::"memory");
+    __asm__ volatile("rep movsb" : "+D"(d), "+S"(s), "+c"(b)::"memory");
     return r;
 }
 
