@@ -475,6 +475,12 @@ impl E1000 {
         self.last_register.take()
     }
 
+    /// Whether the receiver is enabled (`RCTL.EN`) on a valid ring: the driver is ready
+    /// for frames.
+    pub fn receiver_ready(&self) -> bool {
+        self.rctl & RCTL_EN != 0 && self.rx.count != 0
+    }
+
     /// Whether the core must call [`E1000::transmit`]: the transmitter is enabled, the
     /// ring is valid and not stalled, and `TDH != TDT`.
     pub fn tx_pending(&self) -> bool {

@@ -30,7 +30,13 @@ pub(crate) struct Emulated {
     landing: VecDeque<(u64, Frame)>,
     /// Frames a transmit produced, reused between doorbells.
     sent: Vec<Frame>,
+    /// Frames the bridge dropped because the device model's queue was full (the device
+    /// model reads no more while it is).
+    pub(crate) bridge_drops: u64,
 }
+
+/// Frames queued between the bridge and the device model at most (a tap queue).
+const LANDING_MAX: usize = 256;
 
 impl Emulated {
     pub(crate) fn new(base: u64, hardware: bool, msi: InterruptMessage) -> Self {
@@ -42,6 +48,7 @@ impl Emulated {
             hardware,
             landing: VecDeque::with_capacity(256),
             sent: Vec::with_capacity(256),
+            bridge_drops: 0,
         }
     }
 
@@ -112,6 +119,14 @@ impl Emulated {
         dom0: &mut ServiceDomain,
         c: &IoProfile,
     ) {
+        if self.landing.len() >= LANDING_MAX {
+            self.bridge_drops += 1;
+            if !self.hardware {
+                let s = dom0.start(at, c.dom0_wakeup);
+                dom0.run(s, Work::Bridge, c.bridge_frame);
+            }
+            return;
+        }
         let lands = if self.hardware {
             at
         } else {

@@ -103,6 +103,9 @@ pub struct NetResult {
     /// The receive ring, backend side (split driver).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rx_ring: Option<RingStats>,
+    /// Frames from the wire dropped before the guest's device or backend (a full device-model
+    /// queue; netback's backlog drops are in its counters).
+    pub dropped_at_bridge: u64,
     /// Guest CPU cycles not idle, all vCPUs.
     pub guest_busy_cycles: u64,
     /// Guest plus service-domain busy cycles per elapsed cycle (1.0 = one CPU fully busy).
@@ -117,7 +120,10 @@ enum Path {
 /// The network path of a machine.
 pub(crate) struct Net {
     path: Path,
-    peer: Peer,
+    /// The peer, from the time the guest's side is ready (receiver enabled, frontend
+    /// connected): a source does not pour frames into a guest still booting.
+    peer: Option<Peer>,
+    peer_cfg: PeerConfig,
     dom0: ServiceDomain,
     costs: IoProfile,
     mhz: u64,
@@ -135,15 +141,42 @@ impl Net {
         (ns as u128 * self.mhz as u128).div_ceil(1000) as u64
     }
 
+    /// Starts the peer at `now` once the guest's side is ready.
+    fn start_peer(&mut self, now: u64) {
+        if self.peer.is_some() {
+            return;
+        }
+        let ready = match &self.path {
+            Path::Nic(e) => e.dev.receiver_ready(),
+            Path::Split(b) => b.connected(),
+        };
+        if ready {
+            // The configuration was validated at install.
+            self.peer = Peer::new(&self.peer_cfg, self.ns(now)).ok();
+        }
+    }
+
+    /// Starts the peer at `now` if it has not started: the guest is sending, so its side
+    /// is up whatever the readiness test says.
+    fn ensure_peer(&mut self, now: u64) {
+        if self.peer.is_none() {
+            self.peer = Peer::new(&self.peer_cfg, self.ns(now)).ok();
+        }
+    }
+
     /// Takes every frame the peer has delivered by `now` off the wire, each at its own
     /// arrival time.
     fn pull(&mut self, now: u64) {
+        self.start_peer(now);
         let now_ns = self.ns(now);
-        while let Some(due) = self.peer.next_due().filter(|&d| d <= now_ns) {
-            let Some(f) = self.peer.pop_due(now_ns) else {
+        let Some(peer) = self.peer.as_mut() else {
+            return;
+        };
+        while let Some(due) = peer.next_due().filter(|&d| d <= now_ns) {
+            let Some(f) = peer.pop_due(now_ns) else {
                 break;
             };
-            let at = self.cycles(due);
+            let at = (due as u128 * self.mhz as u128).div_ceil(1000) as u64;
             match &mut self.path {
                 Path::Nic(e) => e.from_wire(f, at, &mut self.dom0, &self.costs),
                 Path::Split(b) => {
@@ -157,7 +190,11 @@ impl Net {
 
     /// The earliest time something is due (cycles).
     fn deadline(&self) -> Option<u64> {
-        let mut d: Option<u64> = self.peer.next_due().map(|ns| self.cycles(ns));
+        let mut d: Option<u64> = self
+            .peer
+            .as_ref()
+            .and_then(Peer::next_due)
+            .map(|ns| self.cycles(ns));
         let mut add = |t: Option<u64>| {
             if let Some(t) = t {
                 d = Some(d.map_or(t, |x| x.min(t)));
@@ -242,20 +279,21 @@ pub(crate) fn exit_served(phys: &mut PhysMem, now: u64) -> Option<(&'static str,
     let mut net = phys.net.take()?;
     let n = &mut *net;
     n.pull(now);
-    let r = match &mut n.path {
-        Path::Nic(e) => {
-            let mhz = n.mhz;
+    n.ensure_peer(now);
+    let mhz = n.mhz;
+    let r = match (&mut n.path, n.peer.as_mut()) {
+        (Path::Nic(e), Some(peer)) => {
             let (reg, wait) = e.exit_served(
                 now,
                 &mut GuestDma(phys),
                 &mut n.dom0,
                 &n.costs,
-                &mut n.peer,
+                peer,
                 &|c| ns_of(mhz, c),
             );
             Some((reg.name(), wait))
         }
-        Path::Split(_) => None,
+        _ => None,
     };
     phys.net = Some(net);
     r
@@ -342,11 +380,10 @@ impl Machine {
                 msi,
             ))
         };
-        let peer = Peer::new(&cfg.peer, 0)
-            .map_err(|e| SimError::Config(format!("net.peer: {e}")))?;
         self.phys.net = Some(Box::new(Net {
             path,
-            peer,
+            peer: None,
+            peer_cfg: cfg.peer.clone(),
             dom0: ServiceDomain::default(),
             costs,
             mhz: u64::from(self.cfg.profile.core.freq_mhz),
@@ -366,20 +403,24 @@ impl Machine {
         let mhz = net.mhz;
         let ns = |c| ns_of(mhz, c);
         let mut msi = None;
+        if matches!(&net.path, Path::Split(b) if b.run_at.is_some_and(|t| t <= now)) {
+            net.ensure_peer(now);
+        }
         match &mut net.path {
             Path::Nic(e) => {
                 e.land(now, &mut GuestDma(&mut self.phys), &ns);
                 msi = e.dev.poll_interrupt(ns(now)).map(|m| (m, now));
             }
             Path::Split(b) => {
-                if let Some(at) = b.run_at.filter(|&t| t <= now) {
+                if let (Some(at), Some(peer)) = (b.run_at.filter(|&t| t <= now), net.peer.as_mut())
+                {
                     let start = net.dom0.start(at, 0).max(at);
                     if let Some(t) = b.run(
                         start,
                         &mut GuestDma(&mut self.phys),
                         &mut net.dom0,
                         &net.costs,
-                        &mut net.peer,
+                        peer,
                         &ns,
                     ) {
                         net.notify_at = Some(net.notify_at.map_or(t, |x| x.min(t)));
@@ -413,12 +454,13 @@ impl Machine {
         };
         let mhz = net.mhz;
         let mut msi = None;
+        if matches!(&net.path, Path::Nic(e) if e.dev.tx_pending()) {
+            net.ensure_peer(now);
+        }
+        if let (Path::Nic(e), Some(peer)) = (&mut net.path, net.peer.as_mut()) {
+            e.hardware_transmit(&mut GuestDma(&mut self.phys), ns_of(mhz, now), peer);
+        }
         if let Path::Nic(e) = &mut net.path {
-            e.hardware_transmit(
-                &mut GuestDma(&mut self.phys),
-                ns_of(mhz, now),
-                &mut net.peer,
-            );
             msi = e.dev.poll_interrupt(ns_of(mhz, now));
         }
         self.phys.net = Some(net);
@@ -487,7 +529,7 @@ impl Machine {
         };
         let mut r = NetResult {
             path: ResolvedPath::SplitDriver,
-            peer: n.peer.stats().clone(),
+            peer: n.peer.as_ref().map(|p| p.stats().clone()).unwrap_or_default(),
             dom0,
             device: None,
             exits_by_register: n
@@ -499,6 +541,7 @@ impl Machine {
             grants: None,
             tx_ring: None,
             rx_ring: None,
+            dropped_at_bridge: 0,
             guest_busy_cycles: guest_busy,
             cpu_utilisation: util,
         };
@@ -510,6 +553,7 @@ impl Machine {
                     ResolvedPath::Emulated
                 };
                 r.device = Some(e.dev.stats().clone());
+                r.dropped_at_bridge = e.bridge_drops;
             }
             Path::Split(b) => {
                 r.netback = Some(b.stats.clone());
