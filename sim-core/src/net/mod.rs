@@ -106,8 +106,11 @@ pub struct NetResult {
     /// Frames from the wire dropped before the guest's device or backend (a full device-model
     /// queue; netback's backlog drops are in its counters).
     pub dropped_at_bridge: u64,
-    /// Guest CPU cycles not idle, all vCPUs.
+    /// Guest CPU cycles not idle and not blocked on the device model, all vCPUs.
     pub guest_busy_cycles: u64,
+    /// Cycles vCPUs were blocked on the device model (round trips and its work), inside
+    /// exits: counted in the exits' handling cycles, not as CPU use.
+    pub device_model_blocked_cycles: u64,
     /// Guest plus service-domain busy cycles per elapsed cycle (1.0 = one CPU fully busy).
     pub cpu_utilisation: f64,
 }
@@ -130,6 +133,8 @@ pub(crate) struct Net {
     /// When the frontend is to be notified (split driver).
     notify_at: Option<u64>,
     exits: BTreeMap<&'static str, ExitCount>,
+    /// Cycles vCPUs spent blocked on the device model (its round trips and work).
+    blocked: u64,
 }
 
 impl Net {
@@ -295,6 +300,9 @@ pub(crate) fn exit_served(phys: &mut PhysMem, now: u64) -> Option<(&'static str,
         }
         _ => None,
     };
+    if let Some((_, w)) = r {
+        n.blocked += w;
+    }
     phys.net = Some(net);
     r
 }
@@ -389,6 +397,7 @@ impl Machine {
             mhz: u64::from(self.cfg.profile.core.freq_mhz),
             notify_at: None,
             exits: BTreeMap::new(),
+            blocked: 0,
         }));
         Ok(())
     }
@@ -522,6 +531,9 @@ impl Machine {
     pub(crate) fn net_result(&self, elapsed: u64, guest_busy: u64) -> Option<NetResult> {
         let n = self.phys.net.as_deref()?;
         let dom0 = n.dom0.stats().clone();
+        // A vCPU blocked on the device model leaves its physical CPU idle (the device
+        // model runs on the service domain's): that time is not CPU use.
+        let guest_busy = guest_busy.saturating_sub(n.blocked);
         let util = if elapsed == 0 {
             0.0
         } else {
@@ -542,6 +554,7 @@ impl Machine {
             tx_ring: None,
             rx_ring: None,
             dropped_at_bridge: 0,
+            device_model_blocked_cycles: n.blocked,
             guest_busy_cycles: guest_busy,
             cpu_utilisation: util,
         };
