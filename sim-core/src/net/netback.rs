@@ -314,3 +314,133 @@ impl Netback {
 fn copy_cost(c: &IoProfile, bytes: u32) -> u64 {
     c.grant_copy_op + (u64::from(bytes) * c.grant_copy_per_kib).div_ceil(1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::frame::FrameKind;
+    use devices::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY};
+    use devices::peer::{PeerConfig, PeerMode};
+    use devices::ring::FrontRing;
+
+    const TABLE: u64 = 0x1000;
+    const TX_RING: u64 = 0x2000;
+    const RX_RING: u64 = 0x3000;
+
+    fn costs() -> IoProfile {
+        IoProfile {
+            dom0_wakeup: 100,
+            device_model_dispatch: 0,
+            device_model_access: 0,
+            device_model_tx_frame: 0,
+            device_model_rx_frame: 0,
+            netback_tx_frame: 10,
+            netback_rx_frame: 20,
+            grant_copy_op: 5,
+            grant_copy_per_kib: 1024,
+            grant_map_op: 0,
+            evtchn_send: 7,
+            bridge_frame: 0,
+        }
+    }
+
+    fn grant(mem: &mut Vec<u8>, gref: u32, flags: u16, dom: u16, frame: u32) {
+        let mut e = [0u8; 8];
+        e[0..2].copy_from_slice(&flags.to_le_bytes());
+        e[2..4].copy_from_slice(&dom.to_le_bytes());
+        e[4..8].copy_from_slice(&frame.to_le_bytes());
+        assert!(mem.write(TABLE + 8 * u64::from(gref), &e));
+    }
+
+    fn tx_request(mem: &mut Vec<u8>, front: &mut FrontRing, gref: u32, id: u16, size: u16) {
+        let slot = front.next_request().unwrap();
+        let mut r = [0u8; 12];
+        r[0..4].copy_from_slice(&gref.to_le_bytes());
+        r[8..10].copy_from_slice(&id.to_le_bytes());
+        r[10..12].copy_from_slice(&size.to_le_bytes());
+        assert!(mem.write(slot, &r));
+    }
+
+    /// A connected backend over a 64 KiB guest, its two front rings, a sink peer.
+    fn rig() -> (Vec<u8>, Netback, FrontRing, FrontRing, Peer) {
+        let mut mem = vec![0u8; 0x10000];
+        let mut b = Netback::new(mem.len() as u64);
+        b.grants.setup(TABLE, 1).unwrap();
+        let tx = FrontRing::init(&mut mem, TX_RING, TX_ENTRY_BYTES).unwrap();
+        let rx = FrontRing::init(&mut mem, RX_RING, RX_ENTRY_BYTES).unwrap();
+        b.tx = Some(BackRing::new(TX_RING, TX_ENTRY_BYTES).unwrap());
+        b.rx = Some(BackRing::new(RX_RING, RX_ENTRY_BYTES).unwrap());
+        b.port = Some(3);
+        let peer = Peer::new(&PeerConfig::new(PeerMode::Sink), 0).unwrap();
+        (mem, b, tx, rx, peer)
+    }
+
+    #[test]
+    fn frames_the_guest_did_not_grant_are_refused_and_counted_and_never_leave() {
+        let (mut mem, mut b, mut tx, _rx, mut peer) = rig();
+        let frame = Frame {
+            len: 100,
+            seq: 9,
+            kind: FrameKind::Data,
+        };
+        // Frame 4 holds a well-formed frame; it is granted read-only to dom0 as gref 3,
+        // to domain 7 as gref 5; gref 6 is not granted at all.
+        frame.write_to(&mut mem, 0x4000, 4096).unwrap();
+        grant(&mut mem, 3, GTF_PERMIT_ACCESS | GTF_READONLY, DOM0, 4);
+        grant(&mut mem, 5, GTF_PERMIT_ACCESS, 7, 4);
+        tx_request(&mut mem, &mut tx, 6, 1, 100);
+        tx_request(&mut mem, &mut tx, 5, 2, 100);
+        tx_request(&mut mem, &mut tx, 3, 3, 100);
+        tx.push_requests_and_check_notify(&mut mem);
+        let mut dom0 = ServiceDomain::default();
+        let notify = b.run(1000, &mut mem, &mut dom0, &costs(), &mut peer, &|c| c);
+        assert_eq!(b.stats.tx_frames, 1);
+        assert_eq!(b.stats.tx_errors, 2);
+        let g = b.grants.stats();
+        assert_eq!((g.refused_not_permitted, g.refused_wrong_domain), (1, 1));
+        assert_eq!(g.copies, 1);
+        assert_eq!(peer.stats().frames_in, 1);
+        // Three responses, the first two with NETIF_RSP_ERROR, then a notification: the
+        // frontend's rsp_event asked for one. Costs: three requests, one copy of 100 bytes
+        // (5 + 100), the send.
+        let mut statuses = Vec::new();
+        for _ in 0..tx.unconsumed_responses(&mut mem) {
+            let slot = tx.take_response();
+            let mut r = [0u8; 4];
+            assert!(mem.read(slot, &mut r));
+            statuses.push(i16::from_le_bytes([r[2], r[3]]));
+        }
+        assert_eq!(statuses, vec![-1, -1, 0]);
+        assert_eq!(notify, Some(1000 + 3 * 10 + 105 + 7));
+        assert_eq!(b.stats.notifications, 1);
+    }
+
+    #[test]
+    fn a_read_only_receive_buffer_is_refused_and_the_frame_answered_with_an_error() {
+        let (mut mem, mut b, _tx, mut rx, mut peer) = rig();
+        grant(&mut mem, 4, GTF_PERMIT_ACCESS | GTF_READONLY, DOM0, 5);
+        grant(&mut mem, 7, GTF_PERMIT_ACCESS, DOM0, 6);
+        for (id, gref) in [(1u16, 4u32), (2, 7)] {
+            let slot = rx.next_request().unwrap();
+            let mut r = [0u8; 8];
+            r[0..2].copy_from_slice(&id.to_le_bytes());
+            r[4..8].copy_from_slice(&gref.to_le_bytes());
+            assert!(mem.write(slot, &r));
+        }
+        rx.push_requests_and_check_notify(&mut mem);
+        let f = Frame {
+            len: 200,
+            seq: 1,
+            kind: FrameKind::Data,
+        };
+        b.from_wire(f, 0);
+        b.from_wire(f, 0);
+        let mut dom0 = ServiceDomain::default();
+        b.run(0, &mut mem, &mut dom0, &costs(), &mut peer, &|c| c);
+        assert_eq!((b.stats.rx_frames, b.stats.rx_errors), (1, 1));
+        assert_eq!(b.grants.stats().refused_readonly, 1);
+        assert_eq!(Frame::read_from(&mut mem, 0x6000, 200), Some(f));
+        assert_eq!(mem[0x5000], 0, "nothing written through the read-only grant");
+        assert_eq!(b.backlog_len(), 0);
+    }
+}

@@ -1,0 +1,236 @@
+//! The network paths end to end (docs/io.md): the testbed kernel's e1000 driver and
+//! netfront against the device model, netback and the peer, with exact counts that follow
+//! from what the driver does per frame.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use scenarios::program::{run_on, ProgramRun};
+use sim_core::net::{NetConfig, NetPath, NetResult, PeerConfig, PeerMode, ResolvedPath};
+use sim_core::{RunEnd, RunResult};
+use support::exits_of;
+
+/// Runs `program args` in `mode` with the network and `peer`.
+fn net_run(mode: &str, program: &str, args: &[&str], peer: PeerMode) -> RunResult {
+    let r = run_on(
+        &ProgramRun {
+            program: program.into(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            profile: "nehalem-x5570".into(),
+            mode: mode.into(),
+            vcpus: 1,
+            memory_mib: 64,
+            max_instructions: 200_000_000,
+        },
+        None,
+        Some(NetConfig {
+            path: NetPath::Auto,
+            peer: PeerConfig::new(peer),
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        r.end,
+        RunEnd::Exited { code: 0 },
+        "{mode} {program}: {}\n{}",
+        r.end_reason,
+        r.console
+    );
+    r
+}
+
+fn echo() -> PeerMode {
+    PeerMode::Echo {
+        response_bytes: 64,
+        delay_ns: 0,
+    }
+}
+
+fn net(r: &RunResult) -> &NetResult {
+    r.net.as_ref().unwrap()
+}
+
+/// Register accesses of the driver's initialisation: CTRL write (reset) and read (reset
+/// done), receive ring base low/high, length, head, tail, the same five for transmit, IMS,
+/// RCTL, TCTL.
+const INIT_ACCESSES: u64 = 15;
+
+#[test]
+fn every_register_access_of_the_emulated_nic_is_one_exit_and_the_counts_follow_the_driver() {
+    const N: u64 = 20;
+    let r = net_run("hvm-ept", "net_rr", &["20", "64"], echo());
+    let n = net(&r);
+    assert_eq!(n.path, ResolvedPath::Emulated);
+    let e = |reg: &str| n.exits_by_register.get(reg).map_or(0, |e| e.count);
+    let dev = n.device.as_ref().unwrap();
+    // Per transaction: one doorbell (TDT), two interrupts (transmit done, response
+    // received) each reading ICR once, one RDT write returning the receive descriptor.
+    assert_eq!(e("tdt"), N + 1, "{:?}", n.exits_by_register);
+    assert_eq!(e("icr"), dev.interrupts);
+    assert_eq!(e("icr"), 2 * N);
+    assert_eq!(e("rdt"), N + 1);
+    let total: u64 = n.exits_by_register.values().map(|e| e.count).sum();
+    assert_eq!(total, INIT_ACCESSES + 4 * N);
+    // Every access the device saw was an exit.
+    let accesses: u64 = dev.reads.values().chain(dev.writes.values()).sum();
+    assert_eq!(accesses, total);
+    // They are EPT-violation exits (RAM's first touches are the others).
+    assert!(exits_of(&r, 48) >= total);
+    // The device model served each one in the service domain.
+    assert_eq!(n.dom0.invocations["device_model_access"], total);
+    assert_eq!(n.dom0.invocations["device_model_tx"], N);
+    assert_eq!(n.dom0.invocations["device_model_rx"], N);
+    assert_eq!((n.peer.requests, n.peer.transactions), (N, N));
+    assert_eq!(n.peer.latency.count(), N - 1);
+    // Each exit cost at least the device model's round trip on top of the transition.
+    let io = r.config.profile.io.unwrap();
+    for (reg, x) in &n.exits_by_register {
+        assert!(
+            x.cycles >= x.count * (io.device_model_dispatch + io.device_model_access),
+            "{reg}: {x:?}"
+        );
+    }
+    assert!(n.device_model_blocked_cycles > 0);
+}
+
+#[test]
+fn the_native_nic_sees_the_same_register_accesses_without_exits_or_a_device_model() {
+    let r = net_run("native", "net_rr", &["20", "64"], echo());
+    let n = net(&r);
+    assert_eq!(n.path, ResolvedPath::Hardware);
+    let dev = n.device.as_ref().unwrap();
+    let accesses: u64 = dev.reads.values().chain(dev.writes.values()).sum();
+    assert_eq!(accesses, INIT_ACCESSES + 4 * 20);
+    assert!(n.exits_by_register.is_empty());
+    assert_eq!(n.dom0.busy_cycles, 0);
+    assert_eq!(n.peer.transactions, 20);
+}
+
+/// netfront under `mode`: per transaction one kick (the request), two notifications
+/// (transmit response, received frame), two grant copies; plus one kick for the first
+/// batch of receive requests.
+fn split_driver_counts(mode: &str) {
+    const N: u64 = 20;
+    let r = net_run(mode, "net_rr", &["20", "64"], echo());
+    let n = net(&r);
+    assert_eq!(n.path, ResolvedPath::SplitDriver);
+    let b = n.netback.as_ref().unwrap();
+    let g = n.grants.as_ref().unwrap();
+    assert_eq!(b.kicks, N + 1, "{b:?}");
+    assert_eq!(b.notifications, 2 * N);
+    assert_eq!((b.tx_frames, b.rx_frames), (N, N));
+    assert_eq!((b.tx_errors, b.rx_errors, b.protocol_errors), (0, 0, 0));
+    assert_eq!(g.copies, 2 * N);
+    assert_eq!(g.copy_bytes, 2 * N * 64);
+    assert_eq!(g.maps, 2, "the two ring pages");
+    let refused = g.refused_bad_ref
+        + g.refused_not_permitted
+        + g.refused_wrong_domain
+        + g.refused_readonly
+        + g.refused_bad_frame
+        + g.refused_bad_span;
+    assert_eq!(refused, 0);
+    assert_eq!(r.hypercalls["32_event_channel_op.send.netif"], N + 1);
+    assert_eq!(r.hypercalls["20_grant_table_op.setup_table"], 1);
+    assert_eq!(r.hypercalls["48_hvsim_netif_connect"], 1);
+    assert_eq!(n.dom0.invocations["grant_copy"], 2 * N);
+    assert_eq!(n.dom0.invocations["evtchn_send"], 2 * N);
+    assert_eq!(n.peer.transactions, N);
+    assert!(n.exits_by_register.is_empty());
+}
+
+#[test]
+fn netfront_under_hybrid_kicks_and_is_notified_once_per_request_and_response() {
+    split_driver_counts("hybrid");
+}
+
+#[test]
+fn netfront_under_pv_makes_the_same_ring_and_grant_operations() {
+    split_driver_counts("pv");
+}
+
+#[test]
+fn a_stream_of_requests_is_batched_by_notification_suppression() {
+    let r = net_run("hybrid", "net_stream", &["tx", "300", "1514"], PeerMode::Sink);
+    let n = net(&r);
+    let b = n.netback.as_ref().unwrap();
+    let tx = n.tx_ring.as_ref().unwrap();
+    assert_eq!(n.peer.frames_in, 300);
+    assert_eq!(tx.requests, 300);
+    // The frontend notifies only when netback re-armed its event index: fewer kicks than
+    // frames, one backend run per kick.
+    assert!(b.kicks < 300, "{b:?}");
+    assert_eq!(b.runs, b.kicks);
+    // Every run that answered either notified or was suppressed.
+    assert_eq!(tx.notifications + tx.suppressed, b.runs - 1);
+    assert!(tx.suppressed > 0, "{tx:?}");
+}
+
+#[test]
+fn the_hybrid_split_driver_beats_the_emulated_nic_on_round_trip_latency() {
+    let h = net_run("hybrid", "net_rr", &["30", "64"], echo());
+    let e = net_run("hvm-ept", "net_rr", &["30", "64"], echo());
+    let (h, e) = (net(&h).peer.latency.mean(), net(&e).peer.latency.mean());
+    assert!(h > 0.0 && h < e, "hybrid {h} ns vs hvm-ept {e} ns");
+}
+
+#[test]
+fn a_network_run_is_deterministic() {
+    let a = net_run("hvm-ept", "net_rr", &["10", "64"], echo());
+    let b = net_run("hvm-ept", "net_rr", &["10", "64"], echo());
+    assert_eq!(
+        serde_json::to_string(&a.net).unwrap(),
+        serde_json::to_string(&b.net).unwrap()
+    );
+    assert_eq!(a.cycles, b.cycles);
+}
+
+#[test]
+fn bad_network_configurations_are_refused_before_the_run() {
+    let opts = |mode: &str| ProgramRun {
+        program: "net_rr".into(),
+        args: vec!["1".into(), "64".into()],
+        profile: "nehalem-x5570".into(),
+        mode: mode.into(),
+        vcpus: 1,
+        memory_mib: 64,
+        max_instructions: 1_000_000,
+    };
+    let cfg = |path| {
+        Some(NetConfig {
+            path,
+            peer: PeerConfig::new(echo()),
+        })
+    };
+    let e = run_on(&opts("hvm-ept"), None, cfg(NetPath::Pv)).unwrap_err();
+    assert!(e.to_string().contains("needs event channels"), "{e}");
+    let e = run_on(&opts("pv"), None, cfg(NetPath::Emulated)).unwrap_err();
+    assert!(e.to_string().contains("cannot map device registers"), "{e}");
+    let bad = Some(NetConfig {
+        path: NetPath::Auto,
+        peer: PeerConfig::new(PeerMode::Source {
+            rate_pps: 0,
+            frame_bytes: 1514,
+            count: None,
+        }),
+    });
+    let e = run_on(&opts("native"), None, bad).unwrap_err();
+    assert!(e.to_string().contains("rate_pps"), "{e}");
+}
+
+#[test]
+fn a_guest_without_a_network_says_so() {
+    let r = scenarios::program::run(&ProgramRun {
+        program: "net_rr".into(),
+        args: vec!["1".into(), "64".into()],
+        profile: "nehalem-x5570".into(),
+        mode: "native".into(),
+        vcpus: 1,
+        memory_mib: 64,
+        max_instructions: 50_000_000,
+    })
+    .unwrap();
+    assert_eq!(r.end, RunEnd::Exited { code: 1 });
+    assert!(r.console.contains("error=no_net"), "{}", r.console);
+    assert!(r.net.is_none());
+}
