@@ -122,7 +122,7 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
                     seed: s.seed,
                     params: pt.clone(),
                     interrupts: s.machine.interrupts,
-                    net: s.machine.net.clone(),
+                    net: g.net.clone().or_else(|| s.machine.net.clone()),
                 };
                 for (p, v) in &pt {
                     apply_param(&mut spec, p, v);

@@ -131,6 +131,9 @@ pub struct GuestSpec {
     /// Memory in MiB (16..=65536).
     #[serde(default = "default_memory")]
     pub memory_mib: u64,
+    /// `[guests.net]`: this guest's network path and peer, instead of `[machine.net]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<sim_core::net::NetConfig>,
 }
 
 fn default_vcpus() -> u32 {
@@ -750,6 +753,11 @@ fn validate(
         check_memory(i64::try_from(g.memory_mib).unwrap_or(i64::MAX))
             .map_err(|e| src.error(&at("memory_mib"), e))?;
         check_cmdline(&g.workload, &g.args).map_err(|e| src.error(&at("args"), e))?;
+        if let Some(n) = &g.net {
+            n.peer
+                .validate()
+                .map_err(|e| src.error(&at("net"), e.to_string()))?;
+        }
         if !names.insert(g.name.clone()) {
             return Err(src.error(
                 &at("name"),
@@ -762,6 +770,11 @@ fn validate(
     }
     check_budget(i64::try_from(s.budget.max_instructions).unwrap_or(i64::MAX))
         .map_err(|e| src.error(&[k("budget"), k("max_instructions")], e))?;
+    if let Some(n) = &s.machine.net {
+        n.peer
+            .validate()
+            .map_err(|e| src.error(&[k("machine"), k("net"), k("peer")], e.to_string()))?;
+    }
     // The profile and its overrides.
     let prof_path = [k("machine"), k("profile")];
     let (origin, text) =

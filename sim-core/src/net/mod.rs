@@ -285,10 +285,12 @@ pub(crate) fn exit_served(phys: &mut PhysMem, now: u64) -> Option<(&'static str,
     let mut net = phys.net.take()?;
     let n = &mut *net;
     n.pull(now);
-    n.ensure_peer(now);
+    if matches!(&n.path, Path::Nic(e) if e.dev.tx_pending()) {
+        n.ensure_peer(now);
+    }
     let mhz = n.mhz;
     let r = match (&mut n.path, n.peer.as_mut()) {
-        (Path::Nic(e), Some(peer)) => {
+        (Path::Nic(e), peer) => {
             let (reg, wait) = e.exit_served(
                 now,
                 &mut GuestDma(phys),
