@@ -60,7 +60,7 @@ pub mod irq_source;
 pub mod lapic;
 pub mod msi;
 pub mod nic;
-pub mod ring;
 pub mod peer;
+pub mod ring;
 
 pub use error::DeviceError;

@@ -163,6 +163,10 @@ pub struct Metrics {
     /// cumulative fraction) points, for CDF charts (not a CSV column).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency_cdf: Vec<(u64, f64)>,
+    /// VM exits of every domain of the host (this one and its partners).
+    pub host_vm_exits: u64,
+    /// Service-domain (or direct-channel) busy cycles for every domain of the host.
+    pub host_dom0_busy_cycles: u64,
 }
 
 /// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
@@ -209,6 +213,11 @@ impl Metrics {
         let shadow = r.shadow.as_ref();
         let irq = r.interrupts.as_ref();
         let net = r.net.as_ref();
+        // Transaction latencies: the peer's, or on a host the link's (the client's side).
+        let latency = net.map(|n| match &n.link {
+            Some(l) => &l.latency,
+            None => &n.peer.latency,
+        });
         let purpose = |names: &[&str]| -> u64 {
             irq.map_or(0, |i| {
                 names
@@ -288,14 +297,25 @@ impl Metrics {
             irq_eoi_exits: purpose(&["eoi"]),
             irq_msi_mask_exits: purpose(&["msi_mask", "msi_unmask"]),
             irq_eoi_msi_share: irq.map_or(0.0, |i| i.eoi_msi_share),
-            net_frames_out: net.map_or(0, |n| n.peer.frames_in),
-            net_bytes_out: net.map_or(0, |n| n.peer.bytes_in),
-            net_frames_in: net.map_or(0, |n| n.peer.frames_out),
-            net_transactions: net.map_or(0, |n| n.peer.transactions),
-            net_latency_p50_ns: net.map_or(0, |n| n.peer.latency.percentile(50.0)),
-            net_latency_p99_ns: net.map_or(0, |n| n.peer.latency.percentile(99.0)),
-            net_latency_mean_ns: net.map_or(0.0, |n| n.peer.latency.mean()),
-            net_register_exits: net.map_or(0, |n| n.exits_by_register.values().map(|e| e.count).sum()),
+            net_frames_out: net.map_or(0, |n| {
+                n.link.as_ref().map_or(n.peer.frames_in, |l| l.frames_out)
+            }),
+            net_bytes_out: net.map_or(0, |n| {
+                n.link.as_ref().map_or(n.peer.bytes_in, |l| l.bytes_out)
+            }),
+            net_frames_in: net.map_or(0, |n| {
+                n.link.as_ref().map_or(n.peer.frames_out, |l| l.frames_in)
+            }),
+            net_transactions: net.map_or(0, |n| {
+                n.link
+                    .as_ref()
+                    .map_or(n.peer.transactions, |l| l.latency.count())
+            }),
+            net_latency_p50_ns: latency.map_or(0, |h| h.percentile(50.0)),
+            net_latency_p99_ns: latency.map_or(0, |h| h.percentile(99.0)),
+            net_latency_mean_ns: latency.map_or(0.0, |h| h.mean()),
+            net_register_exits: net
+                .map_or(0, |n| n.exits_by_register.values().map(|e| e.count).sum()),
             net_register_exit_cycles: net
                 .map_or(0, |n| n.exits_by_register.values().map(|e| e.cycles).sum()),
             dom0_busy_cycles: net.map_or(0, |n| n.dom0.busy_cycles),
@@ -305,7 +325,22 @@ impl Metrics {
                 .map_or(0, |b| b.notifications),
             net_frontend_kicks: net.and_then(|n| n.netback.as_ref()).map_or(0, |b| b.kicks),
             cpu_utilisation: net.map_or(0.0, |n| n.cpu_utilisation),
-            latency_cdf: net.map_or_else(Vec::new, |n| n.peer.latency.cdf()),
+            latency_cdf: latency.map_or_else(Vec::new, |h| h.cdf()),
+            host_vm_exits: r
+                .vm_exits
+                .values()
+                .chain(r.partners.iter().flat_map(|p| p.vm_exits.values()))
+                .map(|e| e.count)
+                .sum(),
+            // A shared service domain counts every domain's work once.
+            host_dom0_busy_cycles: match net {
+                Some(n) if n.dom0_shared => n.dom0.busy_cycles,
+                _ => std::iter::once(r)
+                    .chain(r.partners.iter())
+                    .filter_map(|x| x.net.as_ref())
+                    .map(|n| n.dom0.busy_cycles)
+                    .sum(),
+            },
         }
     }
 
@@ -396,9 +431,14 @@ impl Metrics {
             ("net_register_exit_cycles", u(self.net_register_exit_cycles)),
             ("dom0_busy_cycles", u(self.dom0_busy_cycles)),
             ("grant_copies", u(self.grant_copies)),
-            ("net_backend_notifications", u(self.net_backend_notifications)),
+            (
+                "net_backend_notifications",
+                u(self.net_backend_notifications),
+            ),
             ("net_frontend_kicks", u(self.net_frontend_kicks)),
             ("cpu_utilisation", format!("{:.4}", self.cpu_utilisation)),
+            ("host_vm_exits", u(self.host_vm_exits)),
+            ("host_dom0_busy_cycles", u(self.host_dom0_busy_cycles)),
         ]
     }
 

@@ -91,17 +91,19 @@ pub fn evaluate(s: &Scenario, records: &[RunRecord]) -> Vec<Outcome> {
             let measured = metric(r, &e.metric).and_then(|m| match &e.ratio_to {
                 None => Ok(m),
                 Some(rt) => {
+                    let mode = rt.mode.as_ref().unwrap_or(&r.spec.mode);
+                    let guest = rt.guest.as_ref().unwrap_or(&r.spec.guest);
                     let base = records
                         .iter()
                         .find(|b| {
-                            b.spec.mode == rt.mode
-                                && b.spec.guest == r.spec.guest
+                            b.spec.mode == *mode
+                                && b.spec.guest == *guest
                                 && b.spec.params == r.spec.params
                         })
-                        .ok_or_else(|| format!("no {} run of the same guest and point", rt.mode))?;
+                        .ok_or_else(|| format!("no {guest} run in {mode} at the same point"))?;
                     let d = metric(base, &e.metric)?;
                     if d == 0.0 {
-                        return Err(format!("the {} run's {} is 0", rt.mode, e.metric));
+                        return Err(format!("the {guest} run in {mode} has {} = 0", e.metric));
                     }
                     Ok(m / d)
                 }
@@ -156,7 +158,7 @@ pub fn table(s: &Scenario, outcomes: &[Outcome]) -> String {
             continue;
         };
         let metric = match &e.ratio_to {
-            Some(rt) => format!("{} / {}'s", e.metric, rt.mode),
+            Some(rt) => format!("{} / {}", e.metric, rt.describe()),
             None => e.metric.clone(),
         };
         let expected = match e.op {

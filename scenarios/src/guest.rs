@@ -144,6 +144,7 @@ mod tests {
             "net_stream",
             "net_rr",
             "web_server",
+            "net_echo",
         ] {
             let elf = program(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(&elf[..4], b"\x7fELF", "{name}");

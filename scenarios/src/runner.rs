@@ -47,6 +47,9 @@ pub struct RunSpec {
     /// The network path (absent: no network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<sim_core::net::NetConfig>,
+    /// The other domain of a two-domain host (absent: the guest runs alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<crate::schema::PartnerSpec>,
 }
 
 impl RunSpec {
@@ -108,6 +111,9 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
     for pt in points(s) {
         for g in &s.guests {
             for mode in &s.modes {
+                if g.modes.as_ref().is_some_and(|ms| !ms.contains(mode)) {
+                    continue;
+                }
                 let mut spec = RunSpec {
                     index: specs.len(),
                     guest: g.name.clone(),
@@ -123,6 +129,7 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
                     params: pt.clone(),
                     interrupts: s.machine.interrupts,
                     net: g.net.clone().or_else(|| s.machine.net.clone()),
+                    partner: g.partner.clone(),
                 };
                 for (p, v) in &pt {
                     apply_param(&mut spec, p, v);
@@ -207,14 +214,34 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
         cfg.max_instructions = spec.max_instructions;
         cfg.interrupts = spec.interrupts.filter(|c| c.rate > 0);
         cfg.net = spec.net.clone();
-        let m = Machine::with_policy(
-            cfg,
-            policy,
-            crate::guest::kernel_elf(),
-            "built-in testbed kernel",
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(m.run())
+        let partner_cfg = spec.partner.as_ref().map(|p| {
+            let mut c = cfg.clone();
+            c.cmdline = std::iter::once(p.workload.clone())
+                .chain(p.args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            c.vcpus = p.vcpus;
+            c.mem_bytes = p.memory_mib << 20;
+            c
+        });
+        let build = |cfg| {
+            Machine::with_policy(
+                cfg,
+                policy,
+                crate::guest::kernel_elf(),
+                "built-in testbed kernel",
+            )
+            .map_err(|e| e.to_string())
+        };
+        let m = build(cfg)?;
+        match partner_cfg {
+            None => Ok(m.run()),
+            Some(pc) => {
+                let host =
+                    sim_core::host::Host::new(vec![m, build(pc)?]).map_err(|e| e.to_string())?;
+                Ok(host.run())
+            }
+        }
     });
     match outcome {
         Ok(Ok(r)) => {

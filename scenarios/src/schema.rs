@@ -134,6 +134,63 @@ pub struct GuestSpec {
     /// `[guests.net]`: this guest's network path and peer, instead of `[machine.net]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<sim_core::net::NetConfig>,
+    /// `[guests.partner]`: a second domain on the same host, in the same mode, whose
+    /// network is the far end of this guest's (then the net table names no peer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<PartnerSpec>,
+    /// Only these of the scenario's modes for this guest (default: every mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modes: Option<Vec<String>>,
+}
+
+/// `[guests.partner]`: the other domain of a two-domain host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerSpec {
+    /// Embedded workload (see `hvsim list`).
+    pub workload: String,
+    /// Its arguments (strings or integers).
+    #[serde(default, deserialize_with = "de_args")]
+    pub args: Vec<String>,
+    /// vCPUs (1..=64).
+    #[serde(default = "default_vcpus")]
+    pub vcpus: u32,
+    /// Memory in MiB (16..=65536).
+    #[serde(default = "default_memory")]
+    pub memory_mib: u64,
+}
+
+/// A guest's network against its far end: a partner needs a network without a peer, a
+/// network without a partner needs a peer, the direct channel needs a partner. Err names
+/// the field and says why.
+fn check_guest_network(s: &Scenario, g: &GuestSpec) -> Result<(), (&'static str, String)> {
+    use sim_core::net::NetPath;
+    let net = g.net.as_ref().or(s.machine.net.as_ref());
+    match (net, &g.partner) {
+        (None, Some(_)) => Err((
+            "partner",
+            "a partner is the far end of the guest's network: give the guest a network \
+             ([guests.net] or [machine.net], without a peer)"
+                .into(),
+        )),
+        (Some(n), Some(_)) if n.peer.is_some() => Err((
+            "net",
+            "names a peer but the guest has a partner: the partner is the far end, drop \
+             the peer"
+                .into(),
+        )),
+        (Some(n), None) if n.peer.is_none() => Err((
+            "net",
+            "has no far end: give [..net.peer] (a host on the wire) or [guests.partner] \
+             (another domain)"
+                .into(),
+        )),
+        (Some(n), None) if n.path == NetPath::Direct => Err((
+            "net",
+            "path = \"direct\" is a channel between two domains: give [guests.partner]".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn default_vcpus() -> u32 {
@@ -232,12 +289,29 @@ impl fmt::Display for Op {
     }
 }
 
-/// `ratio_to = { mode = "native" }`.
+/// `ratio_to = { mode = "native" }`, `ratio_to = { guest = "rr-dom0" }` or both: the run
+/// (same sweep point) whose metric is the denominator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RatioTo {
-    /// The mode whose run (same guest, same sweep point) is the denominator.
-    pub mode: String,
+    /// The denominator's mode (default: the same mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The denominator's guest (default: the same guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+}
+
+impl RatioTo {
+    /// "hvm-ept's", "rr-dom0's", "rr-dom0 / hvm-ept's".
+    pub fn describe(&self) -> String {
+        match (&self.guest, &self.mode) {
+            (Some(g), Some(m)) => format!("{g} / {m}'s"),
+            (Some(g), None) => format!("{g}'s"),
+            (None, Some(m)) => format!("{m}'s"),
+            (None, None) => "itself".into(),
+        }
+    }
 }
 
 /// One `[[expect]]` entry.
@@ -753,10 +827,29 @@ fn validate(
         check_memory(i64::try_from(g.memory_mib).unwrap_or(i64::MAX))
             .map_err(|e| src.error(&at("memory_mib"), e))?;
         check_cmdline(&g.workload, &g.args).map_err(|e| src.error(&at("args"), e))?;
-        if let Some(n) = &g.net {
-            n.peer
-                .validate()
+        if let Some(p) = g.net.as_ref().and_then(|n| n.peer.as_ref()) {
+            p.validate()
                 .map_err(|e| src.error(&at("net"), e.to_string()))?;
+        }
+        check_guest_network(s, g).map_err(|(f, e)| src.error(&at(f), e))?;
+        if let Some(p) = &g.partner {
+            check_workload(&p.workload).map_err(|e| src.error(&at("partner"), e))?;
+            check_vcpus(i64::from(p.vcpus)).map_err(|e| src.error(&at("partner"), e))?;
+            check_memory(i64::try_from(p.memory_mib).unwrap_or(i64::MAX))
+                .map_err(|e| src.error(&at("partner"), e))?;
+            check_cmdline(&p.workload, &p.args).map_err(|e| src.error(&at("partner"), e))?;
+        }
+        for m in g.modes.iter().flatten() {
+            if !s.modes.contains(m) {
+                return Err(src.error(
+                    &at("modes"),
+                    format!(
+                        "mode '{m}' is not one of the scenario's modes{} ({})",
+                        did_you_mean(m, s.modes.iter().map(String::as_str)),
+                        s.modes.join(", ")
+                    ),
+                ));
+            }
         }
         if !names.insert(g.name.clone()) {
             return Err(src.error(
@@ -770,9 +863,8 @@ fn validate(
     }
     check_budget(i64::try_from(s.budget.max_instructions).unwrap_or(i64::MAX))
         .map_err(|e| src.error(&[k("budget"), k("max_instructions")], e))?;
-    if let Some(n) = &s.machine.net {
-        n.peer
-            .validate()
+    if let Some(p) = s.machine.net.as_ref().and_then(|n| n.peer.as_ref()) {
+        p.validate()
             .map_err(|e| src.error(&[k("machine"), k("net"), k("peer")], e.to_string()))?;
     }
     // The profile and its overrides.
@@ -852,7 +944,31 @@ fn validate(
         if e.metric.trim().is_empty() {
             return Err(src.error(&at("metric"), "must name a metric"));
         }
-        for m in e.mode.iter().chain(e.ratio_to.iter().map(|r| &r.mode)) {
+        if e.ratio_to
+            .as_ref()
+            .is_some_and(|r| r.mode.is_none() && r.guest.is_none())
+        {
+            return Err(src.error(
+                &at("ratio_to"),
+                "names neither a mode nor a guest: give `mode`, `guest` or both",
+            ));
+        }
+        if let Some(g) = e.ratio_to.as_ref().and_then(|r| r.guest.as_ref()) {
+            if !s.guests.iter().any(|x| &x.name == g) {
+                return Err(src.error(
+                    &at("ratio_to"),
+                    format!(
+                        "no guest named '{g}'{}",
+                        did_you_mean(g, s.guests.iter().map(|x| x.name.as_str()))
+                    ),
+                ));
+            }
+        }
+        for m in e
+            .mode
+            .iter()
+            .chain(e.ratio_to.iter().filter_map(|r| r.mode.as_ref()))
+        {
             if !s.modes.contains(m) {
                 let f = if e.mode.as_ref() == Some(m) {
                     "mode"

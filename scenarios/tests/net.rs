@@ -25,7 +25,7 @@ fn net_run(mode: &str, program: &str, args: &[&str], peer: PeerMode) -> RunResul
         None,
         Some(NetConfig {
             path: NetPath::Auto,
-            peer: PeerConfig::new(peer),
+            peer: Some(PeerConfig::new(peer)),
         }),
     )
     .unwrap();
@@ -151,7 +151,12 @@ fn netfront_under_pv_makes_the_same_ring_and_grant_operations() {
 
 #[test]
 fn a_stream_of_requests_is_batched_by_notification_suppression() {
-    let r = net_run("hybrid", "net_stream", &["tx", "300", "1514"], PeerMode::Sink);
+    let r = net_run(
+        "hybrid",
+        "net_stream",
+        &["tx", "300", "1514"],
+        PeerMode::Sink,
+    );
     let n = net(&r);
     let b = n.netback.as_ref().unwrap();
     let tx = n.tx_ring.as_ref().unwrap();
@@ -199,7 +204,7 @@ fn bad_network_configurations_are_refused_before_the_run() {
     let cfg = |path| {
         Some(NetConfig {
             path,
-            peer: PeerConfig::new(echo()),
+            peer: Some(PeerConfig::new(echo())),
         })
     };
     let e = run_on(&opts("hvm-ept"), None, cfg(NetPath::Pv)).unwrap_err();
@@ -208,11 +213,11 @@ fn bad_network_configurations_are_refused_before_the_run() {
     assert!(e.to_string().contains("cannot map device registers"), "{e}");
     let bad = Some(NetConfig {
         path: NetPath::Auto,
-        peer: PeerConfig::new(PeerMode::Source {
+        peer: Some(PeerConfig::new(PeerMode::Source {
             rate_pps: 0,
             frame_bytes: 1514,
             count: None,
-        }),
+        })),
     });
     let e = run_on(&opts("native"), None, bad).unwrap_err();
     assert!(e.to_string().contains("rate_pps"), "{e}");

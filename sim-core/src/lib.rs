@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod event_queue;
+pub mod host;
 pub mod irq_path;
 pub mod loader;
 pub mod machine;

@@ -249,6 +249,9 @@ pub struct RunResult {
     /// The network path: peer, service domain, device or backend (omitted without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net: Option<crate::net::NetResult>,
+    /// The other domains of the host this domain ran on (empty for a machine alone).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partners: Vec<RunResult>,
 }
 
 /// Shadow-paging results of a run.
@@ -475,6 +478,25 @@ pub struct Machine {
     pub(crate) pv: Option<Box<pv::PvDomain>>,
     /// The NIC interrupt path (when configured).
     pub(crate) irq: Option<Box<crate::irq_path::IrqPath>>,
+    /// Instructions retired so far, all vCPUs.
+    total: u64,
+    /// A domain of a host: with nothing local to wake it, it waits for the others
+    /// instead of ending.
+    pub(crate) in_host: bool,
+    /// On a host: how far the other domains have come (cycles); halted vCPUs idle no
+    /// further.
+    pub(crate) horizon: Option<u64>,
+}
+
+/// What a round of the machine left it doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// It can go on.
+    Running,
+    /// Every vCPU is halted and only another domain can wake it.
+    Waiting,
+    /// It stopped (`end` says why).
+    Ended,
 }
 
 impl Machine {
@@ -574,6 +596,9 @@ impl Machine {
             hv: None,
             pv: None,
             irq: None,
+            total: 0,
+            in_host: false,
+            horizon: None,
         };
         if policy.is_hvm() {
             hvm_ept::build(&mut m, policy)?;
@@ -823,126 +848,165 @@ impl Machine {
 
     /// Runs until the guest exits, the budget runs out, or the machine stops.
     pub fn run(mut self) -> RunResult {
-        let n = self.vcpus.len();
-        let mut total: u64 = 0;
-        while self.end.is_none() {
-            if total >= self.cfg.max_instructions {
-                self.end = Some(RunEnd::InstructionBudget);
-                break;
-            }
-            let mut any_ran = false;
-            for i in 0..n {
-                if !self.vcpus[i].started || self.end.is_some() {
-                    continue;
-                }
-                self.stats.slices += 1;
-                let mut slice = 0;
-                while slice < self.cfg.quantum && self.end.is_none() {
-                    let left = (self.cfg.max_instructions - total).min(self.cfg.quantum - slice);
-                    if left == 0 {
-                        break;
-                    }
-                    let chunk = left.min(self.cfg.interrupt_check);
-                    if self.irq.is_some() {
-                        self.irq_before_chunk(i);
-                    }
-                    if self.phys.net.is_some() {
-                        self.net_before_chunk(i);
-                    }
-                    let done = self.run_vcpu(i, chunk);
-                    if self.irq.is_some() {
-                        self.irq_after_chunk(i);
-                    }
-                    if self.phys.net.is_some() {
-                        self.net_after_chunk(i);
-                    }
-                    total += done;
-                    slice += done;
-                    if !self.ipis.is_empty() {
-                        self.route_ipis(i);
-                    }
-                    self.rearm(i);
-                    if done == 0 || self.vcpus[i].cpu.state.halted {
-                        break;
-                    }
-                }
-                if slice > 0 {
-                    any_ran = true;
-                }
-            }
-            if self.end.is_some() {
-                break;
-            }
-            // Halted vCPUs: jump their clocks to their next timer event, bounded by the
-            // time of the vCPUs that are running.
-            let horizon = self
-                .vcpus
-                .iter()
-                .filter(|v| v.started && !v.cpu.state.halted)
-                .map(|v| v.cycles())
-                .max();
-            let mut woke = false;
-            if horizon.is_none() {
-                // Every started vCPU is halted: global time jumps to the earliest timer
-                // event in the queue; every halted vCPU idles up to it.
-                let pending = (0..n).any(|i| {
-                    let v = &self.vcpus[i];
-                    v.started
-                        && v.lapic.highest_pending().is_some()
-                        && v.cpu.state.interrupts_enabled()
-                });
-                let next = [
-                    self.next_timer_event().map(|x| x.0),
-                    self.irq_deadline_cycles(),
-                    self.net_deadline_cycles(),
-                ]
-                .into_iter()
-                .flatten()
-                .min();
-                if pending {
-                    woke = true;
-                } else if let Some(at) = next {
-                    for v in self.vcpus.iter_mut().filter(|v| v.started) {
-                        let c = v.cycles();
-                        if at > c {
-                            v.idle += at - c;
-                        }
-                    }
-                    woke = true;
-                }
-            } else if let Some(h) = horizon {
-                let irq_at = match (self.irq_deadline_cycles(), self.net_deadline_cycles()) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                // Halted vCPUs idle up to their own deadline, at most to the running
-                // vCPUs' time.
-                for i in 0..n {
-                    let v = &self.vcpus[i];
-                    if !v.started || !v.cpu.state.halted {
-                        continue;
-                    }
-                    if v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled() {
-                        continue;
-                    }
-                    let now_c = v.cycles();
-                    let deadline = match (v.armed.map(|t| self.cycles_of_tsc(t)), irq_at) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    let target = deadline.map_or(h, |t| t.min(h)).max(now_c);
-                    self.vcpus[i].idle += target - now_c;
-                }
-                woke = true;
-            }
-            if !any_ran && !woke {
-                self.end = Some(RunEnd::AllHalted);
-            }
-        }
+        while self.step() == Step::Running {}
         self.finish()
     }
 
-    fn finish(mut self) -> RunResult {
+    /// One round: each started vCPU runs up to a quantum, then halted vCPUs' clocks move
+    /// to their next event. `Waiting` (only for a domain of a host, see [`crate::host`]):
+    /// every vCPU is halted with nothing local to wake it, but another domain may.
+    pub(crate) fn step(&mut self) -> Step {
+        let n = self.vcpus.len();
+        if self.end.is_some() {
+            return Step::Ended;
+        }
+        if self.total >= self.cfg.max_instructions {
+            self.end = Some(RunEnd::InstructionBudget);
+            return Step::Ended;
+        }
+        let mut any_ran = false;
+        for i in 0..n {
+            if !self.vcpus[i].started || self.end.is_some() {
+                continue;
+            }
+            self.stats.slices += 1;
+            let mut slice = 0;
+            while slice < self.cfg.quantum && self.end.is_none() {
+                let left = (self.cfg.max_instructions - self.total).min(self.cfg.quantum - slice);
+                if left == 0 {
+                    break;
+                }
+                let chunk = left.min(self.cfg.interrupt_check);
+                if self.irq.is_some() {
+                    self.irq_before_chunk(i);
+                }
+                if self.phys.net.is_some() {
+                    self.net_before_chunk(i);
+                }
+                let done = self.run_vcpu(i, chunk);
+                if self.irq.is_some() {
+                    self.irq_after_chunk(i);
+                }
+                if self.phys.net.is_some() {
+                    self.net_after_chunk(i);
+                }
+                self.total += done;
+                slice += done;
+                if !self.ipis.is_empty() {
+                    self.route_ipis(i);
+                }
+                self.rearm(i);
+                if done == 0 || self.vcpus[i].cpu.state.halted {
+                    break;
+                }
+            }
+            if slice > 0 {
+                any_ran = true;
+            }
+        }
+        if self.end.is_some() {
+            return Step::Ended;
+        }
+        // Halted vCPUs: jump their clocks to their next timer event, bounded by the
+        // time of the vCPUs that are running.
+        let horizon = self
+            .vcpus
+            .iter()
+            .filter(|v| v.started && !v.cpu.state.halted)
+            .map(|v| v.cycles())
+            .max();
+        let mut woke = false;
+        if horizon.is_none() {
+            // Every started vCPU is halted: global time jumps to the earliest event in
+            // the queue; every halted vCPU idles up to it.
+            let pending = (0..n).any(|i| {
+                let v = &self.vcpus[i];
+                v.started && v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled()
+            });
+            // On a host, no further than the other domains have come: one of them may
+            // yet send something that wakes this one earlier.
+            let now = self
+                .vcpus
+                .iter()
+                .filter(|v| v.started)
+                .map(|v| v.cycles())
+                .max();
+            let next = match (self.next_event_cycles(), self.horizon) {
+                (Some(a), Some(h)) => Some(a.min(h)),
+                (a, h) => a.or(h),
+            }
+            .filter(|&at| now.is_none_or(|n| at > n));
+            if pending {
+                woke = true;
+            } else if let Some(at) = next {
+                for v in self.vcpus.iter_mut().filter(|v| v.started) {
+                    let c = v.cycles();
+                    if at > c {
+                        v.idle += at - c;
+                    }
+                }
+                woke = true;
+            }
+        } else if let Some(h) = horizon {
+            let irq_at = match (self.irq_deadline_cycles(), self.net_deadline_cycles()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // Halted vCPUs idle up to their own deadline, at most to the running
+            // vCPUs' time.
+            for i in 0..n {
+                let v = &self.vcpus[i];
+                if !v.started || !v.cpu.state.halted {
+                    continue;
+                }
+                if v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled() {
+                    continue;
+                }
+                let now_c = v.cycles();
+                let deadline = match (v.armed.map(|t| self.cycles_of_tsc(t)), irq_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let target = deadline.map_or(h, |t| t.min(h)).max(now_c);
+                self.vcpus[i].idle += target - now_c;
+            }
+            woke = true;
+        }
+        if !any_ran && !woke {
+            if self.in_host {
+                return Step::Waiting;
+            }
+            self.end = Some(RunEnd::AllHalted);
+            return Step::Ended;
+        }
+        Step::Running
+    }
+
+    /// The earliest event that can wake a halted machine (cycles): a timer, the interrupt
+    /// source, the network.
+    pub(crate) fn next_event_cycles(&mut self) -> Option<u64> {
+        [
+            self.next_timer_event().map(|x| x.0),
+            self.irq_deadline_cycles(),
+            self.net_deadline_cycles(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// The machine's time for a host's scheduling (cycles): how far its slowest vCPU has
+    /// come.
+    pub(crate) fn clock(&self) -> u64 {
+        self.vcpus
+            .iter()
+            .filter(|v| v.started)
+            .map(|v| v.cycles())
+            .min()
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn finish(mut self) -> RunResult {
         // Native runs use no VMX costs: their configuration is recorded without them.
         if matches!(self.policy, Policy::Native | Policy::Pv) {
             self.cfg.profile.vmx = None;
@@ -1020,6 +1084,7 @@ impl Machine {
         RunResult {
             interrupts,
             net,
+            partners: Vec::new(),
             hypercalls: hyb.map(|d| d.by_op().clone()).unwrap_or_default(),
             hypercall_stats: hyb.map(|d| d.stats().clone()),
             event_channels: hyb.map(|d| d.evtchn_stats().clone()),

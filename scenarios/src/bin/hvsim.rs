@@ -193,23 +193,25 @@ fn main() -> ExitCode {
             net_peer,
             net_path,
             args,
-        }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| run_program(
-            ProgramRun {
-                program: name,
-                args,
-                profile,
-                mode,
-                vcpus,
-                memory_mib: memory,
-                max_instructions,
-            },
-            (irq_rate > 0).then_some(sim_core::irq_path::InterruptConfig {
-                rate: irq_rate,
-                itr: irq_itr,
-            }),
-            net,
-            json,
-        )),
+        }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| {
+            run_program(
+                ProgramRun {
+                    program: name,
+                    args,
+                    profile,
+                    mode,
+                    vcpus,
+                    memory_mib: memory,
+                    max_instructions,
+                },
+                (irq_rate > 0).then_some(sim_core::irq_path::InterruptConfig {
+                    rate: irq_rate,
+                    itr: irq_itr,
+                }),
+                net,
+                json,
+            )
+        }),
     };
     match r {
         Ok(code) => code,

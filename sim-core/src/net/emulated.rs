@@ -11,13 +11,13 @@
 //! natively the frame is in guest memory when it arrives.
 
 use super::service::{ServiceDomain, Work};
+use super::wire::Wire;
 use crate::profile::IoProfile;
 use devices::bus::MmioDevice;
 use devices::dma::Dma;
 use devices::e1000::{Register, E1000, E1000_BAR_BYTES};
 use devices::frame::Frame;
 use devices::irq_message::InterruptMessage;
-use devices::peer::Peer;
 use std::collections::VecDeque;
 
 /// The NIC and its frames in flight.
@@ -77,7 +77,7 @@ impl Emulated {
         mem: &mut dyn Dma,
         dom0: &mut ServiceDomain,
         c: &IoProfile,
-        mut peer: Option<&mut Peer>,
+        mut peer: Option<&mut dyn Wire>,
         ns: &dyn Fn(u64) -> u64,
     ) -> (Register, u64) {
         let reg = self.dev.take_last_register().unwrap_or(Register::Other);
@@ -97,7 +97,12 @@ impl Emulated {
     }
 
     /// Hardware only: sends what the driver queued, at `now` (the device's own DMA).
-    pub(crate) fn hardware_transmit(&mut self, mem: &mut dyn Dma, now_ns: u64, peer: &mut Peer) {
+    pub(crate) fn hardware_transmit(
+        &mut self,
+        mem: &mut dyn Dma,
+        now_ns: u64,
+        peer: &mut dyn Wire,
+    ) {
         if !self.hardware || !self.dev.tx_pending() {
             return;
         }

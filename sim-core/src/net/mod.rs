@@ -15,6 +15,7 @@
 pub(crate) mod emulated;
 pub(crate) mod netback;
 pub mod service;
+pub(crate) mod wire;
 
 use crate::error::SimError;
 use crate::loader::{boot_info, BOOT_INFO_PHYS};
@@ -34,6 +35,7 @@ use emulated::Emulated;
 use netback::{Netback, NetbackStats};
 use serde::{Deserialize, Serialize};
 use service::{ServiceDomain, ServiceDomainStats};
+
 use std::collections::BTreeMap;
 
 /// Physical base of the e1000-like NIC's BAR (above the interrupt-path NIC's).
@@ -53,6 +55,11 @@ pub enum NetPath {
     Emulated,
     /// The PV split driver (netfront/netback).
     Pv,
+    /// A direct inter-VM channel between two domains of a host (IVCOM/XenLoop style):
+    /// netfront's rings are served by the hypervisor without the service domain — no dom0
+    /// wake-up, no netback work, no bridge; the grant copies and the notifications remain.
+    /// Needs a partner domain and `pv` or `hybrid`.
+    Direct,
 }
 
 /// The network of a machine.
@@ -62,8 +69,10 @@ pub struct NetConfig {
     /// The device path.
     #[serde(default)]
     pub path: NetPath,
-    /// The host on the other end of the wire.
-    pub peer: PeerConfig,
+    /// The host on the other end of the wire (absent when the guest's partner domain is
+    /// the far end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerConfig>,
 }
 
 /// The path a run used, resolved.
@@ -76,6 +85,8 @@ pub enum ResolvedPath {
     Emulated,
     /// netfront/netback.
     SplitDriver,
+    /// netfront to netfront over the direct inter-VM channel.
+    DirectChannel,
 }
 
 /// What the network path did in a run.
@@ -85,8 +96,14 @@ pub struct NetResult {
     pub path: ResolvedPath,
     /// The peer's counters and latency histogram.
     pub peer: PeerStats,
+    /// The link to the partner domain (on a host), with its request/response times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<wire::LinkStats>,
     /// The service domain's CPU time.
     pub dom0: ServiceDomainStats,
+    /// The service domain served the other domains of the host too (`dom0` counts all
+    /// of it).
+    pub dom0_shared: bool,
     /// The NIC's counters (NIC paths).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<E1000Stats>,
@@ -127,8 +144,11 @@ pub(crate) struct Net {
     /// The peer, from the time the guest's side is ready (receiver enabled, frontend
     /// connected): a source does not pour frames into a guest still booting.
     peer: Option<Peer>,
-    peer_cfg: PeerConfig,
-    dom0: ServiceDomain,
+    peer_cfg: Option<PeerConfig>,
+    /// The link to another domain of the host, instead of a peer.
+    pub(crate) link: Option<wire::LinkEnd>,
+    /// The service domain, shared by the domains of a host.
+    pub(crate) dom0: service::Dom0,
     costs: IoProfile,
     mhz: u64,
     /// When the frontend is to be notified (split driver).
@@ -149,7 +169,7 @@ impl Net {
 
     /// Starts the peer at `now` once the guest's side is ready.
     fn start_peer(&mut self, now: u64) {
-        if self.peer.is_some() {
+        if self.peer.is_some() || self.link.is_some() {
             return;
         }
         let ready = match &self.path {
@@ -157,16 +177,20 @@ impl Net {
             Path::Split(b) => b.connected(),
         };
         if ready {
-            // The configuration was validated at install.
-            self.peer = Peer::new(&self.peer_cfg, self.ns(now)).ok();
+            self.ensure_peer(now);
         }
     }
 
     /// Starts the peer at `now` if it has not started: the guest is sending, so its side
     /// is up whatever the readiness test says.
     fn ensure_peer(&mut self, now: u64) {
-        if self.peer.is_none() {
-            self.peer = Peer::new(&self.peer_cfg, self.ns(now)).ok();
+        if self.peer.is_none() && self.link.is_none() {
+            let start = self.ns(now);
+            // The configuration was validated at install.
+            self.peer = self
+                .peer_cfg
+                .as_ref()
+                .and_then(|c| Peer::new(c, start).ok());
         }
     }
 
@@ -175,7 +199,7 @@ impl Net {
     fn pull(&mut self, now: u64) {
         self.start_peer(now);
         let now_ns = self.ns(now);
-        let Some(peer) = self.peer.as_mut() else {
+        let Some(peer) = wire::far(&mut self.peer, &mut self.link) else {
             return;
         };
         while let Some(due) = peer.next_due().filter(|&d| d <= now_ns) {
@@ -184,10 +208,12 @@ impl Net {
             };
             let at = (due as u128 * self.mhz as u128).div_ceil(1000) as u64;
             match &mut self.path {
-                Path::Nic(e) => e.from_wire(f, at, &mut self.dom0, &self.costs),
+                Path::Nic(e) => e.from_wire(f, at, &mut self.dom0.get(), &self.costs),
+                Path::Split(b) if b.direct => b.from_wire(f, at),
                 Path::Split(b) => {
-                    let s = self.dom0.start(at, self.costs.dom0_wakeup);
-                    let t = self.dom0.run(s, service::Work::Bridge, self.costs.bridge_frame);
+                    let mut d = self.dom0.get();
+                    let s = d.start(at, self.costs.dom0_wakeup);
+                    let t = d.run(s, service::Work::Bridge, self.costs.bridge_frame);
                     b.from_wire(f, t);
                 }
             }
@@ -196,11 +222,11 @@ impl Net {
 
     /// The earliest time something is due (cycles).
     fn deadline(&self) -> Option<u64> {
-        let mut d: Option<u64> = self
-            .peer
-            .as_ref()
-            .and_then(Peer::next_due)
-            .map(|ns| self.cycles(ns));
+        let far_due = match &self.link {
+            Some(l) => wire::Wire::next_due(l),
+            None => self.peer.as_ref().and_then(Peer::next_due),
+        };
+        let mut d: Option<u64> = far_due.map(|ns| self.cycles(ns));
         let mut add = |t: Option<u64>| {
             if let Some(t) = t {
                 d = Some(d.map_or(t, |x| x.min(t)));
@@ -289,12 +315,12 @@ pub(crate) fn exit_served(phys: &mut PhysMem, now: u64) -> Option<(&'static str,
         n.ensure_peer(now);
     }
     let mhz = n.mhz;
-    let r = match (&mut n.path, n.peer.as_mut()) {
+    let r = match (&mut n.path, wire::far(&mut n.peer, &mut n.link)) {
         (Path::Nic(e), peer) => {
             let (reg, wait) = e.exit_served(
                 now,
                 &mut GuestDma(phys),
-                &mut n.dom0,
+                &mut n.dom0.get(),
                 &n.costs,
                 peer,
                 &|c| ns_of(mhz, c),
@@ -323,9 +349,10 @@ impl Machine {
     /// Puts the network path on the machine (before boot: the kernel finds it in
     /// `boot_info`).
     pub(crate) fn net_install(&mut self, cfg: &NetConfig) -> Result<(), SimError> {
-        cfg.peer
-            .validate()
-            .map_err(|e| SimError::Config(format!("net.peer: {e}")))?;
+        if let Some(p) = &cfg.peer {
+            p.validate()
+                .map_err(|e| SimError::Config(format!("net.peer: {e}")))?;
+        }
         let costs = self.cfg.profile.io.ok_or_else(|| {
             SimError::Config(format!(
                 "net: profile {} has no [io] section (the service domain's costs)",
@@ -333,7 +360,9 @@ impl Machine {
             ))
         })?;
         let split = match (cfg.path, self.policy) {
-            (NetPath::Auto, Policy::Pv | Policy::Hybrid) | (NetPath::Pv, _) => true,
+            (NetPath::Auto, Policy::Pv | Policy::Hybrid) | (NetPath::Pv | NetPath::Direct, _) => {
+                true
+            }
             (NetPath::Auto | NetPath::Emulated, _) => false,
         };
         if split && !matches!(self.policy, Policy::Pv | Policy::Hybrid) {
@@ -352,7 +381,9 @@ impl Machine {
         let b = BOOT_INFO_PHYS;
         let path = if split {
             self.phys.write_sized(b + boot_info::NET_KIND, 8, 2);
-            Path::Split(Netback::new(self.phys.size()))
+            let mut b = Netback::new(self.phys.size());
+            b.direct = cfg.path == NetPath::Direct;
+            Path::Split(b)
         } else {
             if self.phys.size() > NET_MMIO_BASE {
                 return Err(SimError::Config(format!(
@@ -361,21 +392,18 @@ impl Machine {
                 )));
             }
             let mut bus = devices::bus::MmioBus::new();
-            bus.map(
-                NET_MMIO_BASE,
-                E1000_BAR_BYTES,
-                devices::bus::DeviceId(1),
-            )
-            .and_then(|()| match crate::irq_path::window(&mut self.phys) {
-                Some(w) => {
-                    let (base, len) = w.range();
-                    bus.map(base, len, devices::bus::DeviceId(0))
-                }
-                None => Ok(()),
-            })
-            .map_err(|e| SimError::Config(format!("net: {e}")))?;
+            bus.map(NET_MMIO_BASE, E1000_BAR_BYTES, devices::bus::DeviceId(1))
+                .and_then(|()| match crate::irq_path::window(&mut self.phys) {
+                    Some(w) => {
+                        let (base, len) = w.range();
+                        bus.map(base, len, devices::bus::DeviceId(0))
+                    }
+                    None => Ok(()),
+                })
+                .map_err(|e| SimError::Config(format!("net: {e}")))?;
             self.phys.write_sized(b + boot_info::NET_KIND, 8, 1);
-            self.phys.write_sized(b + boot_info::NET_MMIO, 8, NET_MMIO_BASE);
+            self.phys
+                .write_sized(b + boot_info::NET_MMIO, 8, NET_MMIO_BASE);
             self.phys
                 .write_sized(b + boot_info::NET_VECTOR, 8, u64::from(NET_VECTOR));
             let msi = InterruptMessage {
@@ -395,7 +423,8 @@ impl Machine {
             path,
             peer: None,
             peer_cfg: cfg.peer.clone(),
-            dom0: ServiceDomain::default(),
+            link: None,
+            dom0: service::Dom0::default(),
             costs,
             mhz: u64::from(self.cfg.profile.core.freq_mhz),
             notify_at: None,
@@ -424,13 +453,16 @@ impl Machine {
                 msi = e.dev.poll_interrupt(ns(now)).map(|m| (m, now));
             }
             Path::Split(b) => {
-                if let (Some(at), Some(peer)) = (b.run_at.filter(|&t| t <= now), net.peer.as_mut())
-                {
-                    let start = net.dom0.start(at, 0).max(at);
+                if let (Some(at), Some(peer)) = (
+                    b.run_at.filter(|&t| t <= now),
+                    wire::far(&mut net.peer, &mut net.link),
+                ) {
+                    let mut dom0 = net.dom0.get();
+                    let start = dom0.start(at, 0).max(at);
                     if let Some(t) = b.run(
                         start,
                         &mut GuestDma(&mut self.phys),
-                        &mut net.dom0,
+                        &mut dom0,
                         &net.costs,
                         peer,
                         &ns,
@@ -469,7 +501,8 @@ impl Machine {
         if matches!(&net.path, Path::Nic(e) if e.dev.tx_pending()) {
             net.ensure_peer(now);
         }
-        if let (Path::Nic(e), Some(peer)) = (&mut net.path, net.peer.as_mut()) {
+        if let (Path::Nic(e), Some(peer)) = (&mut net.path, wire::far(&mut net.peer, &mut net.link))
+        {
             e.hardware_transmit(&mut GuestDma(&mut self.phys), ns_of(mhz, now), peer);
         }
         if let Path::Nic(e) = &mut net.path {
@@ -533,7 +566,8 @@ impl Machine {
     /// The network path's results.
     pub(crate) fn net_result(&self, elapsed: u64, guest_busy: u64) -> Option<NetResult> {
         let n = self.phys.net.as_deref()?;
-        let dom0 = n.dom0.stats().clone();
+        let dom0 = n.dom0.get().stats().clone();
+        let dom0_shared = n.dom0.shared();
         // A vCPU blocked on the device model leaves its physical CPU idle (the device
         // model runs on the service domain's): that time is not CPU use.
         let guest_busy = guest_busy.saturating_sub(n.blocked);
@@ -544,19 +578,21 @@ impl Machine {
         };
         let mut r = NetResult {
             path: ResolvedPath::SplitDriver,
-            peer: n.peer.as_ref().map(|p| p.stats().clone()).unwrap_or_default(),
+            peer: n
+                .peer
+                .as_ref()
+                .map(|p| p.stats().clone())
+                .unwrap_or_default(),
             dom0,
+            dom0_shared,
             device: None,
-            exits_by_register: n
-                .exits
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            exits_by_register: n.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             netback: None,
             grants: None,
             tx_ring: None,
             rx_ring: None,
             dropped_at_bridge: 0,
+            link: n.link.as_ref().map(|l| l.stats.clone()),
             device_model_blocked_cycles: n.blocked,
             guest_busy_cycles: guest_busy,
             cpu_utilisation: util,
@@ -572,6 +608,9 @@ impl Machine {
                 r.dropped_at_bridge = e.bridge_drops;
             }
             Path::Split(b) => {
+                if b.direct {
+                    r.path = ResolvedPath::DirectChannel;
+                }
                 r.netback = Some(b.stats.clone());
                 r.grants = Some(b.grants.stats().clone());
                 r.tx_ring = b.tx.as_ref().map(|x| x.stats().clone());
@@ -662,11 +701,20 @@ pub(crate) fn hypercall(
         }
         (hc::NETIF_CONNECT, _) => (
             "48_hvsim_netif_connect",
-            connect(b, evtchn, a, &mut GuestDma(phys), dom0, costs, now),
+            connect(
+                b,
+                evtchn,
+                a,
+                &mut GuestDma(phys),
+                &mut dom0.get(),
+                costs,
+                now,
+            ),
         ),
         _ => {
             b.stats.kicks += 1;
-            b.schedule(now + costs.dom0_wakeup);
+            let wake = if b.direct { 0 } else { costs.dom0_wakeup };
+            b.schedule(now + wake);
             ("32_event_channel_op.send.netif", Ok(0))
         }
     };

@@ -18,11 +18,11 @@
 //! response then carries an error status.
 
 use super::service::{ServiceDomain, Work};
+use super::wire::Wire;
 use crate::profile::IoProfile;
 use devices::dma::Dma;
 use devices::frame::{Frame, MAX_LEN};
 use devices::grant_table::{Access, GrantTable};
-use devices::peer::Peer;
 use devices::ring::BackRing;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -81,6 +81,9 @@ pub(crate) struct Netback {
     /// When the next run is due (cycles), if any.
     pub(crate) run_at: Option<u64>,
     broken: bool,
+    /// Served by the hypervisor as a direct inter-VM channel: no netback or bridge work
+    /// (the copies and notifications remain).
+    pub(crate) direct: bool,
     pub(crate) stats: NetbackStats,
 }
 
@@ -95,6 +98,7 @@ impl Netback {
             backlog: VecDeque::with_capacity(BACKLOG),
             run_at: None,
             broken: false,
+            direct: false,
             stats: NetbackStats::default(),
         }
     }
@@ -131,13 +135,20 @@ impl Netback {
         mem: &mut dyn Dma,
         dom0: &mut ServiceDomain,
         c: &IoProfile,
-        peer: &mut Peer,
+        peer: &mut dyn Wire,
         ns: &dyn Fn(u64) -> u64,
     ) -> Option<u64> {
         self.run_at = None;
         if !self.connected() || self.broken {
             return None;
         }
+        let direct_costs = IoProfile {
+            netback_tx_frame: 0,
+            netback_rx_frame: 0,
+            bridge_frame: 0,
+            ..*c
+        };
+        let c = if self.direct { &direct_costs } else { c };
         self.stats.runs += 1;
         let mut t = start;
         let mut notify = false;
@@ -205,7 +216,7 @@ impl Netback {
         mem: &mut dyn Dma,
         dom0: &mut ServiceDomain,
         c: &IoProfile,
-        peer: &mut Peer,
+        peer: &mut dyn Wire,
         ns: &dyn Fn(u64) -> u64,
     ) -> Option<(bool, bool)> {
         let tx = self.tx.as_mut()?;
@@ -320,7 +331,7 @@ mod tests {
     use super::*;
     use devices::frame::FrameKind;
     use devices::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY};
-    use devices::peer::{PeerConfig, PeerMode};
+    use devices::peer::{Peer, PeerConfig, PeerMode};
     use devices::ring::FrontRing;
 
     const TABLE: u64 = 0x1000;
@@ -440,7 +451,10 @@ mod tests {
         assert_eq!((b.stats.rx_frames, b.stats.rx_errors), (1, 1));
         assert_eq!(b.grants.stats().refused_readonly, 1);
         assert_eq!(Frame::read_from(&mut mem, 0x6000, 200), Some(f));
-        assert_eq!(mem[0x5000], 0, "nothing written through the read-only grant");
+        assert_eq!(
+            mem[0x5000], 0,
+            "nothing written through the read-only grant"
+        );
         assert_eq!(b.backlog_len(), 0);
     }
 }

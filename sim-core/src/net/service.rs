@@ -8,6 +8,25 @@
 
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A handle on the service domain: one per machine, or one shared by every domain of a
+/// host (its backends then queue behind each other on the one CPU).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Dom0(Arc<Mutex<ServiceDomain>>);
+
+impl Dom0 {
+    /// The service domain (a poisoned lock still holds consistent counters: every
+    /// update is a plain field write).
+    pub(crate) fn get(&self) -> MutexGuard<'_, ServiceDomain> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether other handles name the same service domain (it is shared).
+    pub(crate) fn shared(&self) -> bool {
+        Arc::strong_count(&self.0) > 1
+    }
+}
 
 /// What the service domain spent its time on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,6 +106,11 @@ impl ServiceDomain {
     /// Runs `cost` cycles of `work` starting at `start` (no earlier than the service
     /// domain is free); returns the finish time.
     pub(crate) fn run(&mut self, start: u64, work: Work, cost: u64) -> u64 {
+        if cost == 0 {
+            // Work that costs nothing here (the direct channel has no netback or bridge)
+            // is not the service domain's.
+            return start;
+        }
         let begin = start.max(self.free_at);
         self.free_at = begin + cost;
         self.stats.busy_cycles += cost;

@@ -843,7 +843,12 @@ impl ExitState<'_> {
 
     /// An emulated access to the network NIC at `gpa`: the device model in the service
     /// domain serves it while the vCPU waits; the exit is recorded by register.
-    fn device_model(&mut self, phys: &mut crate::phys_mem::PhysMem, gpa: u64, plat: &mut SlicePlatform) {
+    fn device_model(
+        &mut self,
+        phys: &mut crate::phys_mem::PhysMem,
+        gpa: u64,
+        plat: &mut SlicePlatform,
+    ) {
         if !crate::net::is_mmio(phys, gpa) {
             return;
         }
