@@ -925,27 +925,25 @@ impl Machine {
             });
             // On a host, no further than the other domains have come: one of them may
             // yet send something that wakes this one earlier.
-            let now = self
-                .vcpus
-                .iter()
-                .filter(|v| v.started)
-                .map(|v| v.cycles())
-                .max();
-            let next = match (self.next_event_cycles(), self.horizon) {
+            let own = self.next_event_cycles();
+            let next = match (own, self.horizon) {
                 (Some(a), Some(h)) => Some(a.min(h)),
                 (a, h) => a.or(h),
-            }
-            .filter(|&at| now.is_none_or(|n| at > n));
+            };
             if pending {
                 woke = true;
             } else if let Some(at) = next {
+                let mut advanced = false;
                 for v in self.vcpus.iter_mut().filter(|v| v.started) {
                     let c = v.cycles();
                     if at > c {
                         v.idle += at - c;
+                        advanced = true;
                     }
                 }
-                woke = true;
+                // An event of its own (even one already due) wakes the machine; the
+                // horizon alone wakes nothing if it brought no vCPU forward.
+                woke = advanced || own.is_some_and(|a| a <= at);
             }
         } else if let Some(h) = horizon {
             let irq_at = match (self.irq_deadline_cycles(), self.net_deadline_cycles()) {
