@@ -440,7 +440,10 @@ mod tests {
         assert_eq!((b.stats.rx_frames, b.stats.rx_errors), (1, 1));
         assert_eq!(b.grants.stats().refused_readonly, 1);
         assert_eq!(Frame::read_from(&mut mem, 0x6000, 200), Some(f));
-        assert_eq!(mem[0x5000], 0, "nothing written through the read-only grant");
+        assert_eq!(
+            mem[0x5000], 0,
+            "nothing written through the read-only grant"
+        );
         assert_eq!(b.backlog_len(), 0);
     }
 }

@@ -47,7 +47,7 @@ use mmu::addr::{Access, AccessKind, Gva, Hpa, PageSize};
 use mmu::builder::{TableBuilder, TableFormat};
 use mmu::cache::{CacheHierarchy, Source};
 use mmu::config::MmuConfig;
-use mmu::ept_entry::{Eptp, EPT_R, EPT_W, EPT_X};
+use mmu::ept_entry::{EptMemType, Eptp, EPT_R, EPT_W, EPT_X};
 use mmu::mem::{PtMemory, SparseMemory};
 use mmu::pte::{Cr3, PagingMode};
 use mmu::refs::{Dimension, RefKind, RefList};
@@ -543,7 +543,14 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
         })?;
     let guest_bytes = m.phys.size();
     let base = guest_bytes.next_multiple_of(1 << 21);
-    let pages = (guest_bytes >> 21) + (guest_bytes >> 30) + 8;
+    // An assigned device's BAR above RAM needs up to two more tables (a page directory
+    // for its GiB and a page table for its 2 MiB).
+    let bar_tables = if crate::net::passthrough::configured(&m.cfg) {
+        2
+    } else {
+        0
+    };
+    let pages = (guest_bytes >> 21) + (guest_bytes >> 30) + 8 + bar_tables;
     let mut host = SparseMemory::default();
     let mut b = TableBuilder::new(TableFormat::Ept, base, base + pages * 4096, 0);
     let bad = |e| SimError::Config(format!("EPT build: {e:?}"));
@@ -629,6 +636,53 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
         build,
         hybrid: None,
     }));
+    Ok(())
+}
+
+/// Maps a device BAR of `len` bytes at `base` into EPT, identity (hPA = gPA), readable and
+/// writable, uncacheable, in 4 KiB leaves: the guest's loads and stores reach the device
+/// through the normal memory path without an exit (a device assigned to the guest). The
+/// BAR lies above guest RAM, so no RAM superpage covers it whatever the leaf size or
+/// population policy for RAM.
+pub(crate) fn map_device_bar(m: &mut Machine, base: u64, len: u64) -> Result<(), SimError> {
+    let Some(hm) = m.hv.as_deref_mut() else {
+        return Err(SimError::Config(
+            "a device BAR can be mapped into EPT only under a hypervisor".into(),
+        ));
+    };
+    if hm.build.shadow.is_some() {
+        return Err(SimError::Config(
+            "a device BAR cannot be mapped into EPT under shadow paging".into(),
+        ));
+    }
+    if base < hm.build.guest_bytes || base % 4096 != 0 || len % 4096 != 0 {
+        return Err(SimError::Config(format!(
+            "device BAR {base:#x} + {len:#x}: must be page-aligned and above guest memory \
+             ({:#x} bytes)",
+            hm.build.guest_bytes
+        )));
+    }
+    let mut mem = HostMem {
+        phys: &mut m.phys,
+        host: &mut hm.host,
+        base: hm.base,
+    };
+    let mut gpa = base;
+    while gpa < base.saturating_add(len) {
+        hm.build
+            .builder
+            .map_typed(
+                &mut mem,
+                hm.build.root,
+                gpa,
+                gpa,
+                PageSize::Size4K,
+                EPT_R | EPT_W,
+                EptMemType::Uc,
+            )
+            .map_err(|e| SimError::Config(format!("EPT map of device page {gpa:#x}: {e:?}")))?;
+        gpa += 4096;
+    }
     Ok(())
 }
 
@@ -843,7 +897,12 @@ impl ExitState<'_> {
 
     /// An emulated access to the network NIC at `gpa`: the device model in the service
     /// domain serves it while the vCPU waits; the exit is recorded by register.
-    fn device_model(&mut self, phys: &mut crate::phys_mem::PhysMem, gpa: u64, plat: &mut SlicePlatform) {
+    fn device_model(
+        &mut self,
+        phys: &mut crate::phys_mem::PhysMem,
+        gpa: u64,
+        plat: &mut SlicePlatform,
+    ) {
         if !crate::net::is_mmio(phys, gpa) {
             return;
         }
@@ -852,6 +911,13 @@ impl ExitState<'_> {
             let c = self.exits.last().map_or(0, |e| e.1);
             crate::net::record_exit(phys, reg, c);
         }
+    }
+
+    /// The external-interrupt exit being handled delivers `vector`: counted for the
+    /// network NIC's results if it is the NIC's.
+    fn nic_interrupt_exit(&self, phys: &mut crate::phys_mem::PhysMem, vector: u8) {
+        let c = self.exits.last().map_or(0, |e| e.1);
+        crate::net::passthrough::note_interrupt_exit(phys, vector, c);
     }
 
     /// Adds `c` handler cycles to the exit being handled.
@@ -993,7 +1059,14 @@ fn handle(
                     return Err(unsupported(e, rip));
                 }
             }
-            ExitReason::ExternalInterrupt if st.apicv => advance = false,
+            ExitReason::ExternalInterrupt if st.apicv => {
+                advance = false;
+                // Acknowledged on exit: the vector is in the exit information. A NIC's
+                // interrupt is posted, so this is the host timer's (or a NIC interrupt
+                // that could not be posted, which the count would show).
+                let vec = (exit.interruption_info & 0xff) as u8;
+                st.nic_interrupt_exit(mem.mem.phys, vec);
+            }
             ExitReason::Vmcall if st.hybrid.is_some() => {
                 let cpl = ((v.guest.ss.access_rights >> 5) & 3) as u8;
                 if let Some(hy) = st.hybrid.as_mut() {
@@ -1018,6 +1091,11 @@ fn handle(
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow => {
                 advance = false;
                 let can = v.guest.rflags & (1 << 9) != 0 && v.guest.interruptibility & 3 == 0;
+                if exit.reason == ExitReason::ExternalInterrupt {
+                    if let Some(vec) = plat.lapic.highest_pending() {
+                        st.nic_interrupt_exit(mem.mem.phys, vec);
+                    }
+                }
                 if plat
                     .lapic
                     .highest_pending()
