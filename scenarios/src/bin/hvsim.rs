@@ -142,7 +142,8 @@ enum Command {
         /// `[machine.net.peer]` table, comma-separated (e.g. `mode="echo",response_bytes=64`).
         #[arg(long)]
         net_peer: Option<String>,
-        /// The network path: `auto`, `emulated` or `pv` (with `--net-peer`).
+        /// The network path: `auto`, `emulated`, `pv` or `passthrough` (with `--net-peer`;
+        /// `passthrough` under `hvm-ept` and `hvm-ept-apicv` only).
         #[arg(long, default_value = "auto")]
         net_path: String,
         /// Arguments passed to the workload.
@@ -193,23 +194,25 @@ fn main() -> ExitCode {
             net_peer,
             net_path,
             args,
-        }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| run_program(
-            ProgramRun {
-                program: name,
-                args,
-                profile,
-                mode,
-                vcpus,
-                memory_mib: memory,
-                max_instructions,
-            },
-            (irq_rate > 0).then_some(sim_core::irq_path::InterruptConfig {
-                rate: irq_rate,
-                itr: irq_itr,
-            }),
-            net,
-            json,
-        )),
+        }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| {
+            run_program(
+                ProgramRun {
+                    program: name,
+                    args,
+                    profile,
+                    mode,
+                    vcpus,
+                    memory_mib: memory,
+                    max_instructions,
+                },
+                (irq_rate > 0).then_some(sim_core::irq_path::InterruptConfig {
+                    rate: irq_rate,
+                    itr: irq_itr,
+                }),
+                net,
+                json,
+            )
+        }),
     };
     match r {
         Ok(code) => code,
