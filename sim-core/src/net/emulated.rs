@@ -147,6 +147,8 @@ impl Emulated {
 
     /// A frame from the wire at `at`: lands in guest memory at once (hardware) or after the
     /// service domain bridged it and the device model copied it in.
+    // A frame *from the wire*: where it comes from, not a conversion.
+    #[allow(clippy::wrong_self_convention)]
     pub(crate) fn from_wire(
         &mut self,
         frame: Frame,

@@ -655,7 +655,7 @@ pub(crate) fn map_device_bar(m: &mut Machine, base: u64, len: u64) -> Result<(),
             "a device BAR cannot be mapped into EPT under shadow paging".into(),
         ));
     }
-    if base < hm.build.guest_bytes || base % 4096 != 0 || len % 4096 != 0 {
+    if base < hm.build.guest_bytes || !base.is_multiple_of(4096) || !len.is_multiple_of(4096) {
         return Err(SimError::Config(format!(
             "device BAR {base:#x} + {len:#x}: must be page-aligned and above guest memory \
              ({:#x} bytes)",
