@@ -10,9 +10,10 @@
 //! behind whatever else the service domain is doing) before the device raises its cause;
 //! natively the frame is in guest memory when it arrives.
 //!
-//! Passed through (an SR-IOV virtual function assigned to an HVM guest, [`super::passthrough`])
-//! the NIC is hardware as natively, but its DMA goes through the IOMMU and its MSI through
-//! interrupt remapping: [`Emulated::vf`] holds that, and every DMA here is translated.
+//! Passed through (an SR-IOV virtual function assigned to an HVM guest:
+//! [`super::passthrough`]) the NIC is hardware as natively, but its DMA goes through the
+//! IOMMU and its MSI through interrupt remapping: [`Emulated::vf`] holds that, and every DMA
+//! here is translated.
 
 use super::service::{ServiceDomain, Work};
 use crate::profile::IoProfile;

@@ -14,7 +14,7 @@
 //! starts empty: guest memory is populated on EPT violations. The memory access aborts,
 //! the hypervisor performs the VM exit (reason 48) with the VMX model, maps the page and
 //! resumes (a device assigned to the guest has its BAR mapped uncacheable, in 4 KiB pages,
-//! when the domain is built: [`map_device_bar`]); the instruction (or the event being injected) restarts. The EPT tables live in a host-reserved region above guest memory (hPA >= guest memory
+//! when the domain is built: `map_device_bar`); the instruction (or the event being injected) restarts. The EPT tables live in a host-reserved region above guest memory (hPA >= guest memory
 //! size), invisible to the guest; walks charge their references to the cache model by
 //! dimension (guest-walk stall vs EPT-walk stall).
 //!
