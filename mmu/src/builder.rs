@@ -94,6 +94,22 @@ impl TableBuilder {
         size: PageSize,
         flags: u64,
     ) -> Result<(), BuildError> {
+        self.map_typed(mem, root, va, pa, size, flags, EptMemType::Wb)
+    }
+
+    /// [`TableBuilder::map`] with the EPT memory type of the leaf given: device memory (a
+    /// BAR mapped into a guest) is uncacheable, RAM write-back. Ignored for x86 tables.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_typed(
+        &mut self,
+        mem: &mut impl PtMemory,
+        root: u64,
+        va: u64,
+        pa: u64,
+        size: PageSize,
+        flags: u64,
+        mem_type: EptMemType,
+    ) -> Result<(), BuildError> {
         let mut table = root;
         let leaf_level = size.leaf_level();
         for level in (leaf_level + 1..=4).rev() {
@@ -120,7 +136,7 @@ impl TableBuilder {
             TableFormat::Ept => {
                 (pa & !(size.bytes() - 1))
                     | flags
-                    | EptMemType::Wb.bits()
+                    | mem_type.bits()
                     | if large { EPT_LARGE } else { 0 }
             }
         };

@@ -157,6 +157,15 @@ pub struct Metrics {
     pub net_backend_notifications: u64,
     /// Network: netback kicks by the frontend (event-channel sends).
     pub net_frontend_kicks: u64,
+    /// Network: external-interrupt exits that delivered the NIC's vector (NIC paths; 0 when
+    /// its interrupts are posted).
+    pub net_interrupt_exits: u64,
+    /// Network: page translations the IOMMU made for the passed-through NIC's DMA.
+    pub iommu_translations: u64,
+    /// Network: the IOMMU's IOTLB misses (each a 4-level walk).
+    pub iommu_iotlb_misses: u64,
+    /// Network: DMA-remapping faults (accesses outside the guest's memory, blocked).
+    pub iommu_faults: u64,
     /// Network: guest plus service-domain busy cycles per elapsed cycle.
     pub cpu_utilisation: f64,
     /// Network: the transaction-latency distribution as (bucket upper bound in ns,
@@ -324,6 +333,14 @@ impl Metrics {
                 .and_then(|n| n.netback.as_ref())
                 .map_or(0, |b| b.notifications),
             net_frontend_kicks: net.and_then(|n| n.netback.as_ref()).map_or(0, |b| b.kicks),
+            net_interrupt_exits: net.map_or(0, |n| n.interrupt_exits.count),
+            iommu_translations: net
+                .and_then(|n| n.iommu.as_ref())
+                .map_or(0, |i| i.translations),
+            iommu_iotlb_misses: net
+                .and_then(|n| n.iommu.as_ref())
+                .map_or(0, |i| i.iotlb_misses),
+            iommu_faults: net.and_then(|n| n.iommu.as_ref()).map_or(0, |i| i.faults),
             cpu_utilisation: net.map_or(0.0, |n| n.cpu_utilisation),
             latency_cdf: latency.map_or_else(Vec::new, |h| h.cdf()),
             host_vm_exits: r
@@ -436,6 +453,10 @@ impl Metrics {
                 u(self.net_backend_notifications),
             ),
             ("net_frontend_kicks", u(self.net_frontend_kicks)),
+            ("net_interrupt_exits", u(self.net_interrupt_exits)),
+            ("iommu_translations", u(self.iommu_translations)),
+            ("iommu_iotlb_misses", u(self.iommu_iotlb_misses)),
+            ("iommu_faults", u(self.iommu_faults)),
             ("cpu_utilisation", format!("{:.4}", self.cpu_utilisation)),
             ("host_vm_exits", u(self.host_vm_exits)),
             ("host_dom0_busy_cycles", u(self.host_dom0_busy_cycles)),

@@ -12,11 +12,23 @@ use support::exits_of;
 
 /// Runs `program args` in `mode` with the network and `peer`.
 fn net_run(mode: &str, program: &str, args: &[&str], peer: PeerMode) -> RunResult {
+    net_run_path(mode, NetPath::Auto, "nehalem-x5570", program, args, peer)
+}
+
+/// Runs `program args` in `mode` on `profile` with the network on `path` and `peer`.
+fn net_run_path(
+    mode: &str,
+    path: NetPath,
+    profile: &str,
+    program: &str,
+    args: &[&str],
+    peer: PeerMode,
+) -> RunResult {
     let r = run_on(
         &ProgramRun {
             program: program.into(),
             args: args.iter().map(|s| s.to_string()).collect(),
-            profile: "nehalem-x5570".into(),
+            profile: profile.into(),
             mode: mode.into(),
             vcpus: 1,
             memory_mib: 64,
@@ -24,7 +36,7 @@ fn net_run(mode: &str, program: &str, args: &[&str], peer: PeerMode) -> RunResul
         },
         None,
         Some(NetConfig {
-            path: NetPath::Auto,
+            path,
             peer: Some(PeerConfig::new(peer)),
         }),
     )
@@ -238,4 +250,144 @@ fn a_guest_without_a_network_says_so() {
     assert_eq!(r.end, RunEnd::Exited { code: 1 });
     assert!(r.console.contains("error=no_net"), "{}", r.console);
     assert!(r.net.is_none());
+}
+
+/// `net_rr N 64` over the passed-through NIC in `mode` on `profile`, with the counts every
+/// EPT mode shares: the driver's register accesses all reach the device without an exit
+/// or a device model, and every DMA goes through the IOMMU.
+///
+/// Per transaction the device makes six DMA accesses, each inside one page: transmit
+/// descriptor read, frame header read, DD write-back (RS is set on every descriptor);
+/// receive descriptor read, frame write, length/status write-back. The pages are the two
+/// rings and N/2 frames of transmit and N/2 of receive buffers (two 2 KiB buffers per
+/// frame): each misses the IOTLB once (nothing is evicted: the rings and buffers spread
+/// over the sets), walking four levels; every other translation hits.
+fn passthrough_rr(mode: &str, profile: &str, n: u64) -> RunResult {
+    let count = n.to_string();
+    let r = net_run_path(
+        mode,
+        NetPath::Passthrough,
+        profile,
+        "net_rr",
+        &[&count, "64"],
+        echo(),
+    );
+    let x = net(&r);
+    assert_eq!(x.path, ResolvedPath::Passthrough);
+    assert_eq!((x.peer.requests, x.peer.transactions), (n, n));
+    let dev = x.device.as_ref().unwrap();
+    let accesses: u64 = dev.reads.values().chain(dev.writes.values()).sum();
+    assert_eq!(accesses, INIT_ACCESSES + 4 * n);
+    assert!(x.exits_by_register.is_empty(), "{:?}", x.exits_by_register);
+    assert_eq!(x.dom0.busy_cycles, 0);
+    assert!(x.dom0.invocations.is_empty(), "{:?}", x.dom0.invocations);
+    assert_eq!(x.device_model_blocked_cycles, 0);
+    assert_eq!(dev.interrupts, 2 * n);
+    assert_eq!(dev.dma_errors, 0);
+    let io = x.iommu.as_ref().unwrap();
+    let pages = 2 + n / 2 + n / 2;
+    assert_eq!(io.translations, 6 * n, "{io:?}");
+    assert_eq!(io.iotlb_misses, pages);
+    assert_eq!(io.iotlb_hits, 6 * n - pages);
+    assert_eq!(io.walk_references, 4 * pages);
+    assert_eq!((io.iotlb_evictions, io.faults), (0, 0));
+    assert_eq!(io.interrupts_remapped, 2 * n);
+    assert_eq!(io.interrupt_faults, 0);
+    r
+}
+
+#[test]
+fn a_passed_through_nic_under_apicv_takes_no_exits_and_its_interrupts_are_posted() {
+    const N: u64 = 20;
+    let r = passthrough_rr("hvm-ept-apicv", "nehalem-x5570", N);
+    let x = net(&r);
+    // Every interrupt was posted: no exit delivered the NIC's vector.
+    assert_eq!(x.iommu.as_ref().unwrap().interrupts_posted, 2 * N);
+    assert_eq!(x.interrupt_exits.count, 0);
+    let vmx = r.per_vcpu[0].vmx.as_ref().unwrap();
+    assert_eq!(vmx.posted_notifications, 2 * N);
+    // Each EOI was virtualized: the NIC's (posted) and the timer's (carried by the host
+    // timer's external-interrupt exit, the only ones there were).
+    assert_eq!(
+        vmx.virtualized_eois,
+        vmx.posted_notifications + exits_of(&r, 1)
+    );
+    // Shorter round trips than the same NIC emulated by the device model.
+    let e = net_run("hvm-ept-apicv", "net_rr", &["20", "64"], echo());
+    assert_eq!(net(&e).path, ResolvedPath::Emulated);
+    let (p, e) = (x.peer.latency.mean(), net(&e).peer.latency.mean());
+    assert!(p > 0.0 && p < e, "passthrough {p} ns vs emulated {e} ns");
+}
+
+#[test]
+fn a_passed_through_nic_under_hvm_ept_exits_once_per_interrupt_and_never_on_a_register() {
+    const N: u64 = 20;
+    let r = passthrough_rr("hvm-ept", "nehalem-x5570", N);
+    let x = net(&r);
+    let io = x.iommu.as_ref().unwrap();
+    // Remapped to the host's local APIC, not posted: one external-interrupt exit each.
+    assert_eq!(io.interrupts_posted, 0);
+    assert_eq!(x.interrupt_exits.count, 2 * N);
+    assert_eq!(
+        x.interrupt_exits.count,
+        x.device.as_ref().unwrap().interrupts
+    );
+    assert!(exits_of(&r, 1) >= 2 * N);
+    let vmx = r.per_vcpu[0].vmx.as_ref().unwrap();
+    assert_eq!((vmx.posted_notifications, vmx.virtualized_eois), (0, 0));
+    // Each interrupt's EOI is a WRMSR exit.
+    assert!(exits_of(&r, 32) >= 2 * N);
+}
+
+#[test]
+fn a_passed_through_bar_coexists_with_2mib_ept_populated_at_build() {
+    // Guest RAM in 2 MiB EPT pages, all mapped before the guest runs: RAM never violates,
+    // and neither does the BAR (mapped in 4 KiB uncacheable pages beside it).
+    let text = sim_core::profile::BUILTIN[0]
+        .1
+        .replace(
+            "ept_populate = \"on_violation\"",
+            "ept_populate = \"at_build\"",
+        )
+        .replace("ept_page_kib = 4", "ept_page_kib = 2048");
+    assert!(text.contains("at_build") && text.contains("2048"));
+    let dir = std::env::temp_dir().join(format!("hvsim-pt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let profile = dir.join("nehalem-2m.toml");
+    std::fs::write(&profile, text).unwrap();
+    for mode in ["hvm-ept", "hvm-ept-apicv"] {
+        let r = passthrough_rr(mode, profile.to_str().unwrap(), 10);
+        assert_eq!(exits_of(&r, 48), 0, "{mode}: {:?}", r.vm_exits);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn passthrough_is_refused_outside_the_ept_modes() {
+    for mode in ["hvm-shadow", "pv", "hybrid", "native"] {
+        let e = run_on(
+            &ProgramRun {
+                program: "net_rr".into(),
+                args: vec!["1".into(), "64".into()],
+                profile: "nehalem-x5570".into(),
+                mode: mode.into(),
+                vcpus: 1,
+                memory_mib: 64,
+                max_instructions: 1_000_000,
+            },
+            None,
+            Some(NetConfig {
+                path: NetPath::Passthrough,
+                peer: Some(PeerConfig::new(echo())),
+            }),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("net.path = \"passthrough\"")
+                && e.contains(mode)
+                && e.contains("use hvm-ept or hvm-ept-apicv"),
+            "{mode}: {e}"
+        );
+    }
 }

@@ -42,6 +42,9 @@ pub struct MachineProfile {
     /// Service-domain (dom0) I/O costs (a machine with a network path needs it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io: Option<IoProfile>,
+    /// The IOMMU an assigned device DMAs through (the `passthrough` network path needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iommu: Option<devices::iommu::IommuConfig>,
 }
 
 /// What the service domain's I/O work costs, in core cycles of the service domain's own
@@ -268,6 +271,9 @@ impl MachineProfile {
             if !matches!(v.ept_page_kib, 4 | 2048) {
                 return Err(bad("vmx.ept_page_kib", "must be 4 or 2048"));
             }
+        }
+        if let Some(i) = &self.iommu {
+            i.validate().map_err(|e| bad("iommu", &e.to_string()))?;
         }
         self.mmu.validate().map_err(|e| bad("mmu", &e.to_string()))
     }

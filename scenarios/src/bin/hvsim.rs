@@ -142,7 +142,8 @@ enum Command {
         /// `[machine.net.peer]` table, comma-separated (e.g. `mode="echo",response_bytes=64`).
         #[arg(long)]
         net_peer: Option<String>,
-        /// The network path: `auto`, `emulated` or `pv` (with `--net-peer`).
+        /// The network path: `auto`, `emulated`, `pv` or `passthrough` (with `--net-peer`;
+        /// `passthrough` under `hvm-ept` and `hvm-ept-apicv` only).
         #[arg(long, default_value = "auto")]
         net_path: String,
         /// Arguments passed to the workload.

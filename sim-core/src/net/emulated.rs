@@ -9,6 +9,11 @@
 //! the wire is bridged and copied into the guest by the device model (its work, queued
 //! behind whatever else the service domain is doing) before the device raises its cause;
 //! natively the frame is in guest memory when it arrives.
+//!
+//! Passed through (an SR-IOV virtual function assigned to an HVM guest:
+//! [`super::passthrough`]) the NIC is hardware as natively, but its DMA goes through the
+//! IOMMU and its MSI through interrupt remapping: [`Emulated::vf`] holds that, and every DMA
+//! here is translated.
 
 use super::service::{ServiceDomain, Work};
 use super::wire::Wire;
@@ -33,6 +38,10 @@ pub(crate) struct Emulated {
     /// Frames the bridge dropped because the device model's queue was full (the device
     /// model reads no more while it is).
     pub(crate) bridge_drops: u64,
+    /// The IOMMU side of a passed-through NIC (`None`: native or emulated).
+    pub(crate) vf: Option<Box<super::passthrough::Vf>>,
+    /// External-interrupt exits that delivered the NIC's vector, with their cycles.
+    pub(crate) interrupt_exits: crate::machine::ExitCount,
 }
 
 /// Frames queued between the bridge and the device model at most (a tap queue).
@@ -49,6 +58,24 @@ impl Emulated {
             landing: VecDeque::with_capacity(256),
             sent: Vec::with_capacity(256),
             bridge_drops: 0,
+            vf: None,
+            interrupt_exits: crate::machine::ExitCount::default(),
+        }
+    }
+
+    /// Whether an access to `pa` is a register access the device model emulates (the BAR
+    /// of an emulated NIC; hardware and passed-through BARs are reached directly).
+    pub(crate) fn traps(&self, pa: u64) -> bool {
+        !self.hardware && self.contains(pa)
+    }
+
+    /// The interrupt the device sends at `now_ns`, if one is due: passed through, it goes
+    /// through interrupt remapping (and is dropped, counted, if its entry is missing).
+    pub(crate) fn poll_interrupt(&mut self, now_ns: u64) -> Option<InterruptMessage> {
+        let m = self.dev.poll_interrupt(now_ns)?;
+        match self.vf.as_deref_mut() {
+            Some(vf) => vf.remap(m),
+            None => Some(m),
         }
     }
 
@@ -106,7 +133,14 @@ impl Emulated {
         if !self.hardware || !self.dev.tx_pending() {
             return;
         }
-        self.transmit(mem, now_ns);
+        match self.vf.as_deref_mut() {
+            Some(vf) => {
+                let sent = &mut self.sent;
+                self.dev
+                    .transmit(&mut vf.dma(mem), now_ns, &mut |f| sent.push(f));
+            }
+            None => self.transmit(mem, now_ns),
+        }
         for f in self.sent.drain(..) {
             peer.on_frame(now_ns, &f);
         }
@@ -119,6 +153,8 @@ impl Emulated {
 
     /// A frame from the wire at `at`: lands in guest memory at once (hardware) or after the
     /// service domain bridged it and the device model copied it in.
+    // A frame *from the wire*: where it comes from, not a conversion.
+    #[allow(clippy::wrong_self_convention)]
     pub(crate) fn from_wire(
         &mut self,
         frame: Frame,
@@ -151,7 +187,10 @@ impl Emulated {
                 break;
             }
             self.landing.pop_front();
-            let _ = self.dev.receive(mem, ns(at), &f);
+            let _ = match self.vf.as_deref_mut() {
+                Some(vf) => self.dev.receive(&mut vf.dma(mem), ns(at), &f),
+                None => self.dev.receive(mem, ns(at), &f),
+            };
         }
     }
 

@@ -1,9 +1,10 @@
 //! The machine's network path (`docs/io.md`): a peer on the far end of the wire, and
 //! between it and the guest either the e1000-like NIC (hardware under `native`, emulated by
-//! the service domain's device model under the HVM modes) or the PV split driver (netback
-//! in the service domain, netfront in the guest; `pv` and `hybrid`). The service domain
-//! (dom0) runs on a physical CPU of its own; its work is costed from the profile's `[io]`
-//! section and queues behind itself ([`service`]).
+//! the service domain's device model under the HVM modes, or passed through to an EPT
+//! guest as an SR-IOV virtual function behind the IOMMU: `passthrough`) or the PV split
+//! driver (netback in the service domain, netfront in the guest; `pv` and `hybrid`). The
+//! service domain (dom0) runs on a physical CPU of its own; its work is costed from the
+//! profile's `[io]` section and queues behind itself ([`service`]).
 //!
 //! Time. Like the interrupt path, the network path runs on the clock of the vCPU about to
 //! run a chunk: before each chunk, every frame the peer has delivered by then is taken
@@ -14,6 +15,7 @@
 
 pub(crate) mod emulated;
 pub(crate) mod netback;
+pub(crate) mod passthrough;
 pub mod service;
 pub(crate) mod wire;
 
@@ -60,6 +62,10 @@ pub enum NetPath {
     /// wake-up, no netback work, no bridge; the grant copies and the notifications remain.
     /// Needs a partner domain and `pv` or `hybrid`.
     Direct,
+    /// The e1000-like NIC as an SR-IOV virtual function assigned to the guest: registers
+    /// mapped into EPT (no exits), DMA through the IOMMU, interrupts remapped (posted
+    /// under `hvm-ept-apicv`). `hvm-ept` and `hvm-ept-apicv` only.
+    Passthrough,
 }
 
 /// The network of a machine.
@@ -87,6 +93,8 @@ pub enum ResolvedPath {
     SplitDriver,
     /// netfront to netfront over the direct inter-VM channel.
     DirectChannel,
+    /// The NIC assigned to the guest (no device model, DMA through the IOMMU).
+    Passthrough,
 }
 
 /// What the network path did in a run.
@@ -109,6 +117,12 @@ pub struct NetResult {
     pub device: Option<E1000Stats>,
     /// VM exits on NIC registers, by register, with their cycles (emulated path).
     pub exits_by_register: BTreeMap<String, ExitCount>,
+    /// External-interrupt exits that delivered the NIC's vector, with their cycles (NIC
+    /// paths; none when its interrupts are posted).
+    pub interrupt_exits: ExitCount,
+    /// The IOMMU's DMA- and interrupt-remapping counters (pass-through).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iommu: Option<devices::iommu::IommuStats>,
     /// Netback's counters (split driver).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netback: Option<NetbackStats>,
@@ -273,7 +287,7 @@ impl Dma for GuestDma<'_> {
 
 /// Whether `pa` is a register of the network NIC (a load or store there is MMIO).
 pub(crate) fn is_mmio(phys: &PhysMem, pa: u64) -> bool {
-    matches!(phys.net.as_deref(), Some(Net { path: Path::Nic(e), .. }) if e.contains(pa))
+    matches!(phys.net.as_deref(), Some(Net { path: Path::Nic(e), .. }) if e.traps(pa))
 }
 
 /// The NIC's BAR as (base, length), if the machine has the NIC.
@@ -359,11 +373,15 @@ impl Machine {
                 self.cfg.profile.name
             ))
         })?;
+        let assigned = cfg.path == NetPath::Passthrough;
+        if assigned {
+            passthrough::check(self.policy)?;
+        }
         let split = match (cfg.path, self.policy) {
             (NetPath::Auto, Policy::Pv | Policy::Hybrid) | (NetPath::Pv | NetPath::Direct, _) => {
                 true
             }
-            (NetPath::Auto | NetPath::Emulated, _) => false,
+            (NetPath::Auto | NetPath::Emulated | NetPath::Passthrough, _) => false,
         };
         if split && !matches!(self.policy, Policy::Pv | Policy::Hybrid) {
             return Err(SimError::Config(format!(
@@ -413,11 +431,15 @@ impl Machine {
                 trigger: TriggerMode::Edge,
                 redirection_hint: false,
             };
-            Path::Nic(Emulated::new(
+            let mut e = Emulated::new(
                 NET_MMIO_BASE,
-                self.policy == Policy::Native,
+                self.policy == Policy::Native || assigned,
                 msi,
-            ))
+            );
+            if assigned {
+                passthrough::assign(self, &mut e)?;
+            }
+            Path::Nic(e)
         };
         self.phys.net = Some(Box::new(Net {
             path,
@@ -450,7 +472,7 @@ impl Machine {
         match &mut net.path {
             Path::Nic(e) => {
                 e.land(now, &mut GuestDma(&mut self.phys), &ns);
-                msi = e.dev.poll_interrupt(ns(now)).map(|m| (m, now));
+                msi = e.poll_interrupt(ns(now)).map(|m| (m, now));
             }
             Path::Split(b) => {
                 if let (Some(at), Some(peer)) = (
@@ -506,7 +528,7 @@ impl Machine {
             e.hardware_transmit(&mut GuestDma(&mut self.phys), ns_of(mhz, now), peer);
         }
         if let Path::Nic(e) = &mut net.path {
-            msi = e.dev.poll_interrupt(ns_of(mhz, now));
+            msi = e.poll_interrupt(ns_of(mhz, now));
         }
         self.phys.net = Some(net);
         if let Some(m) = msi {
@@ -587,6 +609,8 @@ impl Machine {
             dom0_shared,
             device: None,
             exits_by_register: n.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            interrupt_exits: ExitCount::default(),
+            iommu: None,
             netback: None,
             grants: None,
             tx_ring: None,
@@ -599,11 +623,15 @@ impl Machine {
         };
         match &n.path {
             Path::Nic(e) => {
-                r.path = if matches!(self.policy, Policy::Native) {
+                r.path = if e.vf.is_some() {
+                    ResolvedPath::Passthrough
+                } else if matches!(self.policy, Policy::Native) {
                     ResolvedPath::Hardware
                 } else {
                     ResolvedPath::Emulated
                 };
+                r.interrupt_exits = e.interrupt_exits;
+                r.iommu = e.vf.as_ref().map(|v| v.stats().clone());
                 r.device = Some(e.dev.stats().clone());
                 r.dropped_at_bridge = e.bridge_drops;
             }

@@ -114,6 +114,8 @@ impl Netback {
     }
 
     /// A frame bridged from the wire, ready at `at`: queued for the guest.
+    // A frame *from the wire*: where it comes from, not a conversion.
+    #[allow(clippy::wrong_self_convention)]
     pub(crate) fn from_wire(&mut self, frame: Frame, at: u64) {
         if self.backlog.len() >= BACKLOG {
             self.stats.rx_backlog_drops += 1;
@@ -328,6 +330,7 @@ fn copy_cost(c: &IoProfile, bytes: u32) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use devices::frame::FrameKind;
     use devices::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY};

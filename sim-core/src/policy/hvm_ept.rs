@@ -13,7 +13,8 @@
 //! hPA = gPA (identity) in 4 KiB pages (so every 2D walk is the 4 KiB worst case). EPT
 //! starts empty: guest memory is populated on EPT violations. The memory access aborts,
 //! the hypervisor performs the VM exit (reason 48) with the VMX model, maps the page and
-//! resumes; the instruction (or the event being injected) restarts. The EPT tables live in a host-reserved region above guest memory (hPA >= guest memory
+//! resumes (a device assigned to the guest has its BAR mapped uncacheable, in 4 KiB pages,
+//! when the domain is built: `map_device_bar`); the instruction (or the event being injected) restarts. The EPT tables live in a host-reserved region above guest memory (hPA >= guest memory
 //! size), invisible to the guest; walks charge their references to the cache model by
 //! dimension (guest-walk stall vs EPT-walk stall).
 //!
@@ -47,7 +48,7 @@ use mmu::addr::{Access, AccessKind, Gva, Hpa, PageSize};
 use mmu::builder::{TableBuilder, TableFormat};
 use mmu::cache::{CacheHierarchy, Source};
 use mmu::config::MmuConfig;
-use mmu::ept_entry::{Eptp, EPT_R, EPT_W, EPT_X};
+use mmu::ept_entry::{EptMemType, Eptp, EPT_R, EPT_W, EPT_X};
 use mmu::mem::{PtMemory, SparseMemory};
 use mmu::pte::{Cr3, PagingMode};
 use mmu::refs::{Dimension, RefKind, RefList};
@@ -110,6 +111,29 @@ impl EptBuild {
         self.builder
             .map(mem, self.root, base, base, size, EPT_R | EPT_W | EPT_X)
             .map_err(|e| format!("EPT map of {base:#x}: {e:?}"))
+    }
+}
+
+impl EptBuild {
+    /// Maps `len` bytes of device memory at `base` (hPA = gPA): 4 KiB leaves, read/write,
+    /// not executable, memory type UC.
+    fn map_device(&mut self, mem: &mut HostMem, base: u64, len: u64) -> Result<(), String> {
+        let mut gpa = base;
+        while gpa < base.saturating_add(len) {
+            self.builder
+                .map_typed(
+                    mem,
+                    self.root,
+                    gpa,
+                    gpa,
+                    PageSize::Size4K,
+                    EPT_R | EPT_W,
+                    EptMemType::Uc,
+                )
+                .map_err(|e| format!("EPT map of device page {gpa:#x}: {e:?}"))?;
+            gpa += 4096;
+        }
+        Ok(())
     }
 }
 
@@ -543,7 +567,14 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
         })?;
     let guest_bytes = m.phys.size();
     let base = guest_bytes.next_multiple_of(1 << 21);
-    let pages = (guest_bytes >> 21) + (guest_bytes >> 30) + 8;
+    // An assigned device's BAR above RAM needs up to two more tables (a page directory
+    // for its GiB and a page table for its 2 MiB).
+    let bar_tables = if crate::net::passthrough::configured(&m.cfg) {
+        2
+    } else {
+        0
+    };
+    let pages = (guest_bytes >> 21) + (guest_bytes >> 30) + 8 + bar_tables;
     let mut host = SparseMemory::default();
     let mut b = TableBuilder::new(TableFormat::Ept, base, base + pages * 4096, 0);
     let bad = |e| SimError::Config(format!("EPT build: {e:?}"));
@@ -630,6 +661,39 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
         hybrid: None,
     }));
     Ok(())
+}
+
+/// Maps a device BAR of `len` bytes at `base` into EPT, identity (hPA = gPA), readable and
+/// writable, uncacheable, in 4 KiB leaves: the guest's loads and stores reach the device
+/// through the normal memory path without an exit (a device assigned to the guest). The
+/// BAR lies above guest RAM, so no RAM superpage covers it whatever the leaf size or
+/// population policy for RAM.
+pub(crate) fn map_device_bar(m: &mut Machine, base: u64, len: u64) -> Result<(), SimError> {
+    let Some(hm) = m.hv.as_deref_mut() else {
+        return Err(SimError::Config(
+            "a device BAR can be mapped into EPT only under a hypervisor".into(),
+        ));
+    };
+    if hm.build.shadow.is_some() {
+        return Err(SimError::Config(
+            "a device BAR cannot be mapped into EPT under shadow paging".into(),
+        ));
+    }
+    if base < hm.build.guest_bytes || !base.is_multiple_of(4096) || !len.is_multiple_of(4096) {
+        return Err(SimError::Config(format!(
+            "device BAR {base:#x} + {len:#x}: must be page-aligned and above guest memory \
+             ({:#x} bytes)",
+            hm.build.guest_bytes
+        )));
+    }
+    let mut mem = HostMem {
+        phys: &mut m.phys,
+        host: &mut hm.host,
+        base: hm.base,
+    };
+    hm.build
+        .map_device(&mut mem, base, len)
+        .map_err(SimError::Config)
 }
 
 /// VMXON, VMCS set-up (controls, guest state = the vCPU's current state, host state);
@@ -859,6 +923,13 @@ impl ExitState<'_> {
         }
     }
 
+    /// The external-interrupt exit being handled delivers `vector`: counted for the
+    /// network NIC's results if it is the NIC's.
+    fn nic_interrupt_exit(&self, phys: &mut crate::phys_mem::PhysMem, vector: u8) {
+        let c = self.exits.last().map_or(0, |e| e.1);
+        crate::net::passthrough::note_interrupt_exit(phys, vector, c);
+    }
+
     /// Adds `c` handler cycles to the exit being handled.
     fn extra(&mut self, c: u64, plat: &mut SlicePlatform) {
         self.handling += c;
@@ -998,7 +1069,14 @@ fn handle(
                     return Err(unsupported(e, rip));
                 }
             }
-            ExitReason::ExternalInterrupt if st.apicv => advance = false,
+            ExitReason::ExternalInterrupt if st.apicv => {
+                advance = false;
+                // Acknowledged on exit: the vector is in the exit information. A NIC's
+                // interrupt is posted, so this is the host timer's (or a NIC interrupt
+                // that could not be posted, which the count would show).
+                let vec = (exit.interruption_info & 0xff) as u8;
+                st.nic_interrupt_exit(mem.mem.phys, vec);
+            }
             ExitReason::Vmcall if st.hybrid.is_some() => {
                 let cpl = ((v.guest.ss.access_rights >> 5) & 3) as u8;
                 if let Some(hy) = st.hybrid.as_mut() {
@@ -1023,6 +1101,11 @@ fn handle(
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow => {
                 advance = false;
                 let can = v.guest.rflags & (1 << 9) != 0 && v.guest.interruptibility & 3 == 0;
+                if exit.reason == ExitReason::ExternalInterrupt {
+                    if let Some(vec) = plat.lapic.highest_pending() {
+                        st.nic_interrupt_exit(mem.mem.phys, vec);
+                    }
+                }
                 if plat
                     .lapic
                     .highest_pending()
@@ -1453,5 +1536,82 @@ mod tests {
             .walker
             .translate_gpa(&mut hm, &ept, gpa, AccessKind::Read, None, &mut refs);
         assert!(l.is_ok(), "{l:?}");
+    }
+
+    /// The leaf entry EPT holds for `gpa` and its level (1 = 4 KiB).
+    fn ept_leaf(hm: &mut HostMem, root: u64, gpa: u64) -> Option<(u64, u32)> {
+        let mut table = root;
+        for level in (1..=4u32).rev() {
+            let idx = (gpa >> (12 + 9 * (level - 1))) & 0x1ff;
+            let e = hm.read_u64(Hpa(table + idx * 8));
+            if e & 7 == 0 {
+                return None;
+            }
+            if level == 1 || e & mmu::ept_entry::EPT_LARGE != 0 {
+                return Some((e, level));
+            }
+            table = e & mmu::ept_entry::EPT_ADDR_MASK;
+        }
+        None
+    }
+
+    #[test]
+    fn a_device_bar_is_mapped_uncacheable_in_4k_pages_beside_2m_ram() {
+        let guest = 64u64 << 20;
+        let mut phys = PhysMem::new(guest).unwrap();
+        let mut host = SparseMemory::default();
+        let mut hm = HostMem {
+            phys: &mut phys,
+            host: &mut host,
+            base: guest,
+        };
+        let mut builder = TableBuilder::new(TableFormat::Ept, guest, guest + 64 * 4096, 0);
+        let root = builder.alloc_table(&mut hm).unwrap();
+        let mut b = EptBuild {
+            builder,
+            root,
+            guest_bytes: guest,
+            shadow: None,
+            page: PageSize::Size2M,
+        };
+        // RAM at build, 2 MiB pages: 32 of them; then the BAR (32 pages of 4 KiB).
+        let mut gpa = 0;
+        while gpa < guest {
+            b.map_ram(&mut hm, gpa).unwrap();
+            gpa += 1 << 21;
+        }
+        let bar = crate::net::NET_MMIO_BASE;
+        b.map_device(&mut hm, bar, 0x20000).unwrap();
+        let (ram, level) = ept_leaf(&mut hm, root, 0x40_0000).unwrap();
+        assert_eq!(level, 2);
+        assert_eq!(ram & EptMemType::Wb.bits(), EptMemType::Wb.bits());
+        for off in [0, 0x1f000] {
+            let (e, level) = ept_leaf(&mut hm, root, bar + off).unwrap();
+            assert_eq!(level, 1);
+            assert_eq!(e & mmu::ept_entry::EPT_ADDR_MASK, bar + off, "identity");
+            assert_eq!(e & mmu::ept_entry::EPT_MEMTYPE_MASK, EptMemType::Uc.bits());
+            assert_eq!(e & 7, EPT_R | EPT_W, "read/write, not executable");
+        }
+        assert!(ept_leaf(&mut hm, root, bar + 0x20000).is_none());
+        // The BAR's tables: a page directory for its GiB and one page table.
+        assert_eq!(b.builder.next_free(), guest + (1 + 1 + 1 + 2) * 4096);
+        // A 2D translation of a BAR address succeeds: no EPT violation.
+        let ept = EptContext {
+            eptp: Eptp::new(root, false),
+            maxphyaddr: 40,
+            exec_only: false,
+        };
+        let cfg = MachineProfile::load("nehalem-x5570").unwrap();
+        let mut mmu = EptMmu::new(&cfg.mmu, 1, ept, false).unwrap();
+        let mut refs = RefList::new();
+        let t = mmu.walker.translate_gpa(
+            &mut hm,
+            &ept,
+            mmu::addr::Gpa(bar + 0xc0),
+            AccessKind::Write,
+            None,
+            &mut refs,
+        );
+        assert_eq!(t.unwrap().page, bar);
     }
 }
