@@ -2,13 +2,16 @@
 //! whole timing model on (TLBs, walks, cache hierarchy, class costs, LAPIC timer), natively
 //! and in every virtualized mode (`system_modes`: the memory-intensive gups workload, whose
 //! page population and TLB misses exercise the 2D walker and the shadow engine).
+//! The network paths (`system_net`): request/response and a 10 Gbps receive stream on the
+//! emulated NIC (hvm-ept) and the split driver (hybrid, pv).
 //! Throughput is in simulated instructions (elements) per second.
 //!
 //! Run: `cargo bench -p bench --bench system`
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use scenarios::program::{run, ProgramRun};
+use scenarios::program::{run, run_on, ProgramRun};
+use sim_core::net::{NetConfig, NetPath, PeerConfig, PeerMode};
 
 fn opts(program: &str, args: &[&str]) -> ProgramRun {
     opts_in("native", program, args)
@@ -49,6 +52,38 @@ fn bench(c: &mut Criterion) {
         g.bench_function(format!("gups_8mib/{mode}"), |b| {
             b.iter(|| run(&o).unwrap().instructions)
         });
+    }
+    g.finish();
+    // The I/O paths: a request/response test and a receive stream of 1514-byte frames at
+    // 10 Gbps (825,000 frames/s) offered to the guest.
+    let mut g = c.benchmark_group("system_net");
+    g.sample_size(10);
+    let echo = PeerMode::Echo {
+        response_bytes: 64,
+        delay_ns: 0,
+    };
+    let source = PeerMode::Source {
+        rate_pps: 825_000,
+        frame_bytes: 1514,
+        count: None,
+    };
+    for mode in ["hvm-ept", "hybrid", "pv"] {
+        for (name, program, args, peer) in [
+            ("net_rr", "net_rr", vec!["500", "64"], echo.clone()),
+            ("stream_rx_10g", "net_stream", vec!["rx", "5000"], source.clone()),
+        ] {
+            let mut o = opts_in(mode, program, &args);
+            o.memory_mib = 64;
+            let net = Some(NetConfig {
+                path: NetPath::Auto,
+                peer: Some(PeerConfig::new(peer)),
+            });
+            let n = run_on(&o, None, net.clone()).unwrap().instructions;
+            g.throughput(Throughput::Elements(n));
+            g.bench_function(format!("{name}/{mode}"), |b| {
+                b.iter(|| run_on(&o, None, net.clone()).unwrap().instructions)
+            });
+        }
     }
     g.finish();
 }

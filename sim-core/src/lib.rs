@@ -15,6 +15,7 @@ pub mod net;
 pub mod phys_mem;
 pub mod policy;
 pub mod profile;
+pub mod sched;
 pub mod timing;
 
 pub use error::SimError;
