@@ -4,13 +4,23 @@
 //! the interrupt routes (each LAPIC timer to its vCPU, IPI paths between the vCPUs of a
 //! domain). `hvsim topology` exports it as Graphviz DOT.
 //!
+//! The network (docs/io.md) is drawn from the scenario's settings alone, without running
+//! anything, so a reader can check which path each run will take before paying for it:
+//! for every guest and mode a run uses, the path its `net` table resolves to under that
+//! mode (the NIC as hardware, emulated by a device model in the service domain, or
+//! assigned behind the IOMMU; netfront with netback in the service domain; or the direct
+//! channel to the partner), the far end (the wire peer, or the partner domain through the
+//! service domain's bridge or the direct channel) and the interrupt routes the path
+//! raises. A path the simulator would refuse under a mode draws nothing for that mode.
+//!
 //! New devices and virtualization policies extend [`NodeKind`] and [`EdgeKind`] and add
 //! their nodes in [`build`].
 
-use crate::runner;
-use crate::schema::Scenario;
+use crate::runner::{self, RunSpec};
+use crate::schema::{PartnerSpec, Scenario};
 use petgraph::dot::{Config, Dot};
 use petgraph::graph::{DiGraph, NodeIndex};
+use sim_core::net::{NetPath, PeerMode, NET_MMIO_BASE, NET_VECTOR};
 use std::fmt;
 
 /// The debug console's I/O port.
@@ -66,6 +76,94 @@ pub enum NodeKind {
         /// The domain's name.
         domain: String,
     },
+    /// The service domain (dom0, one CPU of its own): it hosts the device models, the
+    /// netbacks and the bridge of every run that goes through it.
+    ServiceDomain,
+    /// The service domain's bridge between its backends and the wire (or the backends of
+    /// two domains on one host).
+    Bridge,
+    /// The machine's IOMMU: DMA and interrupt remapping for assigned devices.
+    Iommu,
+    /// The e1000-like NIC a domain drives in one mode.
+    Nic {
+        /// The domain's name (a partner is named after its guest).
+        domain: String,
+        /// The mode.
+        mode: String,
+        /// How the NIC reaches the domain.
+        path: NicPath,
+    },
+    /// The device model in the service domain that emulates a domain's NIC in one mode.
+    DeviceModel {
+        /// The domain's name.
+        domain: String,
+        /// The mode.
+        mode: String,
+    },
+    /// A domain's PV network frontend in one mode (its rings live in pages it grants).
+    Netfront {
+        /// The domain's name.
+        domain: String,
+        /// The mode.
+        mode: String,
+    },
+    /// The service domain's backend for a domain's netfront in one mode.
+    Netback {
+        /// The domain's name.
+        domain: String,
+        /// The mode.
+        mode: String,
+    },
+    /// The host on the far end of a domain's wire in one mode.
+    Peer {
+        /// The domain's name.
+        domain: String,
+        /// The mode.
+        mode: String,
+        /// What the peer does: sink, source, echo or client.
+        role: String,
+    },
+    /// The partner of a guest: a second domain on the host, in the guest's modes, the far
+    /// end of its network. Its vCPUs are counted, not drawn: the graph places only the
+    /// guest's vCPUs on physical CPUs.
+    Partner {
+        /// The guest it partners.
+        of: String,
+        /// Its workload.
+        workload: String,
+        /// Its vCPUs.
+        vcpus: u32,
+        /// The modes it runs under (its guest's).
+        modes: Vec<String>,
+        /// Memory in MiB.
+        memory_mib: u64,
+    },
+}
+
+/// How a domain reaches the e1000-like NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicPath {
+    /// The machine's hardware (`native`).
+    Hardware,
+    /// Emulated: every register access exits to the device model.
+    Emulated,
+    /// An SR-IOV virtual function assigned to the domain (`passthrough`).
+    Passthrough,
+}
+
+impl fmt::Display for NicPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NicPath::Hardware => "hardware",
+            NicPath::Emulated => "emulated",
+            NicPath::Passthrough => "assigned VF",
+        })
+    }
+}
+
+/// The name a partner's devices are labelled with: its guest's, marked.
+fn partner_name(guest: &str) -> String {
+    format!("{guest} partner")
 }
 
 impl fmt::Display for NodeKind {
@@ -89,6 +187,34 @@ impl fmt::Display for NodeKind {
                 write!(f, "{domain} debug console (port {CONSOLE_PORT:#X})")
             }
             NodeKind::ExitPort { domain } => write!(f, "{domain} exit port ({EXIT_PORT:#X})"),
+            NodeKind::ServiceDomain => f.write_str("dom0 (service domain, 1 CPU)"),
+            NodeKind::Bridge => f.write_str("dom0 bridge"),
+            NodeKind::Iommu => f.write_str("IOMMU (DMA and interrupt remapping)"),
+            NodeKind::Nic { domain, mode, path } => write!(
+                f,
+                "{domain} / {mode} NIC ({path} e1000, MMIO {NET_MMIO_BASE:#X}, MSI vector {NET_VECTOR:#X})"
+            ),
+            NodeKind::DeviceModel { domain, mode } => {
+                write!(f, "dom0 device model for {domain} / {mode}")
+            }
+            NodeKind::Netfront { domain, mode } => {
+                write!(f, "{domain} / {mode} netfront (rings in granted pages)")
+            }
+            NodeKind::Netback { domain, mode } => write!(f, "dom0 netback for {domain} / {mode}"),
+            NodeKind::Peer { domain, mode, role } => {
+                write!(f, "wire peer of {domain} / {mode} ({role})")
+            }
+            NodeKind::Partner {
+                of,
+                workload,
+                vcpus,
+                modes,
+                memory_mib,
+            } => write!(
+                f,
+                "partner domain of {of} ({workload}, {vcpus} vCPUs, {}, {memory_mib} MiB)",
+                modes.join("/")
+            ),
         }
     }
 }
@@ -96,27 +222,60 @@ impl fmt::Display for NodeKind {
 /// What an edge stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EdgeKind {
-    /// The machine has this physical CPU.
+    /// The machine has this physical CPU (or its IOMMU).
     Has,
-    /// The machine hosts this domain.
+    /// The machine hosts this domain (a guest, a partner or the service domain).
     Hosts,
     /// The domain owns this vCPU.
     Owns,
     /// The vCPU runs on this physical CPU.
     RunsOn,
-    /// The vCPU has this device (its LAPIC) or the domain has this port device.
+    /// The vCPU has this device (its LAPIC), the domain has this port device or network
+    /// device, or the service domain has this backend or its bridge.
     Device,
     /// A LAPIC timer interrupt to its vCPU.
     Timer,
     /// An inter-processor interrupt path from one vCPU to another (through the sender's
     /// LAPIC ICR).
     Ipi,
+    /// An emulated NIC's register accesses to its device model: each one exits.
+    Ioreq,
+    /// netfront's transmit ring, shared with the other end.
+    TxRing,
+    /// netfront's receive ring, shared with the other end.
+    RxRing,
+    /// The event channel netfront kicks the other end through.
+    EventChannel,
+    /// netfront to the partner's netfront, rings served by the hypervisor.
+    DirectChannel,
+    /// A backend's port on the service domain's bridge.
+    BridgePort,
+    /// The link to the far end (the wire, or the bridge to the partner's backend).
+    Wire,
+    /// An assigned NIC's DMA, translated by the IOMMU into the domain's memory.
+    Dma,
+    /// The NIC's MSI to vCPU 0's LAPIC (hardware, or injected by the device model).
+    Msi,
+    /// An assigned NIC's MSI, remapped to the host: an external-interrupt exit each.
+    MsiRemapped,
+    /// An assigned NIC's MSI, posted to vCPU 0: no exit while it runs.
+    MsiPosted,
+    /// An event-channel notification to netfront: the upcall vector on vCPU 0.
+    Upcall,
 }
 
 impl EdgeKind {
     /// Whether the edge is an interrupt route.
     pub fn is_interrupt(self) -> bool {
-        matches!(self, EdgeKind::Timer | EdgeKind::Ipi)
+        matches!(
+            self,
+            EdgeKind::Timer
+                | EdgeKind::Ipi
+                | EdgeKind::Msi
+                | EdgeKind::MsiRemapped
+                | EdgeKind::MsiPosted
+                | EdgeKind::Upcall
+        )
     }
 }
 
@@ -130,6 +289,21 @@ impl fmt::Display for EdgeKind {
             EdgeKind::Device => "device",
             EdgeKind::Timer => "timer",
             EdgeKind::Ipi => "IPI",
+            EdgeKind::Ioreq => "ioreq (every register access exits)",
+            EdgeKind::TxRing => "tx ring",
+            EdgeKind::RxRing => "rx ring",
+            EdgeKind::EventChannel => "event channel",
+            EdgeKind::DirectChannel => "direct channel (rings served by the hypervisor)",
+            EdgeKind::BridgePort => "bridge port",
+            EdgeKind::Wire => "wire",
+            EdgeKind::Dma => "DMA",
+            EdgeKind::Upcall => "event-channel upcall",
+            // The vector is the platform's constant, so the label follows it.
+            EdgeKind::Msi => return write!(f, "MSI {NET_VECTOR:#X}"),
+            EdgeKind::MsiRemapped => {
+                return write!(f, "MSI {NET_VECTOR:#X} remapped (exit per interrupt)")
+            }
+            EdgeKind::MsiPosted => return write!(f, "MSI {NET_VECTOR:#X} posted (no exit)"),
         })
     }
 }
@@ -140,7 +314,9 @@ pub type Topology = DiGraph<NodeKind, EdgeKind>;
 /// Builds the platform of a scenario. Each guest is one domain with as many vCPUs as the
 /// largest value its runs use (a sweep over `guest.vcpus` counts); vCPU `i` of every
 /// domain runs on physical CPU `i`, and the machine has as many physical CPUs as the
-/// largest domain has vCPUs.
+/// largest domain has vCPUs. Then, for each guest and each mode it runs under, the
+/// network path of that run (see the module documentation); the service domain, its
+/// bridge and the IOMMU appear once, when a run uses them.
 pub fn build(s: &Scenario) -> Topology {
     let specs = runner::expand(s);
     let mut g = Topology::new();
@@ -169,6 +345,7 @@ pub fn build(s: &Scenario) -> Topology {
             p
         })
         .collect();
+    let mut ends = Vec::with_capacity(s.guests.len());
     for (d, &n) in s.guests.iter().zip(&counts) {
         let dom = g.add_node(NodeKind::Domain {
             name: d.name.clone(),
@@ -177,6 +354,7 @@ pub fn build(s: &Scenario) -> Topology {
             memory_mib: d.memory_mib,
         });
         g.add_edge(machine, dom, EdgeKind::Hosts);
+        let mut lapics = Vec::with_capacity(n as usize);
         let vcpus: Vec<NodeIndex> = (0..n)
             .map(|index| {
                 let v = g.add_node(NodeKind::Vcpu {
@@ -191,6 +369,7 @@ pub fn build(s: &Scenario) -> Topology {
                 });
                 g.add_edge(v, l, EdgeKind::Device);
                 g.add_edge(l, v, EdgeKind::Timer);
+                lapics.push(l);
                 v
             })
             .collect();
@@ -209,8 +388,269 @@ pub fn build(s: &Scenario) -> Topology {
             domain: d.name.clone(),
         });
         g.add_edge(dom, x, EdgeKind::Device);
+        // Every domain has at least one vCPU, so LAPIC 0 exists; the domain stands in
+        // for it otherwise rather than dropping the route.
+        ends.push(Endpoint {
+            node: dom,
+            name: d.name.clone(),
+            irq: lapics.first().copied().unwrap_or(dom),
+        });
+    }
+    let mut shared = Shared {
+        machine,
+        dom0: None,
+        bridge: None,
+        iommu: None,
+    };
+    for (d, guest) in s.guests.iter().zip(&ends) {
+        // One run per mode is enough: sweeps vary neither the network nor the partner.
+        let runs: Vec<&RunSpec> = s
+            .modes
+            .iter()
+            .filter_map(|m| specs.iter().find(|r| r.guest == d.name && &r.mode == m))
+            .collect();
+        let mut partner: Option<Endpoint> = None;
+        for r in &runs {
+            let Some(net) = &r.net else {
+                continue;
+            };
+            let Some(attach) = resolve(net.path, &r.mode) else {
+                continue;
+            };
+            let near = shared.attach(&mut g, guest, &r.mode, attach);
+            match (&net.peer, &r.partner) {
+                (_, Some(p)) => {
+                    let other = partner
+                        .get_or_insert_with(|| add_partner(&mut g, machine, &d.name, p, &runs))
+                        .clone();
+                    let far = shared.attach(&mut g, &other, &r.mode, attach);
+                    match attach {
+                        Attach::Direct => {
+                            g.add_edge(near, far, EdgeKind::DirectChannel);
+                            g.add_edge(near, far, EdgeKind::EventChannel);
+                            g.add_edge(near, other.irq, EdgeKind::Upcall);
+                            g.add_edge(far, guest.irq, EdgeKind::Upcall);
+                        }
+                        Attach::Hardware | Attach::Passthrough { .. } => {
+                            g.add_edge(near, far, EdgeKind::Wire);
+                        }
+                        // Both backends already have their bridge ports.
+                        Attach::Emulated | Attach::Split => {}
+                    }
+                }
+                (Some(peer), None) => {
+                    let p = g.add_node(NodeKind::Peer {
+                        domain: d.name.clone(),
+                        mode: r.mode.clone(),
+                        role: peer_role(&peer.mode).to_string(),
+                    });
+                    let from = match attach {
+                        Attach::Emulated | Attach::Split => shared.bridge(&mut g),
+                        Attach::Hardware | Attach::Passthrough { .. } | Attach::Direct => near,
+                    };
+                    g.add_edge(from, p, EdgeKind::Wire);
+                }
+                // The scenario refuses a network without a far end; nothing to link.
+                (None, None) => {}
+            }
+        }
     }
     g
+}
+
+/// The path a run's network takes, resolved from its `path` and mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attach {
+    /// The NIC as the machine's hardware.
+    Hardware,
+    /// The NIC emulated by a device model in the service domain.
+    Emulated,
+    /// The NIC as a VF assigned to the domain; `posted`: its MSI is posted.
+    Passthrough { posted: bool },
+    /// netfront with netback in the service domain.
+    Split,
+    /// netfront to the partner's netfront over the direct channel.
+    Direct,
+}
+
+/// The simulator's choice of path for `path` under `mode` (docs/io.md): `None` where it
+/// refuses the combination, so the graph never shows a run that cannot exist.
+fn resolve(path: NetPath, mode: &str) -> Option<Attach> {
+    let split_modes = matches!(mode, "pv" | "hybrid");
+    match path {
+        NetPath::Auto if split_modes => Some(Attach::Split),
+        NetPath::Auto | NetPath::Emulated => match mode {
+            "native" => Some(Attach::Hardware),
+            // A PV kernel cannot map device registers.
+            "pv" => None,
+            _ => Some(Attach::Emulated),
+        },
+        NetPath::Pv => split_modes.then_some(Attach::Split),
+        NetPath::Direct => split_modes.then_some(Attach::Direct),
+        NetPath::Passthrough => match mode {
+            "hvm-ept" => Some(Attach::Passthrough { posted: false }),
+            "hvm-ept-apicv" => Some(Attach::Passthrough { posted: true }),
+            _ => None,
+        },
+    }
+}
+
+/// What a peer does, as the scenario names its mode.
+fn peer_role(m: &PeerMode) -> &'static str {
+    match m {
+        PeerMode::Sink => "sink",
+        PeerMode::Source { .. } => "source",
+        PeerMode::Echo { .. } => "echo",
+        PeerMode::Client { .. } => "client",
+    }
+}
+
+/// A domain a network path attaches to: its node, the name its devices carry, and where
+/// its interrupts land (vCPU 0's LAPIC; the domain itself for a partner, whose vCPUs are
+/// not drawn).
+#[derive(Debug, Clone)]
+struct Endpoint {
+    node: NodeIndex,
+    name: String,
+    irq: NodeIndex,
+}
+
+/// The partner of `guest` as a domain of the machine, in the modes its guest runs.
+fn add_partner(
+    g: &mut Topology,
+    machine: NodeIndex,
+    guest: &str,
+    p: &PartnerSpec,
+    runs: &[&RunSpec],
+) -> Endpoint {
+    let node = g.add_node(NodeKind::Partner {
+        of: guest.to_string(),
+        workload: p.workload.clone(),
+        vcpus: p.vcpus,
+        modes: runs.iter().map(|r| r.mode.clone()).collect(),
+        memory_mib: p.memory_mib,
+    });
+    g.add_edge(machine, node, EdgeKind::Hosts);
+    Endpoint {
+        node,
+        name: partner_name(guest),
+        irq: node,
+    }
+}
+
+/// The nodes every run shares, added the first time a run needs them so a scenario
+/// without them draws none.
+struct Shared {
+    machine: NodeIndex,
+    dom0: Option<NodeIndex>,
+    bridge: Option<NodeIndex>,
+    iommu: Option<NodeIndex>,
+}
+
+impl Shared {
+    fn dom0(&mut self, g: &mut Topology) -> NodeIndex {
+        let machine = self.machine;
+        *self.dom0.get_or_insert_with(|| {
+            let d = g.add_node(NodeKind::ServiceDomain);
+            g.add_edge(machine, d, EdgeKind::Hosts);
+            d
+        })
+    }
+
+    fn bridge(&mut self, g: &mut Topology) -> NodeIndex {
+        if let Some(b) = self.bridge {
+            return b;
+        }
+        let d = self.dom0(g);
+        let b = g.add_node(NodeKind::Bridge);
+        g.add_edge(d, b, EdgeKind::Device);
+        self.bridge = Some(b);
+        b
+    }
+
+    fn iommu(&mut self, g: &mut Topology) -> NodeIndex {
+        let machine = self.machine;
+        *self.iommu.get_or_insert_with(|| {
+            let i = g.add_node(NodeKind::Iommu);
+            g.add_edge(machine, i, EdgeKind::Has);
+            i
+        })
+    }
+
+    /// Gives `ep` its side of the path in `mode` and returns the node that faces the far
+    /// end: the NIC itself for hardware and an assigned VF, the service domain's backend
+    /// (already on the bridge) for the emulated NIC and netfront, netfront for the direct
+    /// channel.
+    fn attach(&mut self, g: &mut Topology, ep: &Endpoint, mode: &str, a: Attach) -> NodeIndex {
+        let nic = |g: &mut Topology, path: NicPath| {
+            let n = g.add_node(NodeKind::Nic {
+                domain: ep.name.clone(),
+                mode: mode.to_string(),
+                path,
+            });
+            g.add_edge(ep.node, n, EdgeKind::Device);
+            n
+        };
+        let netfront = |g: &mut Topology| {
+            let n = g.add_node(NodeKind::Netfront {
+                domain: ep.name.clone(),
+                mode: mode.to_string(),
+            });
+            g.add_edge(ep.node, n, EdgeKind::Device);
+            n
+        };
+        match a {
+            Attach::Hardware => {
+                let n = nic(g, NicPath::Hardware);
+                g.add_edge(n, ep.irq, EdgeKind::Msi);
+                n
+            }
+            Attach::Emulated => {
+                let n = nic(g, NicPath::Emulated);
+                let dom0 = self.dom0(g);
+                let dm = g.add_node(NodeKind::DeviceModel {
+                    domain: ep.name.clone(),
+                    mode: mode.to_string(),
+                });
+                g.add_edge(dom0, dm, EdgeKind::Device);
+                g.add_edge(n, dm, EdgeKind::Ioreq);
+                g.add_edge(n, ep.irq, EdgeKind::Msi);
+                let b = self.bridge(g);
+                g.add_edge(dm, b, EdgeKind::BridgePort);
+                dm
+            }
+            Attach::Passthrough { posted } => {
+                let n = nic(g, NicPath::Passthrough);
+                let i = self.iommu(g);
+                g.add_edge(n, i, EdgeKind::Dma);
+                g.add_edge(i, ep.node, EdgeKind::Dma);
+                let msi = if posted {
+                    EdgeKind::MsiPosted
+                } else {
+                    EdgeKind::MsiRemapped
+                };
+                g.add_edge(n, ep.irq, msi);
+                n
+            }
+            Attach::Split => {
+                let f = netfront(g);
+                let dom0 = self.dom0(g);
+                let b = g.add_node(NodeKind::Netback {
+                    domain: ep.name.clone(),
+                    mode: mode.to_string(),
+                });
+                g.add_edge(dom0, b, EdgeKind::Device);
+                g.add_edge(f, b, EdgeKind::TxRing);
+                g.add_edge(f, b, EdgeKind::RxRing);
+                g.add_edge(f, b, EdgeKind::EventChannel);
+                g.add_edge(b, ep.irq, EdgeKind::Upcall);
+                let br = self.bridge(g);
+                g.add_edge(b, br, EdgeKind::BridgePort);
+                b
+            }
+            Attach::Direct => netfront(g),
+        }
+    }
 }
 
 fn node_attrs(n: &NodeKind) -> &'static str {
@@ -221,6 +661,16 @@ fn node_attrs(n: &NodeKind) -> &'static str {
         NodeKind::Vcpu { .. } => "shape=ellipse, style=filled, fillcolor=\"#d8efd8\"",
         NodeKind::Lapic { .. } => "shape=component",
         NodeKind::Console { .. } | NodeKind::ExitPort { .. } => "shape=cds",
+        NodeKind::ServiceDomain => "shape=folder, style=filled, fillcolor=\"#e6d8f0\"",
+        NodeKind::Partner { .. } => "shape=folder, style=filled, fillcolor=\"#f6e7c8\"",
+        NodeKind::Bridge => "shape=hexagon",
+        NodeKind::Iommu => "shape=box3d",
+        NodeKind::Nic { .. } => "shape=component, style=filled, fillcolor=\"#fbe3d6\"",
+        NodeKind::Netfront { .. } => "shape=component, style=filled, fillcolor=\"#dbeaf6\"",
+        NodeKind::DeviceModel { .. } | NodeKind::Netback { .. } => {
+            "shape=box, style=\"rounded,filled\", fillcolor=\"#e6d8f0\""
+        }
+        NodeKind::Peer { .. } => "shape=doublecircle",
     }
 }
 
@@ -229,6 +679,14 @@ fn edge_attrs(e: EdgeKind) -> &'static str {
         EdgeKind::Timer => "color=\"#c0392b\", fontcolor=\"#c0392b\"",
         EdgeKind::Ipi => "color=\"#2f6fb0\", fontcolor=\"#2f6fb0\", style=dashed",
         EdgeKind::RunsOn => "style=dotted",
+        EdgeKind::Msi | EdgeKind::MsiRemapped | EdgeKind::MsiPosted | EdgeKind::Upcall => {
+            "color=\"#c0392b\", fontcolor=\"#c0392b\", style=dashed"
+        }
+        EdgeKind::Ioreq => "color=\"#d35400\", fontcolor=\"#d35400\", penwidth=2",
+        EdgeKind::TxRing | EdgeKind::RxRing | EdgeKind::DirectChannel => {
+            "color=\"#1e8449\", fontcolor=\"#1e8449\""
+        }
+        EdgeKind::Wire => "penwidth=2",
         _ => "color=\"#555555\"",
     }
 }
@@ -260,8 +718,25 @@ pub fn summary(g: &Topology) -> String {
         .edge_references()
         .filter(|e| e.weight().is_interrupt())
         .count();
+    let nics = count(&|n| matches!(n, NodeKind::Nic { .. }));
+    let netfronts = count(&|n| matches!(n, NodeKind::Netfront { .. }));
+    let backends = count(&|n| {
+        matches!(
+            n,
+            NodeKind::DeviceModel { .. } | NodeKind::Netback { .. } | NodeKind::Bridge
+        )
+    });
+    let partners = count(&|n| matches!(n, NodeKind::Partner { .. }));
+    // Only a scenario with a network says so: the line for one without stays as it was.
+    let network = if nics + netfronts > 0 {
+        format!(
+            ", network: {nics} NICs, {netfronts} netfronts, {backends} service-domain backends, {partners} partner domains"
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{domains} domains, {vcpus} vCPUs on {pcpus} physical CPUs, {devices} devices, {routes} interrupt routes ({} nodes, {} edges)",
+        "{domains} domains, {vcpus} vCPUs on {pcpus} physical CPUs, {devices} devices, {routes} interrupt routes{network} ({} nodes, {} edges)",
         g.node_count(),
         g.edge_count()
     )

@@ -88,3 +88,280 @@ fn cli_writes_the_dot_file() {
     assert!(dot.contains("pingpong LAPIC 1"));
     let _ = std::fs::remove_dir_all(d);
 }
+
+/// A guest's network through the scenario's modes: the guest alone on the wire, a peer
+/// at the far end.
+fn with_net(modes: &str, path: &str, peer: &str) -> String {
+    format!(
+        r#"
+modes = [{modes}]
+[meta]
+name = "net"
+[guest]
+name = "web"
+workload = "net_rr"
+args = [1000, 64]
+memory_mib = 64
+[guest.net]
+path = "{path}"
+[guest.net.peer]
+{peer}
+"#
+    )
+}
+
+const ECHO: &str = "mode = \"echo\"\nresponse_bytes = 64";
+
+fn graph(text: &str) -> topology::Topology {
+    let l = load_str(text, "net.toml", "net", Path::new("."), false).unwrap();
+    topology::build(&l.scenario)
+}
+
+fn nodes(g: &topology::Topology, f: impl Fn(&NodeKind) -> bool) -> usize {
+    g.node_weights().filter(|n| f(n)).count()
+}
+
+fn edges(g: &topology::Topology, k: EdgeKind) -> usize {
+    g.edge_weights().filter(|e| **e == k).count()
+}
+
+/// The kinds of every network node, counted in one order: service domain, bridge, IOMMU,
+/// NIC, device model, netfront, netback, peer, partner.
+fn network_nodes(g: &topology::Topology) -> [usize; 9] {
+    [
+        nodes(g, |n| matches!(n, NodeKind::ServiceDomain)),
+        nodes(g, |n| matches!(n, NodeKind::Bridge)),
+        nodes(g, |n| matches!(n, NodeKind::Iommu)),
+        nodes(g, |n| matches!(n, NodeKind::Nic { .. })),
+        nodes(g, |n| matches!(n, NodeKind::DeviceModel { .. })),
+        nodes(g, |n| matches!(n, NodeKind::Netfront { .. })),
+        nodes(g, |n| matches!(n, NodeKind::Netback { .. })),
+        nodes(g, |n| matches!(n, NodeKind::Peer { .. })),
+        nodes(g, |n| matches!(n, NodeKind::Partner { .. })),
+    ]
+}
+
+const NETWORK_EDGES: [EdgeKind; 13] = [
+    EdgeKind::Ioreq,
+    EdgeKind::TxRing,
+    EdgeKind::RxRing,
+    EdgeKind::EventChannel,
+    EdgeKind::DirectChannel,
+    EdgeKind::BridgePort,
+    EdgeKind::Wire,
+    EdgeKind::Dma,
+    EdgeKind::Msi,
+    EdgeKind::MsiRemapped,
+    EdgeKind::MsiPosted,
+    EdgeKind::Upcall,
+    EdgeKind::Hosts,
+];
+
+/// Whether every edge of `kind` ends at vCPU 0's LAPIC of `domain`.
+fn lands_on_lapic0(g: &topology::Topology, kind: EdgeKind, domain: &str) -> bool {
+    use petgraph::visit::EdgeRef;
+    g.edge_references()
+        .filter(|e| *e.weight() == kind)
+        .all(|e| {
+            g[e.target()]
+                == NodeKind::Lapic {
+                    domain: domain.into(),
+                    vcpu: 0,
+                }
+        })
+}
+
+fn has_label(dot: &str, label: &str) -> bool {
+    dot.contains(&format!("label = \"{label}\""))
+}
+
+#[test]
+fn a_scenario_without_a_network_draws_none() {
+    let g = graph(TWO_VCPUS);
+    assert_eq!(network_nodes(&g), [0; 9]);
+    for k in NETWORK_EDGES {
+        if k != EdgeKind::Hosts {
+            assert_eq!(edges(&g, k), 0, "{k}");
+        }
+    }
+    assert_eq!(edges(&g, EdgeKind::Hosts), 1);
+    let dot = topology::to_dot(&g);
+    for word in [
+        "dom0", "NIC", "netfront", "netback", "bridge", "IOMMU", "MSI", "ring",
+    ] {
+        assert!(!dot.contains(word), "{word}\n{dot}");
+    }
+    assert!(!topology::summary(&g).contains("network"));
+}
+
+#[test]
+fn an_emulated_nic_exits_to_the_device_model_in_dom0() {
+    let g = graph(&with_net("\"hvm-ept\"", "auto", ECHO));
+    // service domain, bridge, IOMMU, NIC, device model, netfront, netback, peer, partner.
+    assert_eq!(network_nodes(&g), [1, 1, 0, 1, 1, 0, 0, 1, 0]);
+    // 7 nodes of the domain alone (machine, pCPU, domain, vCPU, LAPIC, console, exit).
+    assert_eq!(g.node_count(), 12);
+    // 8 of the domain alone; dom0 hosted, its bridge and device model, the NIC, ioreq,
+    // MSI, bridge port, wire.
+    assert_eq!(g.edge_count(), 16);
+    assert_eq!(
+        NETWORK_EDGES.map(|k| edges(&g, k)),
+        [1, 0, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 2]
+    );
+    assert!(lands_on_lapic0(&g, EdgeKind::Msi, "web"));
+    let dot = topology::to_dot(&g);
+    for label in [
+        "dom0 (service domain, 1 CPU)",
+        "dom0 bridge",
+        "web / hvm-ept NIC (emulated e1000, MMIO 0xFEB20000, MSI vector 0x41)",
+        "dom0 device model for web / hvm-ept",
+        "wire peer of web / hvm-ept (echo)",
+        "ioreq (every register access exits)",
+        "MSI 0x41",
+        "bridge port",
+        "wire",
+    ] {
+        assert!(has_label(&dot, label), "{label}\n{dot}");
+    }
+    assert_eq!(dot.matches(" -> ").count(), 16);
+    assert_eq!(
+        dot,
+        topology::to_dot(&graph(&with_net("\"hvm-ept\"", "auto", ECHO)))
+    );
+    assert!(topology::summary(&g)
+        .contains("network: 1 NICs, 0 netfronts, 2 service-domain backends, 0 partner domains"));
+}
+
+#[test]
+fn netfront_reaches_netback_through_rings_and_an_event_channel() {
+    let g = graph(&with_net("\"hybrid\"", "auto", "mode = \"sink\""));
+    assert_eq!(network_nodes(&g), [1, 1, 0, 0, 0, 1, 1, 1, 0]);
+    assert_eq!(g.node_count(), 12);
+    // 8 + dom0 hosted, netfront, netback, tx, rx, event channel, upcall, bridge, bridge
+    // port, wire.
+    assert_eq!(g.edge_count(), 18);
+    assert_eq!(
+        NETWORK_EDGES.map(|k| edges(&g, k)),
+        [0, 1, 1, 1, 0, 1, 1, 0, 0, 0, 0, 1, 2]
+    );
+    assert!(lands_on_lapic0(&g, EdgeKind::Upcall, "web"));
+    let dot = topology::to_dot(&g);
+    for label in [
+        "web / hybrid netfront (rings in granted pages)",
+        "dom0 netback for web / hybrid",
+        "wire peer of web / hybrid (sink)",
+        "tx ring",
+        "rx ring",
+        "event channel",
+        "event-channel upcall",
+    ] {
+        assert!(has_label(&dot, label), "{label}\n{dot}");
+    }
+    assert!(!dot.contains("NIC"), "{dot}");
+}
+
+const DIRECT: &str = r#"
+modes = ["hybrid"]
+[meta]
+name = "pair"
+[guest]
+name = "rr"
+workload = "net_rr"
+args = [1000, 64]
+memory_mib = 64
+[guest.net]
+path = "direct"
+[guest.partner]
+workload = "net_echo"
+args = [1000]
+vcpus = 2
+memory_mib = 32
+"#;
+
+#[test]
+fn the_direct_channel_links_two_netfronts_without_dom0() {
+    let g = graph(DIRECT);
+    assert_eq!(network_nodes(&g), [0, 0, 0, 0, 0, 2, 0, 0, 1]);
+    // 7 + the partner and both netfronts.
+    assert_eq!(g.node_count(), 10);
+    // 8 + partner hosted, both netfronts, direct channel, event channel, an upcall each
+    // way.
+    assert_eq!(g.edge_count(), 15);
+    assert_eq!(
+        NETWORK_EDGES.map(|k| edges(&g, k)),
+        [0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 2, 2]
+    );
+    let dot = topology::to_dot(&g);
+    for label in [
+        "partner domain of rr (net_echo, 2 vCPUs, hybrid, 32 MiB)",
+        "rr / hybrid netfront (rings in granted pages)",
+        "rr partner / hybrid netfront (rings in granted pages)",
+        "direct channel (rings served by the hypervisor)",
+        "event channel",
+        "event-channel upcall",
+    ] {
+        assert!(has_label(&dot, label), "{label}\n{dot}");
+    }
+    assert!(!dot.contains("dom0"), "{dot}");
+    // The partner's vCPUs are in its label, not on the physical CPUs.
+    assert_eq!(nodes(&g, |n| matches!(n, NodeKind::Pcpu { .. })), 1);
+    assert!(topology::summary(&g).contains("1 partner domains"));
+}
+
+#[test]
+fn partners_through_dom0_each_have_a_backend_on_the_bridge() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("claims/b3-inter-vm.toml");
+    let l = scenarios::schema::load(&dir, false).unwrap();
+    let g = topology::build(&l.scenario);
+    // Two "dom0" guests in hvm-ept (2 emulated NICs each with a device model) and hybrid
+    // (2 netfronts each with a netback), two "direct" guests in hybrid (2 netfronts); one
+    // partner per guest; one service domain and bridge for all.
+    assert_eq!(network_nodes(&g), [1, 1, 0, 4, 4, 8, 4, 0, 4]);
+    assert_eq!(edges(&g, EdgeKind::Ioreq), 4);
+    assert_eq!(edges(&g, EdgeKind::BridgePort), 8);
+    assert_eq!(edges(&g, EdgeKind::DirectChannel), 2);
+    assert_eq!(edges(&g, EdgeKind::Wire), 0);
+    assert_eq!(edges(&g, EdgeKind::Msi), 4);
+    // netback to each of 4 netfronts, each direct netfront from the other.
+    assert_eq!(edges(&g, EdgeKind::Upcall), 8);
+}
+
+#[test]
+fn an_assigned_nic_uses_the_iommu_and_its_interrupts_are_posted_under_apicv() {
+    let g = graph(&with_net(
+        "\"native\", \"pv\", \"hvm-shadow\", \"hvm-ept\", \"hvm-ept-apicv\"",
+        "passthrough",
+        ECHO,
+    ));
+    // Only the EPT modes take the path: the others refuse it and draw nothing.
+    assert_eq!(network_nodes(&g), [0, 0, 1, 2, 0, 0, 0, 2, 0]);
+    assert_eq!(edges(&g, EdgeKind::Dma), 4);
+    assert_eq!(edges(&g, EdgeKind::MsiRemapped), 1);
+    assert_eq!(edges(&g, EdgeKind::MsiPosted), 1);
+    assert_eq!(edges(&g, EdgeKind::Msi), 0);
+    assert_eq!(edges(&g, EdgeKind::Wire), 2);
+    assert!(lands_on_lapic0(&g, EdgeKind::MsiPosted, "web"));
+    let dot = topology::to_dot(&g);
+    for label in [
+        "IOMMU (DMA and interrupt remapping)",
+        "web / hvm-ept NIC (assigned VF e1000, MMIO 0xFEB20000, MSI vector 0x41)",
+        "MSI 0x41 remapped (exit per interrupt)",
+        "MSI 0x41 posted (no exit)",
+        "DMA",
+    ] {
+        assert!(has_label(&dot, label), "{label}\n{dot}");
+    }
+    assert!(!dot.contains("device model"), "{dot}");
+}
+
+#[test]
+fn the_native_nic_is_hardware_on_the_wire() {
+    let g = graph(&with_net("\"native\"", "auto", ECHO));
+    assert_eq!(network_nodes(&g), [0, 0, 0, 1, 0, 0, 0, 1, 0]);
+    assert_eq!(edges(&g, EdgeKind::Msi), 1);
+    assert_eq!(edges(&g, EdgeKind::Wire), 1);
+    assert!(has_label(
+        &topology::to_dot(&g),
+        "web / native NIC (hardware e1000, MMIO 0xFEB20000, MSI vector 0x41)"
+    ));
+}
