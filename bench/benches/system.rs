@@ -70,7 +70,12 @@ fn bench(c: &mut Criterion) {
     for mode in ["hvm-ept", "hybrid", "pv"] {
         for (name, program, args, peer) in [
             ("net_rr", "net_rr", vec!["500", "64"], echo.clone()),
-            ("stream_rx_10g", "net_stream", vec!["rx", "5000"], source.clone()),
+            (
+                "stream_rx_10g",
+                "net_stream",
+                vec!["rx", "5000"],
+                source.clone(),
+            ),
         ] {
             let mut o = opts_in(mode, program, &args);
             o.memory_mib = 64;

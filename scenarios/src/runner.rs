@@ -50,6 +50,9 @@ pub struct RunSpec {
     /// The other domain of a two-domain host (absent: the guest runs alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partner: Option<crate::schema::PartnerSpec>,
+    /// How the host's physical CPUs are shared (with a partner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<sim_core::host::HostConfig>,
 }
 
 impl RunSpec {
@@ -130,6 +133,7 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
                     interrupts: s.machine.interrupts,
                     net: g.net.clone().or_else(|| s.machine.net.clone()),
                     partner: g.partner.clone(),
+                    host: s.machine.host.clone(),
                 };
                 for (p, v) in &pt {
                     apply_param(&mut spec, p, v);
@@ -237,8 +241,8 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
         match partner_cfg {
             None => Ok(m.run()),
             Some(pc) => {
-                let host =
-                    sim_core::host::Host::new(vec![m, build(pc)?]).map_err(|e| e.to_string())?;
+                let host = sim_core::host::Host::with_cpus(vec![m, build(pc)?], spec.host.as_ref())
+                    .map_err(|e| e.to_string())?;
                 Ok(host.run())
             }
         }

@@ -96,6 +96,11 @@ pub struct MachineSpec {
     /// the far end of the wire (`[machine.net.peer]`, see docs/io.md); absent: no network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<sim_core::net::NetConfig>,
+    /// `[machine.host]`: for guests with a partner, the physical CPUs the two domains share
+    /// (`pcpus`) and the vCPU scheduler (`[machine.host.scheduler] policy = "credit"` or
+    /// `"bvt"`); absent: a physical CPU per vCPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<sim_core::host::HostConfig>,
 }
 
 fn default_profile() -> String {
@@ -109,6 +114,7 @@ impl Default for MachineSpec {
             overrides: BTreeMap::new(),
             interrupts: None,
             net: None,
+            host: None,
         }
     }
 }
@@ -167,12 +173,8 @@ fn check_guest_network(s: &Scenario, g: &GuestSpec) -> Result<(), (&'static str,
     use sim_core::net::NetPath;
     let net = g.net.as_ref().or(s.machine.net.as_ref());
     match (net, &g.partner) {
-        (None, Some(_)) => Err((
-            "partner",
-            "a partner is the far end of the guest's network: give the guest a network \
-             ([guests.net] or [machine.net], without a peer)"
-                .into(),
-        )),
+        // A partner without a network shares the host's CPUs only.
+        (None, Some(_)) => Ok(()),
         (Some(n), Some(_)) if n.peer.is_some() => Err((
             "net",
             "names a peer but the guest has a partner: the partner is the far end, drop \

@@ -169,6 +169,13 @@ pub struct MachineStats {
     pub interrupts_delivered: u64,
     /// Scheduling slices run.
     pub slices: u64,
+    /// On a host with fewer physical CPUs than vCPUs: cycles this domain's vCPUs were
+    /// runnable but waited for a physical CPU (the vCPU scheduler gave it to another).
+    pub sched_wait_cycles: u64,
+    /// Times the vCPU scheduler switched a physical CPU to this domain.
+    pub domain_switches: u64,
+    /// Cycles of those switches (charged to this domain's vCPU).
+    pub domain_switch_cycles: u64,
 }
 
 /// Results of one vCPU.
@@ -991,6 +998,37 @@ impl Machine {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Whether a vCPU can run: not halted, or halted with an interrupt it can take.
+    pub(crate) fn runnable(&self) -> bool {
+        self.vcpus.iter().any(|v| {
+            v.started
+                && (!v.cpu.state.halted
+                    || (v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled()))
+        })
+    }
+
+    /// Brings every vCPU's clock to `at` (a physical CPU became free for it then): the time
+    /// before is waiting for the CPU; then the switch itself, `switch` cycles, and for a
+    /// policy without VPID-tagged TLBs (pv) a TLB flush.
+    pub(crate) fn scheduled_in(&mut self, at: u64, switch: u64) {
+        let mut waited = 0;
+        for v in self.vcpus.iter_mut().filter(|v| v.started) {
+            let c = v.cycles();
+            if at > c {
+                v.idle += at - c;
+                waited = waited.max(at - c);
+            }
+            v.idle += switch;
+            if self.policy == Policy::Pv {
+                v.mmu
+                    .hv_invalidate(cpu_model::Invalidation::AllIncludingGlobal);
+            }
+        }
+        self.stats.sched_wait_cycles += waited;
+        self.stats.domain_switches += 1;
+        self.stats.domain_switch_cycles += switch;
     }
 
     /// The machine's time for a host's scheduling (cycles): how far its slowest vCPU has

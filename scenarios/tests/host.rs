@@ -1,0 +1,168 @@
+//! Two domains on one host: the shared physical CPUs under the vCPU schedulers, and the
+//! link between their networks.
+#![allow(clippy::unwrap_used)]
+
+use sim_core::host::{Host, HostConfig};
+use sim_core::net::{NetConfig, NetPath};
+use sim_core::sched::SchedConfig;
+use sim_core::{Machine, MachineConfig, MachineProfile, Policy, RunEnd, RunResult};
+
+fn machine(mode: &str, cmdline: &str, net: Option<NetPath>) -> Machine {
+    let mut cfg = MachineConfig::new(MachineProfile::load("nehalem-x5570").unwrap(), cmdline);
+    cfg.mem_bytes = 64 << 20;
+    cfg.max_instructions = 400_000_000;
+    cfg.net = net.map(|path| NetConfig { path, peer: None });
+    Machine::with_policy(
+        cfg,
+        Policy::from_name(mode).unwrap(),
+        scenarios::guest::kernel_elf(),
+        "testbed kernel",
+    )
+    .unwrap()
+}
+
+fn host(doms: Vec<Machine>, pcpus: u32, scheduler: SchedConfig, weights: Vec<u64>) -> RunResult {
+    let cfg = HostConfig {
+        pcpus,
+        scheduler,
+        weights,
+        warps: Vec::new(),
+    };
+    let r = Host::with_cpus(doms, Some(&cfg)).unwrap().run();
+    for x in std::iter::once(&r).chain(r.partners.iter()) {
+        assert_eq!(
+            x.end,
+            RunEnd::Exited { code: 0 },
+            "{}\n{}",
+            x.end_reason,
+            x.console
+        );
+    }
+    r
+}
+
+fn credit() -> SchedConfig {
+    SchedConfig::Credit {
+        tslice_us: 1000,
+        period_us: 1000,
+    }
+}
+
+fn total(r: &RunResult) -> u64 {
+    r.cycles.total()
+}
+
+const GUPS: &str = "gups 150000 1024";
+
+#[test]
+fn one_physical_cpu_is_time_shared_by_two_cpu_bound_domains() {
+    let alone = machine("hybrid", GUPS, None).run();
+    for sched in [credit(), SchedConfig::Bvt { allowance_us: 500 }] {
+        let name = format!("{sched:?}");
+        let r = host(
+            vec![machine("hybrid", GUPS, None), machine("hybrid", GUPS, None)],
+            1,
+            sched,
+            vec![],
+        );
+        let p = &r.partners[0];
+        // Each domain waited for the CPU about as long as the other ran.
+        for x in [&r, p] {
+            let t = total(x) as f64 / total(&alone) as f64;
+            assert!(t > 1.6 && t < 2.4, "{name}: {t}");
+            assert!(x.machine.domain_switches >= 4, "{name}: {:?}", x.machine);
+            assert!(x.machine.sched_wait_cycles > 0);
+        }
+        // The same work was done.
+        assert_eq!(r.instructions, p.instructions);
+    }
+}
+
+#[test]
+fn the_heavier_domain_waits_less_under_credit() {
+    let r = host(
+        vec![machine("hybrid", GUPS, None), machine("hybrid", GUPS, None)],
+        1,
+        credit(),
+        vec![512, 256],
+    );
+    let p = &r.partners[0];
+    assert!(
+        r.machine.sched_wait_cycles < p.machine.sched_wait_cycles,
+        "{} vs {}",
+        r.machine.sched_wait_cycles,
+        p.machine.sched_wait_cycles
+    );
+}
+
+#[test]
+fn with_a_physical_cpu_per_vcpu_nobody_waits() {
+    let r = host(
+        vec![
+            machine("hvm-ept", GUPS, None),
+            machine("hvm-ept", GUPS, None),
+        ],
+        2,
+        credit(),
+        vec![],
+    );
+    for x in [&r, &r.partners[0]] {
+        assert_eq!(x.machine.sched_wait_cycles, 0);
+        assert_eq!(x.machine.domain_switches, 0);
+    }
+}
+
+#[test]
+fn linked_domains_on_one_cpu_still_complete_their_transactions_deterministically() {
+    let go = || {
+        host(
+            vec![
+                machine("hybrid", "net_rr 50 64", Some(NetPath::Pv)),
+                machine("hybrid", "net_echo 50", Some(NetPath::Pv)),
+            ],
+            1,
+            credit(),
+            vec![],
+        )
+    };
+    let a = go();
+    let b = go();
+    let l = a.net.as_ref().unwrap().link.as_ref().unwrap();
+    assert_eq!(l.frames_out, 50);
+    assert_eq!(l.frames_in, 50);
+    assert_eq!(l.latency.count(), 49);
+    assert_eq!(a.cycles, b.cycles);
+    assert_eq!(a.partners[0].cycles, b.partners[0].cycles);
+    // One service domain served both backends.
+    assert!(a.net.as_ref().unwrap().dom0_shared);
+}
+
+#[test]
+fn a_host_refuses_what_it_cannot_build() {
+    let e = Host::with_cpus(
+        vec![
+            machine("hybrid", "net_rr 5 64", Some(NetPath::Pv)),
+            machine("hybrid", "hello", None),
+        ],
+        None,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("need a network each"), "{e}");
+    let cfg = HostConfig {
+        pcpus: 0,
+        scheduler: credit(),
+        weights: vec![],
+        warps: vec![],
+    };
+    let e = Host::with_cpus(
+        vec![
+            machine("hybrid", "hello", None),
+            machine("hybrid", "hello", None),
+        ],
+        Some(&cfg),
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("pcpus"), "{e}");
+}
