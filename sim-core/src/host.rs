@@ -173,10 +173,10 @@ impl Host {
         }
         let on_cpu = |c: &Cpus, d: usize| c.owner.contains(&Some(d));
         c.waiting.clear();
-        for d in 0..doms.len() {
-            let r = doms[d].end.is_none() && doms[d].runnable();
+        for (d, dom) in doms.iter().enumerate() {
+            let r = dom.end.is_none() && dom.runnable();
             if r && !c.was_runnable[d] {
-                c.sched.wake(d, doms[d].clock());
+                c.sched.wake(d, dom.clock());
             }
             c.was_runnable[d] = r;
             if r && !on_cpu(c, d) {

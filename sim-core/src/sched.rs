@@ -288,6 +288,7 @@ impl VcpuScheduler for Bvt {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
