@@ -98,11 +98,7 @@ pub fn latency_cdfs(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                     .draw()?;
                 for (i, (pos, name, pts)) in series.values().enumerate() {
                     let mode = name.split(',').next().unwrap_or(name);
-                    let color = if series.len() > report.modes.len() {
-                        crate::palette::mode_color("", i)
-                    } else {
-                        mode_color(mode, *pos)
-                    };
+                    let color = line_color(report, series.len(), i, mode, *pos);
                     // A step function: each bucket's fraction holds up to its bound.
                     let mut steps = Vec::with_capacity(pts.len() * 2 + 1);
                     let mut last = 0.0;
@@ -118,13 +114,7 @@ pub fn latency_cdfs(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                             PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
                         });
                 }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::LowerRight)
-                    .background_style(WHITE.mix(0.9))
-                    .border_style(INK)
-                    .label_font((FONT, 20).into_font().color(&INK))
-                    .draw()?;
+                legend(&mut chart)?;
                 root.present()?;
                 Ok(())
             };
@@ -133,6 +123,33 @@ pub fn latency_cdfs(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
         out.push((format!("latency-cdf-{}.svg", file_part(&guest)), svg));
     }
     Ok(out)
+}
+
+/// A line's colour: the mode's own, unless there are more lines than modes (several sweep
+/// points per mode), then one per line.
+fn line_color(report: &Report, lines: usize, i: usize, mode: &str, pos: usize) -> RGBColor {
+    if lines > report.modes.len() {
+        mode_color("", i)
+    } else {
+        mode_color(mode, pos)
+    }
+}
+
+/// The legend of a line chart, in the lower right corner.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(INK)
+        .label_font((FONT, 20).into_font().color(&INK))
+        .draw()?;
+    Ok(())
 }
 
 fn file_part(s: &str) -> String {
@@ -497,11 +514,7 @@ pub fn sweeps(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                         let mut pts = pts.clone();
                         pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                         let mode = name.split(',').next().unwrap_or(name);
-                        let color = if series.len() > report.modes.len() {
-                            crate::palette::mode_color("", i)
-                        } else {
-                            mode_color(mode, *pos)
-                        };
+                        let color = line_color(report, series.len(), i, mode, *pos);
                         chart
                             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))?
                             .label(name.clone())
@@ -513,13 +526,7 @@ pub fn sweeps(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                                 .map(|&(x, y)| Circle::new((x, y), 5, color.filled())),
                         )?;
                     }
-                    chart
-                        .configure_series_labels()
-                        .position(SeriesLabelPosition::LowerRight)
-                        .background_style(WHITE.mix(0.9))
-                        .border_style(INK)
-                        .label_font((FONT, 20).into_font().color(&INK))
-                        .draw()?;
+                    legend(&mut chart)?;
                     root.present()?;
                     Ok(())
                 };

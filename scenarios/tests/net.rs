@@ -26,13 +26,8 @@ fn net_run_path(
 ) -> RunResult {
     let r = run_on(
         &ProgramRun {
-            program: program.into(),
-            args: args.iter().map(|s| s.to_string()).collect(),
             profile: profile.into(),
-            mode: mode.into(),
-            vcpus: 1,
-            memory_mib: 64,
-            max_instructions: 200_000_000,
+            ..support::program(mode, program, args, 64, 200_000_000)
         },
         None,
         Some(NetConfig {
@@ -204,15 +199,7 @@ fn a_network_run_is_deterministic() {
 
 #[test]
 fn bad_network_configurations_are_refused_before_the_run() {
-    let opts = |mode: &str| ProgramRun {
-        program: "net_rr".into(),
-        args: vec!["1".into(), "64".into()],
-        profile: "nehalem-x5570".into(),
-        mode: mode.into(),
-        vcpus: 1,
-        memory_mib: 64,
-        max_instructions: 1_000_000,
-    };
+    let opts = |mode: &str| support::program(mode, "net_rr", &["1", "64"], 64, 1_000_000);
     let cfg = |path| {
         Some(NetConfig {
             path,
@@ -237,15 +224,13 @@ fn bad_network_configurations_are_refused_before_the_run() {
 
 #[test]
 fn a_guest_without_a_network_says_so() {
-    let r = scenarios::program::run(&ProgramRun {
-        program: "net_rr".into(),
-        args: vec!["1".into(), "64".into()],
-        profile: "nehalem-x5570".into(),
-        mode: "native".into(),
-        vcpus: 1,
-        memory_mib: 64,
-        max_instructions: 50_000_000,
-    })
+    let r = scenarios::program::run(&support::program(
+        "native",
+        "net_rr",
+        &["1", "64"],
+        64,
+        50_000_000,
+    ))
     .unwrap();
     assert_eq!(r.end, RunEnd::Exited { code: 1 });
     assert!(r.console.contains("error=no_net"), "{}", r.console);
@@ -366,15 +351,7 @@ fn a_passed_through_bar_coexists_with_2mib_ept_populated_at_build() {
 fn passthrough_is_refused_outside_the_ept_modes() {
     for mode in ["hvm-shadow", "pv", "hybrid", "native"] {
         let e = run_on(
-            &ProgramRun {
-                program: "net_rr".into(),
-                args: vec!["1".into(), "64".into()],
-                profile: "nehalem-x5570".into(),
-                mode: mode.into(),
-                vcpus: 1,
-                memory_mib: 64,
-                max_instructions: 1_000_000,
-            },
+            &support::program(mode, "net_rr", &["1", "64"], 64, 1_000_000),
             None,
             Some(NetConfig {
                 path: NetPath::Passthrough,

@@ -6,23 +6,38 @@ use scenarios::program::{run, ProgramRun};
 use sim_core::machine::VcpuResult;
 use sim_core::{RunEnd, RunResult};
 
-/// Runs `program` with `args` in `mode` on the Nehalem profile (128 MiB) and asserts the
-/// guest exited with status 0.
-pub fn go(mode: &str, program: &str, args: &[&str], vcpus: u32) -> RunResult {
-    let r = run(&ProgramRun {
+/// What runs `program` with `args` in `mode` on the Nehalem profile: one vCPU, `memory_mib`
+/// of memory, at most `max_instructions`.
+pub fn program(
+    mode: &str,
+    program: &str,
+    args: &[&str],
+    memory_mib: u64,
+    max_instructions: u64,
+) -> ProgramRun {
+    ProgramRun {
         program: program.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         profile: "nehalem-x5570".into(),
         mode: mode.into(),
+        vcpus: 1,
+        memory_mib,
+        max_instructions,
+    }
+}
+
+/// Runs `program` with `args` in `mode` on the Nehalem profile (128 MiB) and asserts the
+/// guest exited with status 0.
+pub fn go(mode: &str, program_name: &str, args: &[&str], vcpus: u32) -> RunResult {
+    let r = run(&ProgramRun {
         vcpus,
-        memory_mib: 128,
-        max_instructions: 400_000_000,
+        ..program(mode, program_name, args, 128, 400_000_000)
     })
     .unwrap();
     assert_eq!(
         r.end,
         RunEnd::Exited { code: 0 },
-        "{mode} {program}: {}\n{}",
+        "{mode} {program_name}: {}\n{}",
         r.end_reason,
         r.console
     );
