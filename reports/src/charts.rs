@@ -80,14 +80,7 @@ pub fn latency_cdfs(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
             let root = SVGBackend::with_string(&mut svg, (900, HEIGHT)).into_drawing_area();
             let draw = |root: &DrawingArea<SVGBackend, _>| -> Res {
                 root.fill(&WHITE)?;
-                let mut chart = ChartBuilder::on(root)
-                    .caption(
-                        format!("{guest}: transaction latency CDF"),
-                        (FONT, 30).into_font().color(&INK),
-                    )
-                    .margin(20)
-                    .x_label_area_size(70)
-                    .y_label_area_size(90)
+                let mut chart = line_frame(root, format!("{guest}: transaction latency CDF"))
                     .build_cartesian_2d((x0..x1).log_scale(), 0f64..1.02)?;
                 chart
                     .configure_mesh()
@@ -133,6 +126,19 @@ fn line_color(report: &Report, lines: usize, i: usize, mode: &str, pos: usize) -
     } else {
         mode_color(mode, pos)
     }
+}
+
+/// A line chart's frame: its caption, margin and label areas.
+fn line_frame<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, plotters::coord::Shift>,
+    caption: String,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(root);
+    b.caption(caption, (FONT, 30).into_font().color(&INK))
+        .margin(20)
+        .x_label_area_size(70)
+        .y_label_area_size(90);
+    b
 }
 
 /// The legend of a line chart, in the lower right corner.
@@ -494,14 +500,7 @@ pub fn sweeps(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
                 let root = SVGBackend::with_string(&mut svg, (900, HEIGHT)).into_drawing_area();
                 let draw = |root: &DrawingArea<SVGBackend, _>| -> Res {
                     root.fill(&WHITE)?;
-                    let mut chart = ChartBuilder::on(root)
-                        .caption(
-                            format!("{guest}: cycles vs {p}"),
-                            (FONT, 30).into_font().color(&INK),
-                        )
-                        .margin(20)
-                        .x_label_area_size(70)
-                        .y_label_area_size(90)
+                    let mut chart = line_frame(root, format!("{guest}: cycles vs {p}"))
                         .build_cartesian_2d((x0 - pad)..(x1 + pad), 0f64..ymax)?;
                     chart
                         .configure_mesh()
