@@ -24,6 +24,16 @@ pub const SCENARIO_PARAMS: &[(&str, &str, &str)] = &[
         "integer",
         "NIC interrupts per second per queue at most (0: unthrottled)",
     ),
+    (
+        "machine.net.peer.rate_pps",
+        "integer",
+        "frames per second a source peer offers (runs whose peer is a source)",
+    ),
+    (
+        "machine.net.path",
+        "string",
+        "network path: auto, emulated, pv, passthrough or direct (runs with a network)",
+    ),
     ("guest.workload", "string", "workload run by every guest"),
     ("guest.args", "array of strings", "the workload's arguments"),
     (

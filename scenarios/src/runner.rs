@@ -169,6 +169,23 @@ fn apply_param(spec: &mut RunSpec, path: &str, v: &toml::Value) {
                 c.itr = n;
             }
         }
+        "machine.net.peer.rate_pps" => {
+            let n = u64::try_from(int(v)).unwrap_or(0);
+            if let Some(sim_core::net::PeerMode::Source { rate_pps, .. }) = spec
+                .net
+                .as_mut()
+                .and_then(|c| c.peer.as_mut())
+                .map(|p| &mut p.mode)
+            {
+                *rate_pps = n;
+            }
+        }
+        "machine.net.path" => {
+            let path: Option<sim_core::net::NetPath> = v.clone().try_into().ok();
+            if let (Some(c), Some(p)) = (spec.net.as_mut(), path) {
+                c.path = p;
+            }
+        }
         "guest.memory_mib" => spec.memory_mib = u64::try_from(int(v)).unwrap_or(0),
         "budget.max_instructions" => spec.max_instructions = u64::try_from(int(v)).unwrap_or(0),
         "seed" => spec.seed = u64::try_from(int(v)).unwrap_or(0),

@@ -738,6 +738,19 @@ fn check_scenario_param(path: &str, v: &toml::Value) -> Result<(), String> {
                 Err(format!("{path} = {i} must not be negative"))
             }
         }),
+        "machine.net.peer.rate_pps" => int(v).and_then(|i| {
+            if i > 0 {
+                Ok(())
+            } else {
+                Err(format!("{path} = {i} must be positive"))
+            }
+        }),
+        "machine.net.path" => match v.as_str() {
+            Some(p) if ["auto", "emulated", "pv", "passthrough", "direct"].contains(&p) => Ok(()),
+            _ => Err(format!(
+                "{path}: expected one of \"auto\", \"emulated\", \"pv\", \"passthrough\", \"direct\", got {v}"
+            )),
+        },
         "guest.memory_mib" => check_memory(int(v)?),
         "budget.max_instructions" => check_budget(int(v)?),
         "seed" => int(v).and_then(|i| {
@@ -762,6 +775,8 @@ const SCENARIO_PATHS: &[&str] = &[
     "machine.profile",
     "machine.interrupts.rate",
     "machine.interrupts.itr",
+    "machine.net.peer.rate_pps",
+    "machine.net.path",
     "guest.workload",
     "guest.args",
     "guest.args.0",
