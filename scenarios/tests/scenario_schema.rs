@@ -171,3 +171,45 @@ fn sweep_expands_in_a_stable_order() {
     assert_eq!(specs[4].vcpus, 2);
     assert_eq!(specs[8].overrides["core.cost.div"].as_integer(), Some(20));
 }
+
+#[test]
+fn network_settings_are_checked_with_their_location() {
+    const NET: &str = "[guest]\nworkload = \"net_rr\"\nargs = [10, 64]\n";
+    // A peer the wire cannot carry.
+    let e = err(&format!(
+        "{NET}[guest.net.peer]\nmode = \"source\"\nrate_pps = 1000\nframe_bytes = 59\n"
+    ));
+    assert!(e.contains("net") && e.contains("frame_bytes = 59"), "{e}");
+    // A network with no far end, a partner whose guest names a peer, a direct channel
+    // without a partner.
+    let e = err(&format!("{NET}[guest.net]\npath = \"pv\"\n"));
+    assert!(e.contains("has no far end"), "{e}");
+    let e = err(&format!(
+        "{NET}[guest.net.peer]\nmode = \"sink\"\n[guest.partner]\nworkload = \"net_echo\"\n"
+    ));
+    assert!(e.contains("drop the peer"), "{e}");
+    let e = err(&format!(
+        "{NET}[guest.net]\npath = \"direct\"\n[guest.net.peer]\nmode = \"sink\"\n"
+    ));
+    assert!(e.contains("give [guests.partner]"), "{e}");
+    // Sweeps over the network: bad values are located.
+    let e = err(&format!(
+        "{NET}[guest.net.peer]\nmode = \"sink\"\n[sweep]\ngrid = {{ \"machine.net.path\" = [\"auto\", \"wifi\"] }}\n"
+    ));
+    assert!(
+        e.contains("sweep.grid.\"machine.net.path\"[1]") && e.contains("wifi"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{NET}[guest.net.peer]\nmode = \"sink\"\n[sweep]\ngrid = {{ \"machine.net.peer.rate_pps\" = [0] }}\n"
+    ));
+    assert!(e.contains("must be positive"), "{e}");
+    // A ratio to a guest that does not exist.
+    let e = err(&format!(
+        "{NET}[guest.net.peer]\nmode = \"sink\"\n[[expect]]\nmetric = \"cycles\"\nop = \"lt\"\nvalue = 1\nratio_to = {{ guest = \"nope\" }}\n"
+    ));
+    assert!(
+        e.contains("expect[0].ratio_to") && e.contains("no guest named 'nope'"),
+        "{e}"
+    );
+}
