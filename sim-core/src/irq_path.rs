@@ -300,22 +300,13 @@ impl Machine {
     /// Accepts an MSI at its destination's local APIC, at TSC `at`.
     fn route_msi(&mut self, m: InterruptMessage, at: u64) {
         let at_c = self.cycles_of_tsc(at);
-        let Some(t) = self.vcpus.iter().position(|v| m.is_for(&v.lapic)) else {
-            if let Some(p) = self.irq.as_deref_mut() {
+        let routed = self.deliver_vector(|l| m.is_for(l), m.vector, m.trigger, at_c);
+        if let Some(p) = self.irq.as_deref_mut() {
+            if routed {
+                p.msis_routed += 1;
+            } else {
                 p.msis_dropped += 1;
             }
-            return;
-        };
-        let v = &mut self.vcpus[t];
-        if v.cpu.state.halted {
-            let c = v.cycles();
-            if at_c > c {
-                v.idle += at_c - c;
-            }
-        }
-        v.lapic.accept(m.vector, m.trigger);
-        if let Some(p) = self.irq.as_deref_mut() {
-            p.msis_routed += 1;
         }
     }
 

@@ -308,6 +308,14 @@ impl Vcpu {
             + self.pv.as_ref().map_or(0, |p| p.cycles())
     }
 
+    /// Moves this vCPU's clock forward to `at` as idle time (nothing if it is already
+    /// there); returns the cycles added.
+    pub(crate) fn idle_until(&mut self, at: u64) -> u64 {
+        let gap = at.saturating_sub(self.cycles());
+        self.idle += gap;
+        gap
+    }
+
     /// A TLB flush the PV hypervisor does for this vCPU (an address, or every non-global
     /// entry).
     pub(crate) fn flush_tlb(&mut self, va: Option<u64>) {
@@ -804,19 +812,27 @@ impl Machine {
     /// Starts an application processor per the boot contract (entry, stack and index from
     /// `boot_info`), with its clock set to the sender's.
     fn start_ap(&mut self, t: usize, sender_cycles: u64) {
+        let mut state = self.ap_boot_state();
+        state.apic_base = 0xfee0_0000 | (1 << 11) | (1 << 10);
+        self.vcpus[t].cpu.state = state;
+        self.started(t, sender_cycles);
+    }
+
+    /// The boot state of the application processor the kernel is starting: the entry,
+    /// stack and index it wrote to `boot_info`.
+    fn ap_boot_state(&mut self) -> cpu_model::CpuState {
         let b = BOOT_INFO_PHYS;
         let entry = self.phys.read_sized(b + boot_info::AP_ENTRY, 8);
         let stack = self.phys.read_sized(b + boot_info::AP_STACK, 8);
         let index = self.phys.read_sized(b + boot_info::AP_CPU, 8);
-        let mut state = loader::boot_state(self.gdtr, entry, stack, index);
-        state.apic_base = 0xfee0_0000 | (1 << 11) | (1 << 10);
+        loader::boot_state(self.gdtr, entry, stack, index)
+    }
+
+    /// vCPU `t` has started, its clock set to the sender's.
+    fn started(&mut self, t: usize, sender_cycles: u64) {
         let v = &mut self.vcpus[t];
-        v.cpu.state = state;
         v.started = true;
-        let c = v.cycles();
-        if sender_cycles > c {
-            v.idle += sender_cycles - c;
-        }
+        v.idle_until(sender_cycles);
         self.stats.ipis_startup += 1;
         self.rearm(t);
     }
@@ -828,11 +844,7 @@ impl Machine {
         if self.vcpus.get(t).is_none_or(|v| v.started) {
             return false;
         }
-        let b = BOOT_INFO_PHYS;
-        let entry = self.phys.read_sized(b + boot_info::AP_ENTRY, 8);
-        let stack = self.phys.read_sized(b + boot_info::AP_STACK, 8);
-        let index = self.phys.read_sized(b + boot_info::AP_CPU, 8);
-        let state = pv::boot_state(loader::boot_state(self.gdtr, entry, stack, index), root);
+        let state = pv::boot_state(self.ap_boot_state(), root);
         let v = &mut self.vcpus[t];
         v.mmu.set_paging(&PagingControl {
             cr0: state.cr0,
@@ -843,13 +855,26 @@ impl Machine {
         v.mmu
             .hv_invalidate(cpu_model::Invalidation::AllIncludingGlobal);
         v.cpu.state = state;
-        v.started = true;
-        let c = v.cycles();
-        if sender_cycles > c {
-            v.idle += sender_cycles - c;
+        self.started(t, sender_cycles);
+        true
+    }
+
+    /// Accepts `vector` at the local APIC of the first vCPU `is_for` picks, at time `at`
+    /// (cycles; a halted vCPU idles up to it). False when no vCPU is the destination.
+    pub(crate) fn deliver_vector(
+        &mut self,
+        is_for: impl Fn(&devices::lapic::Lapic) -> bool,
+        vector: u8,
+        trigger: TriggerMode,
+        at: u64,
+    ) -> bool {
+        let Some(v) = self.vcpus.iter_mut().find(|v| is_for(&v.lapic)) else {
+            return false;
+        };
+        if v.cpu.state.halted {
+            v.idle_until(at);
         }
-        self.stats.ipis_startup += 1;
-        self.rearm(t);
+        v.lapic.accept(vector, trigger);
         true
     }
 
@@ -942,11 +967,7 @@ impl Machine {
             } else if let Some(at) = next {
                 let mut advanced = false;
                 for v in self.vcpus.iter_mut().filter(|v| v.started) {
-                    let c = v.cycles();
-                    if at > c {
-                        v.idle += at - c;
-                        advanced = true;
-                    }
+                    advanced |= v.idle_until(at) > 0;
                 }
                 // An event of its own (even one already due) wakes the machine; the
                 // horizon alone wakes nothing if it brought no vCPU forward.
@@ -973,7 +994,7 @@ impl Machine {
                     (a, b) => a.or(b),
                 };
                 let target = deadline.map_or(h, |t| t.min(h)).max(now_c);
-                self.vcpus[i].idle += target - now_c;
+                self.vcpus[i].idle_until(target);
             }
             woke = true;
         }
@@ -1015,11 +1036,7 @@ impl Machine {
     pub(crate) fn scheduled_in(&mut self, at: u64, switch: u64) {
         let mut waited = 0;
         for v in self.vcpus.iter_mut().filter(|v| v.started) {
-            let c = v.cycles();
-            if at > c {
-                v.idle += at - c;
-                waited = waited.max(at - c);
-            }
+            waited = waited.max(v.idle_until(at));
             v.idle += switch;
             if self.policy == Policy::Pv {
                 v.mmu

@@ -504,7 +504,7 @@ impl Machine {
         }
         self.phys.net = Some(net);
         if let Some((m, at)) = msi {
-            self.net_route(m.vector, |l| m.is_for(l), at);
+            self.deliver_vector(|l| m.is_for(l), m.vector, TriggerMode::Edge, at);
         }
         if let (Some(at), Some(port)) = (notify, port) {
             self.net_notify_frontend(port, at);
@@ -532,23 +532,8 @@ impl Machine {
         }
         self.phys.net = Some(net);
         if let Some(m) = msi {
-            self.net_route(m.vector, |l| m.is_for(l), now);
+            self.deliver_vector(|l| m.is_for(l), m.vector, TriggerMode::Edge, now);
         }
-    }
-
-    /// Accepts `vector` at the first local APIC `is_for` picks, at time `at` (a halted
-    /// vCPU idles up to it).
-    fn net_route(&mut self, vector: u8, is_for: impl Fn(&devices::lapic::Lapic) -> bool, at: u64) {
-        let Some(v) = self.vcpus.iter_mut().find(|v| is_for(&v.lapic)) else {
-            return;
-        };
-        if v.cpu.state.halted {
-            let c = v.cycles();
-            if at > c {
-                v.idle += at - c;
-            }
-        }
-        v.lapic.accept(vector, TriggerMode::Edge);
     }
 
     /// Netback's event-channel send to the frontend's `port`, at `at`: the port is raised
@@ -570,9 +555,10 @@ impl Machine {
             if n.upcall {
                 let id = dom.apic_ids().get(n.vcpu as usize).copied();
                 if let Some(id) = id {
-                    self.net_route(
-                        crate::policy::hybrid::HV_EVENT_CHECK_VECTOR,
+                    self.deliver_vector(
                         |l| l.id() == id,
+                        crate::policy::hybrid::HV_EVENT_CHECK_VECTOR,
+                        TriggerMode::Edge,
                         at,
                     );
                 }
