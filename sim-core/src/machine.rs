@@ -374,6 +374,56 @@ pub(crate) struct SlicePlatform<'a> {
     pub(crate) pv: bool,
 }
 
+/// What a unit-test rig owns of a vCPU's platform, to lend as a [`SlicePlatform`]
+/// (TSC at the core clock, MAXPHYADDR 40).
+#[cfg(test)]
+pub(crate) struct PlatformParts {
+    pub(crate) timing: CoreTiming,
+    pub(crate) lapic: Lapic,
+    pub(crate) console: DebugConsole,
+    pub(crate) ipis: Vec<Ipi>,
+    pub(crate) stats: MachineStats,
+    pub(crate) exit: Option<u32>,
+}
+
+#[cfg(test)]
+impl PlatformParts {
+    /// A platform with `lapic` and the instruction costs of `cost`, nothing sent yet.
+    pub(crate) fn new(lapic: Lapic, cost: crate::profile::ClassCosts) -> Self {
+        PlatformParts {
+            timing: CoreTiming::new(cost),
+            lapic,
+            console: DebugConsole::new(64),
+            ipis: Vec::new(),
+            stats: MachineStats::default(),
+            exit: None,
+        }
+    }
+
+    /// The platform a chunk sees, with `idle` cycles outside instructions so far.
+    pub(crate) fn platform<'a>(
+        &'a mut self,
+        stall: &'a Cell<u64>,
+        idle: u64,
+        pv: bool,
+    ) -> SlicePlatform<'a> {
+        SlicePlatform {
+            timing: &mut self.timing,
+            lapic: &mut self.lapic,
+            console: &mut self.console,
+            ipis: &mut self.ipis,
+            stats: &mut self.stats,
+            exit: &mut self.exit,
+            stall,
+            idle,
+            tsc_num: 1,
+            tsc_den: 1,
+            maxphyaddr: 40,
+            pv,
+        }
+    }
+}
+
 impl SlicePlatform<'_> {
     /// The vCPU's clock in core cycles (what the machine's `Vcpu::cycles` says).
     pub(crate) fn cycles(&self) -> u64 {

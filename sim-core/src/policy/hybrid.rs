@@ -324,10 +324,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::hypercall::{self, cmd, nr, Outcome};
     use super::*;
-    use crate::machine::MachineStats;
-    use crate::timing::CoreTiming;
+    use crate::machine::PlatformParts;
     use cpu_model::vmx::controls as c;
-    use devices::console::DebugConsole;
     use devices::evtchn::layout;
     use devices::lapic::{Lapic, LapicConfig};
     use std::cell::Cell;
@@ -335,12 +333,7 @@ mod tests {
     struct Rig {
         dom: Domain,
         phys: PhysMem,
-        lapic: Lapic,
-        timing: CoreTiming,
-        console: DebugConsole,
-        ipis: Vec<Ipi>,
-        stats: MachineStats,
-        exit: Option<u32>,
+        parts: PlatformParts,
         stall: Cell<u64>,
     }
 
@@ -371,12 +364,7 @@ mod tests {
                     pirq: crate::policy::pirq::Pirqs::default(),
                 },
                 phys: PhysMem::new(16 << 20).unwrap(),
-                lapic,
-                timing: CoreTiming::new(profile.core.cost),
-                console: DebugConsole::new(64),
-                ipis: Vec::new(),
-                stats: MachineStats::default(),
-                exit: None,
+                parts: PlatformParts::new(lapic, profile.core.cost),
                 stall: Cell::new(0),
             }
         }
@@ -385,20 +373,7 @@ mod tests {
         fn call(&mut self, vcpu: usize, cpl: u8, regs: [u64; 4]) -> (i64, Outcome) {
             let mut g = [0u64; 16];
             (g[0], g[7], g[6], g[2]) = (regs[0], regs[1], regs[2], regs[3]);
-            let mut plat = SlicePlatform {
-                timing: &mut self.timing,
-                lapic: &mut self.lapic,
-                console: &mut self.console,
-                ipis: &mut self.ipis,
-                stats: &mut self.stats,
-                exit: &mut self.exit,
-                stall: &self.stall,
-                idle: 1_000_000,
-                tsc_num: 1,
-                tsc_den: 1,
-                maxphyaddr: 40,
-                pv: false,
-            };
+            let mut plat = self.parts.platform(&self.stall, 1_000_000, false);
             let mut cx = Ctx {
                 dom: &mut self.dom,
                 vcpu,
@@ -471,9 +446,9 @@ mod tests {
         assert_eq!(r.phys.read_sized(SI + layout::EVTCHN_PENDING, 8), 1 << 2);
         assert_eq!(r.phys.read_sized(SI + 64 + layout::PENDING_SEL, 8), 1);
         assert_eq!(r.phys.read_sized(SI + 64, 8), 1);
-        assert_eq!(r.ipis.len(), 1);
-        assert_eq!(r.ipis[0].dest, Destination::Physical(1));
-        assert_eq!(r.ipis[0].vector, HV_EVENT_CHECK_VECTOR);
+        assert_eq!(r.parts.ipis.len(), 1);
+        assert_eq!(r.parts.ipis[0].dest, Destination::Physical(1));
+        assert_eq!(r.parts.ipis[0].vector, HV_EVENT_CHECK_VECTOR);
         assert_eq!(r.call(0, 0, [eo, cmd::EVTCHNOP_SEND, 99, 0]).0, -22);
         // vCPU 0 blocks (nothing pending); vCPU 1 returns at once (upcall pending).
         let blk = [nr::SCHED_OP, cmd::SCHEDOP_BLOCK, 0, 0];
@@ -481,7 +456,7 @@ mod tests {
         assert_eq!(r.call(1, 0, blk), (0, Outcome::Resume));
         // A self-send needs no IPI: the upcall is injected on this vCPU's entry.
         assert_eq!(r.call(0, 0, [eo, cmd::EVTCHNOP_SEND, 3, 0]).0, 0);
-        assert_eq!(r.ipis.len(), 1);
+        assert_eq!(r.parts.ipis.len(), 1);
         assert_eq!((r.dom.stats.blocks, r.dom.stats.blocks_not_needed), (1, 1));
         assert_eq!(r.dom.evtchn_stats().sends, 2);
         assert_eq!(r.dom.by_op["32_event_channel_op.send"], 3);
@@ -495,34 +470,21 @@ mod tests {
         r.call(0, 0, [nr::EVENT_CHANNEL_OP, cmd::EVTCHNOP_BIND_VIRQ, 0, 0]);
         // The rig's clock reads 1,000,000 TSC ticks.
         assert_eq!(r.call(0, 0, [nr::SET_TIMER_OP, 5_000_000, 0, 0]).0, 0);
-        assert_eq!(r.lapic.next_event(0), Some(5_000_000));
+        assert_eq!(r.parts.lapic.next_event(0), Some(5_000_000));
         assert_eq!(r.dom.stats.timer_virqs, 0);
         // 0 cancels; a deadline already reached is due at once (at the next check).
         assert_eq!(r.call(0, 0, [nr::SET_TIMER_OP, 0, 0, 0]).0, 0);
-        assert_eq!(r.lapic.next_event(0), None);
+        assert_eq!(r.parts.lapic.next_event(0), None);
         assert_eq!(r.call(0, 0, [nr::SET_TIMER_OP, 10, 0, 0]).0, 0);
-        assert_eq!(r.lapic.next_event(1_000_000), Some(1_000_000));
+        assert_eq!(r.parts.lapic.next_event(1_000_000), Some(1_000_000));
         assert_eq!(
             r.dom.stats.timer_virqs, 0,
             "nothing raised inside the hypercall"
         );
         // The physical timer interrupt raises VIRQ_TIMER's port.
         r.call(0, 0, [nr::SET_TIMER_OP, 2_000_000, 0, 0]);
-        r.lapic.advance(2_000_000);
-        let mut plat = SlicePlatform {
-            timing: &mut r.timing,
-            lapic: &mut r.lapic,
-            console: &mut r.console,
-            ipis: &mut r.ipis,
-            stats: &mut r.stats,
-            exit: &mut r.exit,
-            stall: &r.stall,
-            idle: 2_000_000,
-            tsc_num: 1,
-            tsc_den: 1,
-            maxphyaddr: 40,
-            pv: false,
-        };
+        r.parts.lapic.advance(2_000_000);
+        let mut plat = r.parts.platform(&r.stall, 2_000_000, false);
         let mut cx = Ctx {
             dom: &mut r.dom,
             vcpu: 0,
@@ -549,22 +511,22 @@ mod tests {
             vcpu: 0,
         };
         // Nothing pending: nothing injected.
-        cx.before_entry(&mut v, &mut r.phys, &mut r.stats, &mut window);
+        cx.before_entry(&mut v, &mut r.phys, &mut r.parts.stats, &mut window);
         assert_eq!(v.entry.interruption_info, 0);
         r.phys.write_sized(SI, 8, 1);
         // IF clear: wait for the window.
-        cx.before_entry(&mut v, &mut r.phys, &mut r.stats, &mut window);
+        cx.before_entry(&mut v, &mut r.phys, &mut r.parts.stats, &mut window);
         assert!(window && v.exec.proc & proc::INTERRUPT_WINDOW_EXITING != 0);
         // IF set, blocked in HLT: inject and wake.
         v.guest.rflags = RFLAGS_IF | 2;
         v.guest.activity = c::ACTIVITY_HLT;
-        cx.before_entry(&mut v, &mut r.phys, &mut r.stats, &mut window);
+        cx.before_entry(&mut v, &mut r.phys, &mut r.parts.stats, &mut window);
         assert_eq!(v.entry.interruption_info, intr_info::VALID | 0xf3);
         assert_eq!(v.guest.activity, ACTIVITY_ACTIVE);
         assert!(!window && v.exec.proc & proc::INTERRUPT_WINDOW_EXITING == 0);
         // An injection already set up is left alone.
-        cx.before_entry(&mut v, &mut r.phys, &mut r.stats, &mut window);
+        cx.before_entry(&mut v, &mut r.phys, &mut r.parts.stats, &mut window);
         assert_eq!(r.dom.stats.upcalls_injected, 1);
-        assert_eq!(r.stats.interrupts_delivered, 1);
+        assert_eq!(r.parts.stats.interrupts_delivered, 1);
     }
 }

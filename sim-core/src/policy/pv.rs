@@ -1321,13 +1321,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::loader::{self, DIRECT_MAP};
-    use crate::machine::MachineStats;
+    use crate::machine::PlatformParts;
     use crate::native_mmu::NativeMmu;
     use crate::phys_mem::PhysMem;
     use crate::profile::MachineProfile;
-    use crate::timing::CoreTiming;
-    use devices::console::DebugConsole;
-    use devices::lapic::{Ipi, Lapic, LapicConfig};
+    use devices::lapic::{Lapic, LapicConfig};
     use std::cell::Cell;
 
     const MEM: u64 = 16 << 20;
@@ -1338,12 +1336,7 @@ mod tests {
         cpu: Cpu,
         me: PvVcpu,
         dom: PvDomain,
-        lapic: Lapic,
-        timing: CoreTiming,
-        console: DebugConsole,
-        ipis: Vec<Ipi>,
-        stats: MachineStats,
-        exit: Option<u32>,
+        parts: PlatformParts,
         stall: Cell<u64>,
         root: u64,
         free: u64,
@@ -1394,17 +1387,15 @@ mod tests {
                     boot_root: root,
                     online: vec![true],
                 },
-                lapic: Lapic::new(LapicConfig {
-                    apic_id: 0,
-                    bsp: true,
-                    core_ticks_per_timer_tick: 1,
-                })
-                .unwrap(),
-                timing: CoreTiming::new(profile.core.cost),
-                console: DebugConsole::new(64),
-                ipis: Vec::new(),
-                stats: MachineStats::default(),
-                exit: None,
+                parts: PlatformParts::new(
+                    Lapic::new(LapicConfig {
+                        apic_id: 0,
+                        bsp: true,
+                        core_ticks_per_timer_tick: 1,
+                    })
+                    .unwrap(),
+                    profile.core.cost,
+                ),
                 stall: Cell::new(0),
                 root,
                 free,
@@ -1412,20 +1403,7 @@ mod tests {
         }
 
         fn with<T>(&mut self, f: impl FnOnce(&mut Hv) -> T) -> T {
-            let plat = SlicePlatform {
-                timing: &mut self.timing,
-                lapic: &mut self.lapic,
-                console: &mut self.console,
-                ipis: &mut self.ipis,
-                stats: &mut self.stats,
-                exit: &mut self.exit,
-                stall: &self.stall,
-                idle: 0,
-                tsc_num: 1,
-                tsc_den: 1,
-                maxphyaddr: 40,
-                pv: true,
-            };
+            let plat = self.parts.platform(&self.stall, 0, true);
             let mut hv = Hv {
                 cpu: &mut self.cpu,
                 mem: NativeMemory {
@@ -1560,7 +1538,7 @@ mod tests {
         r.cpu.state.gpr[2] = u64::from(devices::console::DEBUG_CONSOLE_PORT);
         assert!(r.with(|hv| hv.handle(exc, va, 1)).is_ok());
         assert_eq!(r.cpu.state.rip, va + 1);
-        assert!(r.console.output_lossy().contains('A'));
+        assert!(r.parts.console.output_lossy().contains('A'));
         assert!(r.with(|hv| hv.handle(exc, va + 1, 1)).is_ok());
         assert_eq!(
             r.phys.read_sized(si + layout::UPCALL_MASK, 1),
@@ -1579,7 +1557,7 @@ mod tests {
             r.with(|hv| hv.handle(exc, va + 6, 2)),
             Err(Stop::Exit)
         ));
-        assert_eq!(r.exit, Some(7));
+        assert_eq!(r.parts.exit, Some(7));
         let e = &r.dom.counters.emulated;
         assert_eq!((e["out"], e["cli"], e["wrmsr"]), (2, 1, 1));
         assert!(r.me.transitions > 0 && r.me.handling > 0);
