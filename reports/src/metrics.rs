@@ -176,6 +176,28 @@ pub struct Metrics {
     pub host_vm_exits: u64,
     /// Service-domain (or direct-channel) busy cycles for every domain of the host.
     pub host_dom0_busy_cycles: u64,
+    /// Block: requests completed to the guest (controller commands or ring requests).
+    pub blk_requests: u64,
+    /// Block: bytes moved between the guest and the disk.
+    pub blk_bytes: u64,
+    /// Block: those bytes per simulated second, MB/s (decimal).
+    pub blk_mb_per_s: f64,
+    /// Block: median request latency in ns (doorbell or kick to completion at the guest).
+    pub blk_latency_p50_ns: u64,
+    /// Block: 99th-percentile request latency in ns.
+    pub blk_latency_p99_ns: u64,
+    /// Block: VM exits on disk-controller registers (emulated controller).
+    pub blk_register_exits: u64,
+    /// Block: their cycles (exit, emulation and the device model's round trip).
+    pub blk_register_exit_cycles: u64,
+    /// Block: grant maps blkback made (one per data page per request).
+    pub blk_grant_maps: u64,
+    /// Block: blkback kicks by the frontend (event-channel sends).
+    pub blk_frontend_kicks: u64,
+    /// Block: notifications blkback sent the frontend.
+    pub blk_backend_notifications: u64,
+    /// Block: the disk's busy time in ns.
+    pub disk_busy_ns: u64,
 }
 
 /// The exit-reason groups of [`Metrics`], in chart order: (column, label, SDM basic
@@ -222,6 +244,10 @@ impl Metrics {
         let shadow = r.shadow.as_ref();
         let irq = r.interrupts.as_ref();
         let net = r.net.as_ref();
+        let blk = r.blk.as_ref();
+        let blk_bytes = blk.map_or(0, |b| {
+            (b.disk.sectors_read + b.disk.sectors_written) * sim_core::blk::SECTOR_BYTES
+        });
         // Transaction latencies: the peer's, or on a host the link's (the client's side).
         let latency = net.map(|n| match &n.link {
             Some(l) => &l.latency,
@@ -327,7 +353,11 @@ impl Metrics {
                 .map_or(0, |n| n.exits_by_register.values().map(|e| e.count).sum()),
             net_register_exit_cycles: net
                 .map_or(0, |n| n.exits_by_register.values().map(|e| e.cycles).sum()),
-            dom0_busy_cycles: net.map_or(0, |n| n.dom0.busy_cycles),
+            // Network and disk share the one service domain: either's counters are all of it.
+            dom0_busy_cycles: net
+                .map(|n| n.dom0.busy_cycles)
+                .or(blk.map(|b| b.dom0.busy_cycles))
+                .unwrap_or(0),
             grant_copies: net.and_then(|n| n.grants.as_ref()).map_or(0, |g| g.copies),
             net_backend_notifications: net
                 .and_then(|n| n.netback.as_ref())
@@ -358,6 +388,24 @@ impl Metrics {
                     .map(|n| n.dom0.busy_cycles)
                     .sum(),
             },
+            blk_requests: blk.map_or(0, |b| b.requests),
+            blk_bytes,
+            blk_mb_per_s: if r.simulated_seconds > 0.0 {
+                blk_bytes as f64 / r.simulated_seconds / 1e6
+            } else {
+                0.0
+            },
+            blk_latency_p50_ns: blk.map_or(0, |b| b.latency.percentile(50.0)),
+            blk_latency_p99_ns: blk.map_or(0, |b| b.latency.percentile(99.0)),
+            blk_register_exits: blk.map_or(0, |b| b.exits_by_register.values().map(|e| e.count).sum()),
+            blk_register_exit_cycles: blk
+                .map_or(0, |b| b.exits_by_register.values().map(|e| e.cycles).sum()),
+            blk_grant_maps: blk.and_then(|b| b.grants.as_ref()).map_or(0, |g| g.maps),
+            blk_frontend_kicks: blk.and_then(|b| b.blkback.as_ref()).map_or(0, |k| k.kicks),
+            blk_backend_notifications: blk
+                .and_then(|b| b.blkback.as_ref())
+                .map_or(0, |k| k.notifications),
+            disk_busy_ns: blk.map_or(0, |b| b.disk.busy_ns),
         }
     }
 
@@ -460,6 +508,17 @@ impl Metrics {
             ("cpu_utilisation", format!("{:.4}", self.cpu_utilisation)),
             ("host_vm_exits", u(self.host_vm_exits)),
             ("host_dom0_busy_cycles", u(self.host_dom0_busy_cycles)),
+            ("blk_requests", u(self.blk_requests)),
+            ("blk_bytes", u(self.blk_bytes)),
+            ("blk_mb_per_s", format!("{:.3}", self.blk_mb_per_s)),
+            ("blk_latency_p50_ns", u(self.blk_latency_p50_ns)),
+            ("blk_latency_p99_ns", u(self.blk_latency_p99_ns)),
+            ("blk_register_exits", u(self.blk_register_exits)),
+            ("blk_register_exit_cycles", u(self.blk_register_exit_cycles)),
+            ("blk_grant_maps", u(self.blk_grant_maps)),
+            ("blk_frontend_kicks", u(self.blk_frontend_kicks)),
+            ("blk_backend_notifications", u(self.blk_backend_notifications)),
+            ("disk_busy_ns", u(self.disk_busy_ns)),
         ]
     }
 

@@ -34,6 +34,21 @@ pub const SCENARIO_PARAMS: &[(&str, &str, &str)] = &[
         "string",
         "network path: auto, emulated, pv, passthrough or direct (runs with a network)",
     ),
+    (
+        "machine.blk.path",
+        "string",
+        "block path: auto, emulated or pv (runs with a disk)",
+    ),
+    (
+        "machine.blk.access_ns",
+        "integer",
+        "the disk's random-access time, ns (runs with a disk)",
+    ),
+    (
+        "machine.blk.mb_per_s",
+        "integer",
+        "the disk's transfer rate, MB/s (runs with a disk)",
+    ),
     ("guest.workload", "string", "workload run by every guest"),
     ("guest.args", "array of strings", "the workload's arguments"),
     (

@@ -76,6 +76,16 @@ pub fn run_on(
     interrupts: Option<sim_core::irq_path::InterruptConfig>,
     net: Option<sim_core::net::NetConfig>,
 ) -> Result<RunResult, ProgramError> {
+    run_io(opts, interrupts, net, None)
+}
+
+/// [`run_on`] with a disk (`Some`) or without.
+pub fn run_io(
+    opts: &ProgramRun,
+    interrupts: Option<sim_core::irq_path::InterruptConfig>,
+    net: Option<sim_core::net::NetConfig>,
+    blk: Option<sim_core::blk::BlkConfig>,
+) -> Result<RunResult, ProgramError> {
     let Some(policy) = sim_core::Policy::from_name(&opts.mode) else {
         return Err(ProgramError::UnknownMode(opts.mode.clone()));
     };
@@ -127,6 +137,7 @@ pub fn run_on(
     cfg.module = module;
     cfg.interrupts = interrupts;
     cfg.net = net;
+    cfg.blk = blk;
     let m = Machine::with_policy(
         cfg,
         policy,

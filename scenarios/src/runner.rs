@@ -47,6 +47,9 @@ pub struct RunSpec {
     /// The network path (absent: no network).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<sim_core::net::NetConfig>,
+    /// The disk and its path (absent: no disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blk: Option<sim_core::blk::BlkConfig>,
     /// The other domain of a two-domain host (absent: the guest runs alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partner: Option<crate::schema::PartnerSpec>,
@@ -132,6 +135,7 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
                     params: pt.clone(),
                     interrupts: s.machine.interrupts,
                     net: g.net.clone().or_else(|| s.machine.net.clone()),
+                    blk: g.blk.clone().or_else(|| s.machine.blk.clone()),
                     partner: g.partner.clone(),
                     host: s.machine.host.clone(),
                 };
@@ -186,6 +190,22 @@ fn apply_param(spec: &mut RunSpec, path: &str, v: &toml::Value) {
                 c.path = p;
             }
         }
+        "machine.blk.path" => {
+            let path: Option<sim_core::blk::BlkPath> = v.clone().try_into().ok();
+            if let (Some(c), Some(p)) = (spec.blk.as_mut(), path) {
+                c.path = p;
+            }
+        }
+        "machine.blk.access_ns" | "machine.blk.mb_per_s" => {
+            let n = u64::try_from(int(v)).unwrap_or(0);
+            if let Some(c) = spec.blk.as_mut() {
+                if path.ends_with("access_ns") {
+                    c.access_ns = n;
+                } else {
+                    c.mb_per_s = n;
+                }
+            }
+        }
         "guest.memory_mib" => spec.memory_mib = u64::try_from(int(v)).unwrap_or(0),
         "budget.max_instructions" => spec.max_instructions = u64::try_from(int(v)).unwrap_or(0),
         "seed" => spec.seed = u64::try_from(int(v)).unwrap_or(0),
@@ -235,6 +255,7 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
         cfg.max_instructions = spec.max_instructions;
         cfg.interrupts = spec.interrupts.filter(|c| c.rate > 0);
         cfg.net = spec.net.clone();
+        cfg.blk = spec.blk.clone();
         let partner_cfg = spec.partner.as_ref().map(|p| {
             let mut c = cfg.clone();
             c.cmdline = std::iter::once(p.workload.clone())

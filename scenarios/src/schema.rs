@@ -96,6 +96,10 @@ pub struct MachineSpec {
     /// the far end of the wire (`[machine.net.peer]`, see docs/io.md); absent: no network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<sim_core::net::NetConfig>,
+    /// `[machine.blk]`: a disk (`size_mib`, `access_ns`, `mb_per_s`) and its path
+    /// (`path`: auto, emulated or pv; see docs/io.md section 7); absent: no disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blk: Option<sim_core::blk::BlkConfig>,
     /// `[machine.host]`: for guests with a partner, the physical CPUs the two domains share
     /// (`pcpus`) and the vCPU scheduler (`[machine.host.scheduler] policy = "credit"` or
     /// `"bvt"`); absent: a physical CPU per vCPU.
@@ -114,6 +118,7 @@ impl Default for MachineSpec {
             overrides: BTreeMap::new(),
             interrupts: None,
             net: None,
+            blk: None,
             host: None,
         }
     }
@@ -140,6 +145,9 @@ pub struct GuestSpec {
     /// `[guests.net]`: this guest's network path and peer, instead of `[machine.net]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<sim_core::net::NetConfig>,
+    /// `[guests.blk]`: this guest's disk and its path, instead of `[machine.blk]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blk: Option<sim_core::blk::BlkConfig>,
     /// `[guests.partner]`: a second domain on the same host, in the same mode, whose
     /// network is the far end of this guest's (then the net table names no peer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -751,6 +759,26 @@ fn check_scenario_param(path: &str, v: &toml::Value) -> Result<(), String> {
                 "{path}: expected one of \"auto\", \"emulated\", \"pv\", \"passthrough\", \"direct\", got {v}"
             )),
         },
+        "machine.blk.path" => match v.as_str() {
+            Some(p) if ["auto", "emulated", "pv"].contains(&p) => Ok(()),
+            _ => Err(format!(
+                "{path}: expected one of \"auto\", \"emulated\", \"pv\", got {v}"
+            )),
+        },
+        "machine.blk.access_ns" => int(v).and_then(|i| {
+            if (0..=1_000_000_000).contains(&i) {
+                Ok(())
+            } else {
+                Err(format!("{path} = {i} is outside 0..=1000000000"))
+            }
+        }),
+        "machine.blk.mb_per_s" => int(v).and_then(|i| {
+            if i > 0 {
+                Ok(())
+            } else {
+                Err(format!("{path} = {i} must be positive"))
+            }
+        }),
         "guest.memory_mib" => check_memory(int(v)?),
         "budget.max_instructions" => check_budget(int(v)?),
         "seed" => int(v).and_then(|i| {
@@ -777,6 +805,9 @@ const SCENARIO_PATHS: &[&str] = &[
     "machine.interrupts.itr",
     "machine.net.peer.rate_pps",
     "machine.net.path",
+    "machine.blk.path",
+    "machine.blk.access_ns",
+    "machine.blk.mb_per_s",
     "guest.workload",
     "guest.args",
     "guest.args.0",
@@ -849,6 +880,9 @@ fn validate(
                 .map_err(|e| src.error(&at("net"), e.to_string()))?;
         }
         check_guest_network(s, g).map_err(|(f, e)| src.error(&at(f), e))?;
+        if let Some(b) = &g.blk {
+            b.validate().map_err(|e| src.error(&at("blk"), e))?;
+        }
         if let Some(p) = &g.partner {
             check_workload(&p.workload).map_err(|e| src.error(&at("partner"), e))?;
             check_vcpus(i64::from(p.vcpus)).map_err(|e| src.error(&at("partner"), e))?;
@@ -883,6 +917,10 @@ fn validate(
     if let Some(p) = s.machine.net.as_ref().and_then(|n| n.peer.as_ref()) {
         p.validate()
             .map_err(|e| src.error(&[k("machine"), k("net"), k("peer")], e.to_string()))?;
+    }
+    if let Some(b) = &s.machine.blk {
+        b.validate()
+            .map_err(|e| src.error(&[k("machine"), k("blk")], e))?;
     }
     // The profile and its overrides.
     let prof_path = [k("machine"), k("profile")];

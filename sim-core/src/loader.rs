@@ -117,8 +117,16 @@ pub mod boot_info {
     pub const NET_MMIO: u64 = 368;
     /// The vector the NIC's MSI is programmed with (kind 1).
     pub const NET_VECTOR: u64 = 376;
+    /// Block path: 0 none, 1 the AHCI-like controller, 2 blkfront (docs/io.md section 7).
+    pub const BLK_KIND: u64 = 384;
+    /// Physical base of the controller's BAR (kind 1).
+    pub const BLK_MMIO: u64 = 392;
+    /// The vector the controller's MSI is programmed with (kind 1).
+    pub const BLK_VECTOR: u64 = 400;
+    /// The disk's size in 512-byte sectors (kinds 1 and 2).
+    pub const BLK_SECTORS: u64 = 408;
     /// Size of the block.
-    pub const SIZE: u64 = 384;
+    pub const SIZE: u64 = 416;
 }
 
 /// What the loader produced.

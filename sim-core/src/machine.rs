@@ -59,6 +59,9 @@ pub struct MachineConfig {
     /// The network path (`None`: no network).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net: Option<crate::net::NetConfig>,
+    /// The disk and its path (`None`: no disk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blk: Option<crate::blk::BlkConfig>,
 }
 
 impl MachineConfig {
@@ -75,6 +78,7 @@ impl MachineConfig {
             module: None,
             interrupts: None,
             net: None,
+            blk: None,
         }
     }
 
@@ -256,6 +260,9 @@ pub struct RunResult {
     /// The network path: peer, service domain, device or backend (omitted without one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net: Option<crate::net::NetResult>,
+    /// The block path: disk, service domain, controller or backend (omitted without one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blk: Option<crate::blk::BlkResult>,
     /// The other domains of the host this domain ran on (empty for a machine alone).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partners: Vec<RunResult>,
@@ -680,6 +687,9 @@ impl Machine {
         if let Some(c) = m.cfg.net.clone() {
             m.net_install(&c)?;
         }
+        if let Some(c) = m.cfg.blk.clone() {
+            m.blk_install(&c)?;
+        }
         Ok(m)
     }
 
@@ -965,12 +975,18 @@ impl Machine {
                 if self.phys.net.is_some() {
                     self.net_before_chunk(i);
                 }
+                if self.phys.blk.is_some() {
+                    self.blk_before_chunk(i);
+                }
                 let done = self.run_vcpu(i, chunk);
                 if self.irq.is_some() {
                     self.irq_after_chunk(i);
                 }
                 if self.phys.net.is_some() {
                     self.net_after_chunk(i);
+                }
+                if self.phys.blk.is_some() {
+                    self.blk_after_chunk(i);
                 }
                 self.total += done;
                 slice += done;
@@ -1024,10 +1040,14 @@ impl Machine {
                 woke = advanced || own.is_some_and(|a| a <= at);
             }
         } else if let Some(h) = horizon {
-            let irq_at = match (self.irq_deadline_cycles(), self.net_deadline_cycles()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let irq_at = [
+                self.irq_deadline_cycles(),
+                self.net_deadline_cycles(),
+                self.blk_deadline_cycles(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             // Halted vCPUs idle up to their own deadline, at most to the running
             // vCPUs' time.
             for i in 0..n {
@@ -1065,6 +1085,7 @@ impl Machine {
             self.next_timer_event().map(|x| x.0),
             self.irq_deadline_cycles(),
             self.net_deadline_cycles(),
+            self.blk_deadline_cycles(),
         ]
         .into_iter()
         .flatten()
@@ -1187,6 +1208,7 @@ impl Machine {
         RunResult {
             interrupts,
             net,
+            blk: self.blk_result(),
             partners: Vec::new(),
             hypercalls: hyb.map(|d| d.by_op().clone()).unwrap_or_default(),
             hypercall_stats: hyb.map(|d| d.stats().clone()),

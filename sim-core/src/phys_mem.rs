@@ -28,6 +28,8 @@ pub struct PhysMem {
     /// The network path, whose NIC (if any) answers accesses that hit no RAM; kept here
     /// because every part of it acts on guest memory.
     pub(crate) net: Option<Box<crate::net::Net>>,
+    /// The block path, whose disk controller (if any) answers accesses that hit no RAM.
+    pub(crate) blk: Option<Box<crate::blk::Blk>>,
 }
 
 /// Largest memory a machine may be given (1 TiB): bounds the page index table.
@@ -49,6 +51,7 @@ impl PhysMem {
             stats: PhysMemStats::default(),
             mmio: None,
             net: None,
+            blk: None,
         })
     }
 
@@ -99,6 +102,11 @@ impl PhysMem {
                             return v;
                         }
                     }
+                    if let Some(b) = self.blk.as_deref_mut() {
+                        if let Some(v) = crate::blk::mmio_read(b, pa, size) {
+                            return v;
+                        }
+                    }
                     self.stats.out_of_range += 1;
                     u64::MAX >> (64 - size * 8)
                 }
@@ -133,6 +141,11 @@ impl PhysMem {
                     }
                     if let Some(n) = self.net.as_deref_mut() {
                         if crate::net::mmio_write(n, pa, size, v) {
+                            return;
+                        }
+                    }
+                    if let Some(b) = self.blk.as_deref_mut() {
+                        if crate::blk::mmio_write(b, pa, size, v) {
                             return;
                         }
                     }

@@ -83,6 +83,19 @@ pub struct IoProfile {
     pub evtchn_send: u64,
     /// The bridge and the physical NIC's driver, per frame either way.
     pub bridge_frame: u64,
+    /// The device model's work per emulated disk command, inside the doorbell's exit:
+    /// fetching the command header, table and PRDs, and submitting the I/O to the service
+    /// domain's disk driver.
+    pub device_model_blk_command: u64,
+    /// The device model's work per completed disk command: the I/O's completion, status
+    /// and PRD byte count written back, the interrupt raised.
+    pub device_model_blk_complete: u64,
+    /// Blkback's work per request, grant maps excluded: parsing, building and submitting
+    /// the I/O to the service domain's disk driver.
+    pub blkback_request: u64,
+    /// Blkback's work per completed request, grant unmaps excluded: the I/O's completion,
+    /// the response pushed.
+    pub blkback_response: u64,
 }
 
 /// Costs of the PV hypervisor's transitions and handlers, in core cycles.

@@ -146,6 +146,11 @@ enum Command {
         /// `passthrough` under `hvm-ept` and `hvm-ept-apicv` only).
         #[arg(long, default_value = "auto")]
         net_path: String,
+        /// Put a disk on the machine: the fields of a `[machine.blk]` table,
+        /// comma-separated (e.g. `path="pv",size_mib=64,access_ns=0`; `""` for the
+        /// defaults).
+        #[arg(long)]
+        disk: Option<String>,
         /// Arguments passed to the workload.
         #[arg(last = true)]
         args: Vec<String>,
@@ -193,8 +198,10 @@ fn main() -> ExitCode {
             irq_itr,
             net_peer,
             net_path,
+            disk,
             args,
         }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| {
+            let blk = blk_config(disk.as_deref())?;
             run_program(
                 ProgramRun {
                     program: name,
@@ -210,6 +217,7 @@ fn main() -> ExitCode {
                     itr: irq_itr,
                 }),
                 net,
+                blk,
                 json,
             )
         }),
@@ -498,14 +506,27 @@ fn net_config(peer: Option<&str>, path: &str) -> Result<Option<sim_core::net::Ne
         .map_err(|e| format!("--net-peer / --net-path: {}", e.message()))
 }
 
+/// The disk of `run-program`: `--disk` fields as a `[machine.blk]` table.
+fn blk_config(disk: Option<&str>) -> Result<Option<sim_core::blk::BlkConfig>, String> {
+    let Some(disk) = disk else {
+        return Ok(None);
+    };
+    let text = disk.replace(',', "\n");
+    let c: sim_core::blk::BlkConfig =
+        toml::from_str(&text).map_err(|e| format!("--disk: {}", e.message()))?;
+    c.validate().map_err(|e| format!("--disk: {e}"))?;
+    Ok(Some(c))
+}
+
 fn run_program(
     opts: ProgramRun,
     interrupts: Option<sim_core::irq_path::InterruptConfig>,
     net: Option<sim_core::net::NetConfig>,
+    blk: Option<sim_core::blk::BlkConfig>,
     json: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
     let t = Instant::now();
-    let r = program::run_on(&opts, interrupts, net).map_err(|e| e.to_string())?;
+    let r = program::run_io(&opts, interrupts, net, blk).map_err(|e| e.to_string())?;
     let secs = t.elapsed().as_secs_f64();
     print!("{}", program::table(&r, secs));
     if let Some(path) = json {

@@ -285,6 +285,12 @@ impl Dma for GuestDma<'_> {
     }
 }
 
+/// Whether the machine's network path is the split driver (its backend holds a view of
+/// the guest's grant table and answers the shared hypercalls).
+pub(crate) fn has_split_driver(phys: &PhysMem) -> bool {
+    matches!(phys.net.as_deref(), Some(Net { path: Path::Split(_), .. }))
+}
+
 /// Whether `pa` is a register of the network NIC (a load or store there is MMIO).
 pub(crate) fn is_mmio(phys: &PhysMem, pa: u64) -> bool {
     matches!(phys.net.as_deref(), Some(Net { path: Path::Nic(e), .. }) if e.traps(pa))
@@ -507,7 +513,7 @@ impl Machine {
             self.deliver_vector(|l| m.is_for(l), m.vector, TriggerMode::Edge, at);
         }
         if let (Some(at), Some(port)) = (notify, port) {
-            self.net_notify_frontend(port, at);
+            self.notify_frontend(port, at);
         }
     }
 
@@ -536,10 +542,10 @@ impl Machine {
         }
     }
 
-    /// Netback's event-channel send to the frontend's `port`, at `at`: the port is raised
+    /// A backend's event-channel send to its frontend's `port`, at `at`: the port is raised
     /// in the guest's shared_info; if that asks for an upcall, the guest's vCPU gets the
     /// hypervisor's event-check interrupt (it exits, or bounces, and takes its upcall).
-    fn net_notify_frontend(&mut self, port: u32, at: u64) {
+    pub(crate) fn notify_frontend(&mut self, port: u32, at: u64) {
         let dom = match (self.hv.as_deref_mut(), self.pv.as_deref_mut()) {
             (Some(h), _) if h.hybrid.is_some() => h.hybrid.as_deref_mut(),
             (_, Some(p)) => Some(&mut p.hc),
@@ -688,7 +694,6 @@ pub(crate) fn hypercall(
         phys.net = net;
         return Some(("net.no_backend", Err(38)));
     };
-    let einval = 22;
     let (name, r) = match (number, a.0) {
         (hc::GRANT_TABLE_OP, _) => {
             let frames = u32::try_from(a.2).unwrap_or(u32::MAX);
@@ -699,20 +704,10 @@ pub(crate) fn hypercall(
                 .map_err(|e| GrantTable::errno(&e));
             ("20_grant_table_op.setup_table", r)
         }
-        (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_ALLOC_UNBOUND) => {
-            let r = if a.1 != u64::from(netback::DOM0) {
-                Err(einval)
-            } else {
-                match u32::try_from(a.2) {
-                    Ok(v) => evtchn
-                        .bind_interdomain(v)
-                        .map(u64::from)
-                        .map_err(|e| -devices::evtchn::EventChannels::errno(&e)),
-                    Err(_) => Err(einval),
-                }
-            };
-            ("32_event_channel_op.alloc_unbound", r)
-        }
+        (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_ALLOC_UNBOUND) => (
+            "32_event_channel_op.alloc_unbound",
+            crate::blk::alloc_unbound(evtchn, a),
+        ),
         (hc::NETIF_CONNECT, _) => (
             "48_hvsim_netif_connect",
             connect(

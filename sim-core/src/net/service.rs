@@ -49,6 +49,14 @@ pub(crate) enum Work {
     EvtchnSend,
     /// The physical NIC's driver and the bridge.
     Bridge,
+    /// The disk controller's device model fetching and submitting a command.
+    DeviceModelBlkCommand,
+    /// The disk controller's device model completing a command.
+    DeviceModelBlkComplete,
+    /// Blkback's per-request work.
+    BlkbackRequest,
+    /// Blkback's per-completion work.
+    BlkbackResponse,
 }
 
 impl Work {
@@ -63,6 +71,10 @@ impl Work {
             Work::GrantMap => "grant_map",
             Work::EvtchnSend => "evtchn_send",
             Work::Bridge => "bridge",
+            Work::DeviceModelBlkCommand => "device_model_blk_command",
+            Work::DeviceModelBlkComplete => "device_model_blk_complete",
+            Work::BlkbackRequest => "blkback_request",
+            Work::BlkbackResponse => "blkback_response",
         }
     }
 }

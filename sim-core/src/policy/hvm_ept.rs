@@ -905,7 +905,7 @@ impl ExitState<'_> {
         self.extra(c, plat);
     }
 
-    /// An emulated access to the network NIC at `gpa`: the device model in the service
+    /// An emulated access to the network NIC or the disk controller at `gpa`: the device model in the service
     /// domain serves it while the vCPU waits; the exit is recorded by register.
     fn device_model(
         &mut self,
@@ -913,13 +913,18 @@ impl ExitState<'_> {
         gpa: u64,
         plat: &mut SlicePlatform,
     ) {
-        if !crate::net::is_mmio(phys, gpa) {
-            return;
-        }
-        if let Some((reg, wait)) = crate::net::exit_served(phys, plat.cycles()) {
-            self.extra(wait, plat);
-            let c = self.exits.last().map_or(0, |e| e.1);
-            crate::net::record_exit(phys, reg, c);
+        if crate::net::is_mmio(phys, gpa) {
+            if let Some((reg, wait)) = crate::net::exit_served(phys, plat.cycles()) {
+                self.extra(wait, plat);
+                let c = self.exits.last().map_or(0, |e| e.1);
+                crate::net::record_exit(phys, reg, c);
+            }
+        } else if crate::blk::is_mmio(phys, gpa) {
+            if let Some((reg, wait)) = crate::blk::exit_served(phys, plat.cycles()) {
+                self.extra(wait, plat);
+                let c = self.exits.last().map_or(0, |e| e.1);
+                crate::blk::record_exit(phys, reg, c);
+            }
         }
     }
 
@@ -1031,6 +1036,7 @@ fn handle(
                 if irq_path::window(mem.mem.phys)
                     .is_some_and(|w| gpa.wrapping_sub(w.range().0) < w.range().1)
                     || crate::net::is_mmio(mem.mem.phys, gpa)
+                    || crate::blk::is_mmio(mem.mem.phys, gpa)
                 {
                     // A device register: never mapped, every access exits and is emulated.
                     let Some(em) = st.emu.as_deref_mut() else {
@@ -1145,18 +1151,25 @@ fn handle(
                 };
                 let window = irq_path::window(mem.mem.phys).map(|w| w.range());
                 let mut mmio = window.and_then(|w| hvm_shadow::handle_mmio(&exit, mem, v, cpu, w));
-                let mut net_access = false;
-                if mmio.is_none() {
-                    if let Some(w) = crate::net::mmio_window(mem.mem.phys) {
+                // The device (NIC or disk controller) whose BAR the access hit, by base.
+                let mut device = None;
+                for w in [
+                    crate::net::mmio_window(mem.mem.phys),
+                    crate::blk::mmio_window(mem.mem.phys),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    if mmio.is_none() {
                         mmio = hvm_shadow::handle_mmio(&exit, mem, v, cpu, w);
-                        net_access = mmio.is_some();
+                        device = mmio.is_some().then_some(w.0);
                     }
                 }
                 let r = match mmio {
                     Some(r) => {
                         st.purpose = irq_path::last_access(mem.mem.phys);
-                        if net_access {
-                            st.device_model(mem.mem.phys, crate::net::NET_MMIO_BASE, plat);
+                        if let Some(base) = device {
+                            st.device_model(mem.mem.phys, base, plat);
                         }
                         r
                     }
