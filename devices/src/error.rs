@@ -318,6 +318,17 @@ pub enum DeviceError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A disk description that cannot be served (no sectors, a zero transfer rate, a
+    /// size whose bytes do not fit in 64 bits).
+    #[error("disk: {field} = {value}: {reason}")]
+    BadDisk {
+        /// The configuration field at fault.
+        field: &'static str,
+        /// The value it was given.
+        value: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A network peer description that cannot run (a zero rate or link speed, a frame
     /// size the wire cannot carry, a concurrency out of range).
     #[error("peer: {field} = {value}: {reason}")]

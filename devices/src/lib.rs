@@ -44,12 +44,19 @@
 //! - [`peer`]: the host at the other end of the wire (sink, constant-rate source, echo
 //!   server, request/response client), with the wire's serialization and latency timing.
 //! - [`e1000`]: an e1000-like (8254x) NIC: registers, descriptor rings over DMA, ITR, one MSI.
+//! - [`disk`]: the disk behind both block paths: sparse 512-byte sectors (a sector never
+//!   written reads as its LBA), requests served one at a time with an access cost for
+//!   non-sequential ones and a transfer rate.
+//! - [`ahci`]: an AHCI-like block controller: one port, 32 command slots, command lists,
+//!   tables and PRDs over DMA, write-1-to-clear causes, one MSI.
 //! - [`iommu`]: a VT-d-style IOMMU for one assigned device: DMA remapping through an IOTLB
 //!   and a counted 4-level walk (DMA outside the domain blocked and counted), interrupt
 //!   remapping (remapped or posted).
 
+pub mod ahci;
 pub mod bus;
 pub mod console;
+pub mod disk;
 pub mod dma;
 pub mod e1000;
 pub mod error;
