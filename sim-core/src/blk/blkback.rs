@@ -308,11 +308,6 @@ impl Blkback {
         self.respond(mem, req.id, req.op, RSP_OK)
     }
 
-    /// Whether a request is at the disk.
-    pub(crate) fn busy(&self) -> bool {
-        self.inflight.iter().any(Option::is_some)
-    }
-
     /// Pushes a response; true if the frontend asked to be notified.
     fn respond(&mut self, mem: &mut dyn Dma, id: u64, op: u8, status: i16) -> bool {
         match status {
@@ -375,4 +370,142 @@ fn parse(raw: &[u8; ENTRY_BYTES as usize]) -> Result<Inflight, (u64, u8, i16)> {
         nseg,
         segs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::service::ServiceDomain;
+    use devices::disk::DiskConfig;
+    use devices::ring::FrontRing;
+
+    const TABLE: u64 = 0x1000;
+    const RING: u64 = 0x2000;
+    const DATA: u64 = 0x3000;
+    const OTHER: u64 = 0x4000;
+
+    fn costs() -> IoProfile {
+        crate::profile::MachineProfile::load("nehalem-x5570")
+            .ok()
+            .and_then(|p| p.io)
+            .unwrap_or_else(|| panic!("the Nehalem profile has [io]"))
+    }
+
+    /// Grants frame `gpa` to domain 0 under `gref`.
+    fn grant(mem: &mut Vec<u8>, gref: u32, gpa: u64, readonly: bool) {
+        let e = TABLE as usize + 8 * gref as usize;
+        let flags: u16 = 1 | if readonly { 4 } else { 0 };
+        mem[e..e + 2].copy_from_slice(&flags.to_le_bytes());
+        mem[e + 2..e + 4].copy_from_slice(&0u16.to_le_bytes());
+        mem[e + 4..e + 8].copy_from_slice(&((gpa >> 12) as u32).to_le_bytes());
+    }
+
+    /// A backend connected to a ring at `RING`, with the frontend's end.
+    fn rig() -> (Vec<u8>, Blkback, FrontRing, Disk) {
+        let mut mem = vec![0u8; 0x10000];
+        let mut b = Blkback::new(mem.len() as u64);
+        b.grants.setup(TABLE, 1).unwrap();
+        let front = FrontRing::init(&mut mem, RING, ENTRY_BYTES).unwrap();
+        assert_eq!(front.size(), 32);
+        b.ring = Some(BackRing::new(RING, ENTRY_BYTES).unwrap());
+        b.port = Some(5);
+        let disk = Disk::new(DiskConfig {
+            sectors: 1024,
+            access_ns: 0,
+            mb_per_s: 1000,
+        })
+        .unwrap();
+        (mem, b, front, disk)
+    }
+
+    /// Puts a one-segment request on the ring.
+    fn request(mem: &mut Vec<u8>, f: &mut FrontRing, op: u8, id: u64, sector: u64, gref: u32) {
+        let at = f.next_request().unwrap() as usize;
+        let mut r = [0u8; ENTRY_BYTES as usize];
+        r[0] = op;
+        r[1] = 1;
+        r[8..16].copy_from_slice(&id.to_le_bytes());
+        r[16..24].copy_from_slice(&sector.to_le_bytes());
+        r[24..28].copy_from_slice(&gref.to_le_bytes());
+        r[28] = 0;
+        r[29] = 7;
+        mem[at..at + ENTRY_BYTES as usize].copy_from_slice(&r);
+        f.push_requests_and_check_notify(mem);
+    }
+
+    fn run(b: &mut Blkback, mem: &mut Vec<u8>, disk: &mut Disk) -> Vec<(usize, u64)> {
+        let mut dom0 = ServiceDomain::default();
+        let mut issued = Vec::new();
+        b.run(0, mem, disk, &mut dom0, &costs(), &|c| c, &mut |s, d| {
+            issued.push((s, d))
+        });
+        issued
+    }
+
+    /// The status of the next response.
+    fn status(mem: &mut Vec<u8>, f: &mut FrontRing) -> (u64, i16) {
+        assert!(f.unconsumed_responses(mem) > 0);
+        let at = f.take_response() as usize;
+        let id = u64::from_le_bytes(mem[at..at + 8].try_into().unwrap());
+        (id, i16::from_le_bytes([mem[at + 10], mem[at + 11]]))
+    }
+
+    #[test]
+    fn a_read_maps_its_page_reads_the_disk_into_it_and_unmaps_on_completion() {
+        let (mut mem, mut b, mut f, mut disk) = rig();
+        grant(&mut mem, 3, DATA, false);
+        request(&mut mem, &mut f, OP_READ, 77, 40, 3);
+        let issued = run(&mut b, &mut mem, &mut disk);
+        assert_eq!(issued.len(), 1);
+        assert_eq!(b.grants.stats().maps, 1);
+        // Nothing in the page until the disk is done.
+        assert_eq!(mem[DATA as usize], 0);
+        assert!(b.complete(issued[0].0, &mut mem, &disk));
+        // Sector 40's never-written pattern: its LBA.
+        assert_eq!(mem[DATA as usize], 40);
+        assert_eq!(mem[DATA as usize + 512], 41);
+        assert_eq!(b.grants.stats().unmaps, 1);
+        assert_eq!(status(&mut mem, &mut f), (77, RSP_OK));
+        assert_eq!(b.stats.sectors_read, 8);
+    }
+
+    #[test]
+    fn a_page_not_granted_or_granted_read_only_is_refused_and_the_request_fails() {
+        let (mut mem, mut b, mut f, mut disk) = rig();
+        // Reference 4 names a frame never granted; 5 is read-only but a read writes it.
+        grant(&mut mem, 5, OTHER, true);
+        request(&mut mem, &mut f, OP_READ, 1, 0, 4);
+        request(&mut mem, &mut f, OP_READ, 2, 0, 5);
+        let issued = run(&mut b, &mut mem, &mut disk);
+        assert!(issued.is_empty(), "nothing reaches the disk");
+        assert_eq!(disk.stats().reads, 0);
+        let g = b.grants.stats();
+        assert_eq!(g.refused_not_permitted, 1);
+        assert_eq!(g.refused_readonly, 1);
+        assert_eq!(g.maps, 0);
+        assert_eq!(status(&mut mem, &mut f), (1, RSP_ERROR));
+        assert_eq!(status(&mut mem, &mut f), (2, RSP_ERROR));
+        assert_eq!(b.stats.errors, 2);
+        // The other frame was never written.
+        assert!(mem[OTHER as usize..OTHER as usize + 4096].iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn a_write_moves_the_granted_page_to_the_disk_and_an_unknown_operation_is_not_supported() {
+        let (mut mem, mut b, mut f, mut disk) = rig();
+        mem[DATA as usize..DATA as usize + 4096].fill(0xab);
+        grant(&mut mem, 3, DATA, true);
+        request(&mut mem, &mut f, OP_WRITE, 9, 100, 3);
+        request(&mut mem, &mut f, 7, 10, 0, 3);
+        let issued = run(&mut b, &mut mem, &mut disk);
+        assert_eq!(issued.len(), 1);
+        let mut buf = [0u8; 512];
+        assert!(disk.read(107, &mut buf));
+        assert!(buf.iter().all(|&x| x == 0xab));
+        assert_eq!(status(&mut mem, &mut f), (10, RSP_NOT_SUPPORTED));
+        b.complete(issued[0].0, &mut mem, &disk);
+        assert_eq!(status(&mut mem, &mut f), (9, RSP_OK));
+        assert_eq!(b.stats.sectors_written, 8);
+        assert_eq!(b.stats.not_supported, 1);
+    }
 }

@@ -193,6 +193,9 @@ pub(crate) struct Blk {
     seq: u64,
     /// When each slot's request was issued (cycles).
     issued_at: [u64; 32],
+    /// The controller's reset count when each slot's command was issued: a reset drops
+    /// commands in flight, so their completions must not finish a command issued after.
+    epoch: [u64; 32],
     /// When the controller's interrupt or the frontend's notification is owed.
     signal_at: Option<u64>,
     exits: BTreeMap<&'static str, ExitCount>,
@@ -223,6 +226,9 @@ impl Blk {
     fn issued(&mut self, slot: usize, at: u64, done_ns: u64) {
         let done = self.cycles(done_ns);
         self.issued_at[slot] = at;
+        if let Path::Ahci(c) = &self.path {
+            self.epoch[slot] = c.dev.stats().resets;
+        }
         self.push(done, Event::DiskDone, slot);
     }
 
@@ -251,6 +257,9 @@ impl Blk {
                     self.push(t, Event::Complete, slot);
                 }
                 (Event::Complete, Path::Ahci(c)) => {
+                    if c.dev.stats().resets != self.epoch[slot] {
+                        continue;
+                    }
                     c.dev.complete(slot, &mut mem, &mut self.disk);
                     self.done(slot, at);
                     if let Path::Ahci(c) = &mut self.path {
@@ -471,6 +480,7 @@ impl Machine {
             events: BinaryHeap::with_capacity(64),
             seq: 0,
             issued_at: [0; 32],
+            epoch: [0; 32],
             signal_at: None,
             exits: BTreeMap::new(),
             blocked: 0,
@@ -535,7 +545,7 @@ impl Machine {
         match (signal, port) {
             (Some(at), Some(port)) => self.notify_frontend(port, at),
             (Some(at), None) => {
-                self.deliver_vector(|l| msi.is_for(l), msi.vector, TriggerMode::Edge, at)
+                self.deliver_vector(|l| msi.is_for(l), msi.vector, TriggerMode::Edge, at);
             }
             _ => {}
         }

@@ -355,6 +355,10 @@ mod tests {
             grant_map_op: 0,
             evtchn_send: 7,
             bridge_frame: 0,
+            device_model_blk_command: 0,
+            device_model_blk_complete: 0,
+            blkback_request: 0,
+            blkback_response: 0,
         }
     }
 
