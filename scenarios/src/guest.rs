@@ -145,6 +145,7 @@ mod tests {
             "net_rr",
             "web_server",
             "net_echo",
+            "dd",
         ] {
             let elf = program(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(&elf[..4], b"\x7fELF", "{name}");

@@ -1,11 +1,11 @@
-/* File descriptors: the console, pipes (blocking, with wait queues) and packet sockets
- * (net.c). */
+/* File descriptors: the console, pipes (blocking, with wait queues), packet sockets
+ * (net.c) and the disk (blk.c). */
 #include "kernel.h"
 
 static struct file files[MAX_FILES];
 static struct pipe pipes[MAX_PIPES];
-static struct file console_in = {FILE_CONSOLE_IN, 1, NULL};
-static struct file console_out = {FILE_CONSOLE_OUT, 1, NULL};
+static struct file console_in = {.type = FILE_CONSOLE_IN, .refs = 1};
+static struct file console_out = {.type = FILE_CONSOLE_OUT, .refs = 1};
 
 void files_init(void) {}
 
@@ -13,7 +13,7 @@ static struct file *file_alloc(int type, struct pipe *p)
 {
     for (int i = 0; i < MAX_FILES; i++) {
         if (files[i].type == FILE_FREE) {
-            files[i] = (struct file){type, 1, p};
+            files[i] = (struct file){.type = type, .refs = 1, .pipe = p};
             return &files[i];
         }
     }

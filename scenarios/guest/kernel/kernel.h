@@ -145,6 +145,10 @@ struct boot_info {
     u64 net_kind;    /* network path: 0 none, 1 e1000-like NIC, 2 netfront (docs/io.md) */
     u64 net_mmio;    /* physical base of the e1000-like NIC's BAR (kind 1) */
     u64 net_vector;  /* the vector its MSI is programmed with (kind 1) */
+    u64 blk_kind;    /* block path: 0 none, 1 AHCI-like controller, 2 blkfront (docs/io.md) */
+    u64 blk_mmio;    /* physical base of the controller's BAR (kind 1) */
+    u64 blk_vector;  /* the vector its MSI is programmed with (kind 1) */
+    u64 blk_sectors; /* the disk's size in 512-byte sectors (both kinds) */
 };
 
 /* ---- pv_ops: every privileged operation after early boot goes through here ---- */
@@ -203,6 +207,7 @@ void pv_select(struct boot_info *bi);
 #define EV_TLB 4u
 #define EV_NIC 8u
 #define EV_NET 16u /* netfront's event channel (docs/io.md section 3) */
+#define EV_BLK 32u /* blkfront's event channel (docs/io.md section 7b) */
 u32 pv_upcall_events(void); /* hybrid: consume this CPU's pending event channels */
 u32 pv_nic_bind(u32 queue, u64 cpu); /* hybrid: map the queue's PIRQ and bind a port */
 void pv_port_mask(u32 port);         /* hybrid: event-channel mask in shared memory */
@@ -252,6 +257,7 @@ enum file_type {
     FILE_PIPE_R,
     FILE_PIPE_W,
     FILE_NET, /* a packet socket on the machine's one network interface */
+    FILE_BLK, /* the machine's disk, /dev/vda (blk.c) */
 };
 
 struct task;
@@ -272,6 +278,7 @@ struct file {
     int type;
     int refs;
     struct pipe *pipe;
+    int mode; /* FILE_BLK: the open's access mode (O_RDONLY 0, O_WRONLY 1, O_RDWR 2) */
 };
 
 /* ---- tasks ---- */
@@ -452,6 +459,82 @@ void e1000_irq(struct trapframe *tf);
 /* netfront.c */
 const struct net_driver *netfront_init(void);
 void netfront_event(void); /* the EV_NET upcall's work, under the kernel lock */
+
+/* ---- grant table (gnttab.c; hybrid and pv) ---- */
+#define GNTTAB_FRAMES 2
+#define GNTTAB_ENTRIES 1024
+#define GNTTAB_NETFRONT_END 512 /* netfront: references 1..511 */
+#define GNTTAB_BLKFRONT_FIRST 512 /* blkfront: references 512..1023 */
+/* Sets up the domain's grant table once: 1 when this call did, 0 when it was already. */
+i64 gnttab_init(void);
+/* Grants frame `pa` to domain 0 under `ref` (read-only or writable); the entry must be
+ * free. The entry is complete before its flags make it usable. */
+void gnttab_grant(u32 ref, u64 pa, int readonly);
+/* Ends a grant (flags cleared): 0, or -1 while the backend still has it in use. */
+int gnttab_end(u32 ref);
+
+/* ---- block devices (docs/io.md section 7) ---- */
+#define BLK_KIND_NONE 0
+#define BLK_KIND_AHCI 1
+#define BLK_KIND_BLKFRONT 2
+#define BLK_SECTOR 512
+#define BLK_POOL_PAGES 64 /* the block layer's buffer pool: 256 KiB, the largest I/O */
+#define BLK_MAX_IO (BLK_POOL_PAGES * PAGE_SIZE)
+#define BLK_REQ_MAX_PAGES 32 /* the most any driver takes in one request (AHCI) */
+
+/* One driver request: `nsect` sectors from `sector`, through whole pool pages (the last
+ * may be partly used: sectors 8 * (npages - 1) .. nsect - 1 are in it). */
+struct blk_req {
+    u64 sector;
+    u32 nsect;
+    u32 npages;
+    int write;
+    int status; /* 0 ok, -EIO failed (set by the driver before blk_complete) */
+    u64 page_pa[BLK_REQ_MAX_PAGES];
+};
+
+/* What the block layer needs from a driver. Everything runs under the kernel lock. */
+struct blk_driver {
+    const char *name;
+    u32 max_pages; /* pages per request */
+    /* Starts one request (AHCI: issued at once; blkfront: queued on the ring). The driver
+     * calls blk_complete(req) once it is done, from its interrupt or event handler. */
+    void (*submit)(struct blk_req *req);
+    /* After the last submit of an I/O (blkfront: push and notify); may be NULL. */
+    void (*commit)(void);
+};
+
+/* Driver counters (hvsim_blk reports them). */
+struct blk_stats {
+    u64 ios;             /* pread64/pwrite64 calls that reached a driver */
+    u64 requests;        /* driver requests issued */
+    u64 sectors_read;    /* sectors of successful read requests */
+    u64 sectors_written; /* sectors of successful write requests */
+    u64 interrupts;      /* AHCI interrupts / blkfront event upcalls handled */
+    u64 kicks;           /* AHCI P0CI writes / blkfront EVTCHNOP_send hypercalls */
+    u64 dev_ops;         /* after init: AHCI register accesses / blkfront hypercalls */
+    u64 errors;          /* failed requests */
+    u64 empty;           /* interrupts or events that completed nothing */
+    u64 grants;          /* blkfront: data-page grants made (and ended) */
+};
+extern struct blk_stats blk_stats;
+
+/* blk.c */
+void blk_init(void);
+void blk_complete(struct blk_req *req); /* driver: the request is done (req->status set) */
+i64 sys_open(u64 upath, u64 flags, u64 mode);
+i64 sys_pread64(u64 fd, u64 ubuf, u64 count, u64 offset);
+i64 sys_pwrite64(u64 fd, u64 ubuf, u64 count, u64 offset);
+i64 sys_hvsim_blk(u64 what);
+
+/* ahci.c */
+extern u32 ahci_vector; /* the controller's MSI vector; 0: no AHCI */
+const struct blk_driver *ahci_init(void);
+void ahci_irq(struct trapframe *tf);
+
+/* blkfront.c */
+const struct blk_driver *blkfront_init(void);
+void blkfront_event(void); /* the EV_BLK upcall's work, under the kernel lock */
 
 /* trap.c */
 void idt_init(void);

@@ -16,7 +16,11 @@ _Static_assert(offsetof(struct boot_info, nic_mmio) == 352, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, net_kind) == 360, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, net_mmio) == 368, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, net_vector) == 376, "boot_info layout");
-_Static_assert(sizeof(struct boot_info) == 384, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, blk_kind) == 384, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, blk_mmio) == 392, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, blk_vector) == 400, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, blk_sectors) == 408, "boot_info layout");
+_Static_assert(sizeof(struct boot_info) == 416, "boot_info layout");
 
 void kernel_main(struct boot_info *bi, u64 cpu)
 {
@@ -48,6 +52,7 @@ void kernel_main(struct boot_info *bi, u64 cpu)
     smp_boot();
     nic_init();
     net_init();
+    blk_init();
     start_init(bi->cmdline);
     idle_loop();
 }

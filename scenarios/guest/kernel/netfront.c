@@ -2,15 +2,16 @@
  * netfront: the guest half of the PV split network driver (docs/io.md section 3), under
  * the hybrid (VMCALL) and pv (syscall) backends alike, through pv_hypercall.
  *
- * Set-up: one guest-supplied grant-table frame (512 v1 entries), a tx and an rx shared
- * ring (one page each, 256 entries), 256 rx buffer pages and 253 tx buffer pages, each
- * granted to domain 0 once for the life of the kernel (never revoked, so no
- * GTF_reading/GTF_writing dance). Grant references:
+ * Set-up: the domain's grant table (gnttab.c: two frames, 1,024 v1 entries, of which
+ * netfront owns 1..=511), a tx and an rx shared ring (one page each, 256 entries), 256 rx
+ * buffer pages and 253 tx buffer pages, each granted to domain 0 once for the life of the
+ * kernel (never revoked, so no GTF_reading/GTF_writing dance). Grant references:
  *
  *   0          unused (a zeroed request names it and is refused by the backend)
  *   1, 2       tx ring, rx ring
  *   3..258     rx buffers 0..255 (writable)
  *   259..511   tx buffers 0..252 (read-only)
+ *   512..1023  not netfront's (blkfront's)
  *
  * The tx buffers run out before the tx ring does (253 < 256), so "no free buffer" is the
  * only full condition. One event channel (an unbound port for domain 0 on vCPU 0) carries
@@ -28,25 +29,13 @@
 #include "kernel.h"
 #include "ring.h"
 
-#define HC_GRANT_TABLE_OP 20
-#define GNTTABOP_setup_table 2
 #define HC_EVENT_CHANNEL_OP 32
 #define EVTCHNOP_send 4
 #define EVTCHNOP_alloc_unbound 6
 #define HC_NETIF_CONNECT 48
 #define DOMID_BACKEND 0
 
-#define GTF_permit_access 1
-#define GTF_readonly 4
-
-struct grant_entry_v1 {
-    u16 flags;
-    u16 domid;
-    u32 frame;
-};
-_Static_assert(sizeof(struct grant_entry_v1) == 8, "grant entry layout");
-
-#define NR_GRANTS (PAGE_SIZE / sizeof(struct grant_entry_v1)) /* one frame: 512 */
+#define NR_GRANTS GNTTAB_NETFRONT_END /* netfront's references: 1..511 */
 #define GREF_TX_RING 1
 #define GREF_RX_RING 2
 #define RX_BUFS 256
@@ -88,7 +77,6 @@ _Static_assert(offsetof(struct netif_rx_response, status) == 6, "rx response lay
 #define RX_SLOT 8
 #define RING_ENTRIES 256
 
-static volatile struct grant_entry_v1 *gnttab;
 static struct front_ring tx, rx;
 static u32 port;
 static u8 *rx_buf[RX_BUFS];
@@ -120,17 +108,12 @@ static u64 alloc_page(const char *what)
     return pa;
 }
 
-/* Grants frame `pa` to domain 0 under `ref`; the entry is complete before flags make it
- * usable (Xen's gnttab_grant_foreign_access_ref). */
+/* Grants frame `pa` to domain 0 under `ref`, one of netfront's references. */
 static void grant(u32 ref, u64 pa, int readonly)
 {
-    volatile struct grant_entry_v1 *e = &gnttab[ref];
-    if (ref == 0 || ref >= NR_GRANTS || e->flags)
-        panic("netfront: grant reference %u is not free", ref);
-    e->domid = DOMID_BACKEND;
-    e->frame = (u32)(pa >> 12);
-    barrier();
-    e->flags = GTF_permit_access | (readonly ? GTF_readonly : 0);
+    if (ref == 0 || ref >= NR_GRANTS)
+        panic("netfront: grant reference %u is not netfront's", ref);
+    gnttab_grant(ref, pa, readonly);
 }
 
 /* Posts rx buffer `id` at the private producer index (published by the caller's push). */
@@ -262,12 +245,8 @@ const struct net_driver *netfront_init(void)
         panic("netfront: needs a hypervisor's event channels and grants, not %s pv_ops",
               pv.name);
 
-    /* Grant table: one zeroed frame the hypervisor reads the entries from. */
-    u64 gt_pa = alloc_page("the grant table");
-    gnttab = P2V(gt_pa);
-    i64 r = hc(HC_GRANT_TABLE_OP, GNTTABOP_setup_table, gt_pa, 1);
-    if (r < 0)
-        panic("netfront: GNTTABOP_setup_table: %ld", r);
+    /* The domain's grant table (set up here unless another driver did). */
+    gnttab_init();
 
     /* Shared rings. */
     u64 tx_pa = alloc_page("the tx ring"), rx_pa = alloc_page("the rx ring");
@@ -295,7 +274,7 @@ const struct net_driver *netfront_init(void)
     /* The event channel, then the connection (Xenstore's part, in one hypercall). */
     port = pv_port_bind(hc(HC_EVENT_CHANNEL_OP, EVTCHNOP_alloc_unbound, DOMID_BACKEND, 0), 0,
                         EV_NET, "netfront: alloc_unbound");
-    r = hc(HC_NETIF_CONNECT, GREF_TX_RING, GREF_RX_RING, port);
+    i64 r = hc(HC_NETIF_CONNECT, GREF_TX_RING, GREF_RX_RING, port);
     if (r < 0)
         panic("netfront: hvsim_netif_connect: %ld", r);
 

@@ -4,10 +4,13 @@
 enum {
     NR_read = 0,
     NR_write = 1,
+    NR_open = 2,
     NR_close = 3,
     NR_mmap = 9,
     NR_munmap = 11,
     NR_brk = 12,
+    NR_pread64 = 17,
+    NR_pwrite64 = 18,
     NR_pipe = 22,
     NR_sched_yield = 24,
     NR_nanosleep = 35,
@@ -25,6 +28,7 @@ enum {
     NR_exit_group = 231,
     NR_hvsim_nic = 500, /* hvsim: NIC driver counters (not Linux) */
     NR_hvsim_net = 501, /* hvsim: network driver counters (not Linux) */
+    NR_hvsim_blk = 502, /* hvsim: block driver counters (not Linux) */
 };
 
 static u64 syscall_counts[NR_SYSCALLS + 1]; /* the last slot counts numbers >= NR_SYSCALLS */
@@ -105,6 +109,9 @@ void syscall_handler(struct trapframe *tf)
     case NR_write:
         ret = sys_write(a0, a1, a2);
         break;
+    case NR_open:
+        ret = sys_open(a0, a1, a2);
+        break;
     case NR_close:
         ret = sys_close(a0);
         break;
@@ -116,6 +123,12 @@ void syscall_handler(struct trapframe *tf)
         break;
     case NR_brk:
         ret = sys_brk(a0);
+        break;
+    case NR_pread64:
+        ret = sys_pread64(a0, a1, a2, a3);
+        break;
+    case NR_pwrite64:
+        ret = sys_pwrite64(a0, a1, a2, a3);
         break;
     case NR_pipe:
         ret = sys_pipe(a0);
@@ -162,6 +175,9 @@ void syscall_handler(struct trapframe *tf)
         break;
     case NR_hvsim_net:
         ret = sys_hvsim_net(a0, a1);
+        break;
+    case NR_hvsim_blk:
+        ret = sys_hvsim_blk(a0);
         break;
     case NR_clock_gettime:
         ret = sys_clock_gettime(a0, a1);

@@ -167,7 +167,7 @@ static void upcall(struct trapframe *tf)
         nic_upcall();
     if (ev & EV_TLB)
         tlb_service();
-    if (!(ev & (EV_TIMER | EV_RESCHED | EV_NET)))
+    if (!(ev & (EV_TIMER | EV_RESCHED | EV_NET | EV_BLK)))
         return;
     struct percpu *c = this_cpu();
     if (!(tf->cs & 3)) {
@@ -175,17 +175,23 @@ static void upcall(struct trapframe *tf)
             timer_rearm(c);
         if (ev & EV_RESCHED)
             c->need_resched = 1;
-        if (ev & EV_NET) {
-            /* In the idle loop's halt, which dropped the lock: netfront wakes tasks. */
+        if (ev & (EV_NET | EV_BLK)) {
+            /* In the idle loop's halt, which dropped the lock: the drivers wake tasks. */
             bkl_lock();
-            netfront_event();
+            if (ev & EV_NET)
+                netfront_event();
+            if (ev & EV_BLK)
+                blkfront_event();
             bkl_unlock();
         }
         return;
     }
     bkl_lock();
-    if (ev & EV_NET) {
-        netfront_event();
+    if (ev & (EV_NET | EV_BLK)) {
+        if (ev & EV_NET)
+            netfront_event();
+        if (ev & EV_BLK)
+            blkfront_event();
         if (c->rq_len > 0)
             c->need_resched = 1; /* a woken receiver runs now, not at the next tick */
     }
@@ -210,6 +216,10 @@ void trap_handler(struct trapframe *tf)
     }
     if (v == e1000_vector && v) {
         e1000_irq(tf);
+        return;
+    }
+    if (v == ahci_vector && v) {
+        ahci_irq(tf);
         return;
     }
     if (v == VEC_NIC) {

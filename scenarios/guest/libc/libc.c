@@ -58,6 +58,15 @@ long syscall6(long n, long a, long b, long c, long d, long e, long f)
 ssize_t read(int fd, void *buf, size_t n) { return syscall3(0, fd, (long)buf, (long)n); }
 ssize_t write(int fd, const void *buf, size_t n) { return syscall3(1, fd, (long)buf, (long)n); }
 int close(int fd) { return (int)syscall1(3, fd); }
+int open(const char *path, int flags) { return (int)syscall3(2, (long)path, flags, 0); }
+ssize_t pread64(int fd, void *buf, size_t count, long offset)
+{
+    return syscall4(17, fd, (long)buf, (long)count, offset);
+}
+ssize_t pwrite64(int fd, const void *buf, size_t count, long offset)
+{
+    return syscall4(18, fd, (long)buf, (long)count, offset);
+}
 
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off)
 {

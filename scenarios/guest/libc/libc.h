@@ -46,6 +46,13 @@ struct utsname {
 #define MSG_DONTWAIT 0x40
 #define ENODEV 19
 #define EAGAIN 11
+#define ENOENT 2
+#define EIO 5
+#define EBADF 9
+#define EINVAL 22
+#define O_RDONLY 0
+#define O_WRONLY 1
+#define O_RDWR 2
 
 /* raw system calls */
 long syscall0(long n);
@@ -56,6 +63,9 @@ long syscall4(long n, long a, long b, long c, long d);
 long syscall6(long n, long a, long b, long c, long d, long e, long f);
 
 ssize_t read(int fd, void *buf, size_t n);
+int open(const char *path, int flags);
+ssize_t pread64(int fd, void *buf, size_t count, long offset);
+ssize_t pwrite64(int fd, const void *buf, size_t count, long offset);
 ssize_t write(int fd, const void *buf, size_t n);
 int close(int fd);
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, long off); /* MAP_FAILED on error */
