@@ -397,7 +397,8 @@ impl Metrics {
             },
             blk_latency_p50_ns: blk.map_or(0, |b| b.latency.percentile(50.0)),
             blk_latency_p99_ns: blk.map_or(0, |b| b.latency.percentile(99.0)),
-            blk_register_exits: blk.map_or(0, |b| b.exits_by_register.values().map(|e| e.count).sum()),
+            blk_register_exits: blk
+                .map_or(0, |b| b.exits_by_register.values().map(|e| e.count).sum()),
             blk_register_exit_cycles: blk
                 .map_or(0, |b| b.exits_by_register.values().map(|e| e.cycles).sum()),
             blk_grant_maps: blk.and_then(|b| b.grants.as_ref()).map_or(0, |g| g.maps),
@@ -517,7 +518,10 @@ impl Metrics {
             ("blk_register_exit_cycles", u(self.blk_register_exit_cycles)),
             ("blk_grant_maps", u(self.blk_grant_maps)),
             ("blk_frontend_kicks", u(self.blk_frontend_kicks)),
-            ("blk_backend_notifications", u(self.blk_backend_notifications)),
+            (
+                "blk_backend_notifications",
+                u(self.blk_backend_notifications),
+            ),
             ("disk_busy_ns", u(self.disk_busy_ns)),
         ]
     }

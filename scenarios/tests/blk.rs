@@ -68,7 +68,12 @@ fn every_register_access_of_the_emulated_controller_is_one_exit_six_per_single_p
     assert_eq!(bb.requests, 30);
     assert_eq!(bb.disk.reads, 30);
     assert_eq!(bb.disk.sectors_read, 30 * 8);
-    assert_eq!(total_exits(bb) - total_exits(ba), 6 * 20, "{:?}", bb.exits_by_register);
+    assert_eq!(
+        total_exits(bb) - total_exits(ba),
+        6 * 20,
+        "{:?}",
+        bb.exits_by_register
+    );
     assert_eq!(exits(bb, "p0ci") - exits(ba, "p0ci"), 2 * 20);
     assert_eq!(exits(bb, "is") - exits(ba, "is"), 2 * 20);
     assert_eq!(exits(bb, "p0is") - exits(ba, "p0is"), 2 * 20);
@@ -116,7 +121,10 @@ fn a_large_io_is_one_controller_command_but_several_ring_requests_with_a_grant_p
         // Both requests of an I/O are pushed together: one kick per I/O.
         assert_eq!(k.kicks, 8, "{mode}");
         assert_eq!(k.errors, 0, "{mode}");
-        assert!(k.notifications >= 8 && k.notifications <= 16, "{mode}: {k:?}");
+        assert!(
+            k.notifications >= 8 && k.notifications <= 16,
+            "{mode}: {k:?}"
+        );
         assert_eq!(
             k.notifications + k.notifications_suppressed,
             16,
@@ -179,8 +187,14 @@ fn the_pv_kernel_cannot_use_the_emulated_controller_and_hvm_cannot_use_blkfront(
 
 #[test]
 fn without_a_disk_dd_reports_no_device() {
-    let r = scenarios::program::run(&support::program("native", "dd", &["read", "4", "1"], 64, 50_000_000))
-        .unwrap();
+    let r = scenarios::program::run(&support::program(
+        "native",
+        "dd",
+        &["read", "4", "1"],
+        64,
+        50_000_000,
+    ))
+    .unwrap();
     assert_ne!(r.end, RunEnd::Exited { code: 0 });
     assert!(r.blk.is_none());
 }

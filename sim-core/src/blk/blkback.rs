@@ -198,7 +198,11 @@ impl Blkback {
                 }
                 self.stats.segments += req.nseg as u64;
                 let sectors: u64 = req.segs[..req.nseg].iter().map(Segment::sectors).sum();
-                if req.sector.checked_add(sectors).is_none_or(|e| e > disk.sectors()) {
+                if req
+                    .sector
+                    .checked_add(sectors)
+                    .is_none_or(|e| e > disk.sectors())
+                {
                     notify |= self.respond(mem, req.id, req.op, RSP_ERROR);
                     continue;
                 }
@@ -487,7 +491,9 @@ mod tests {
         assert_eq!(status(&mut mem, &mut f), (2, RSP_ERROR));
         assert_eq!(b.stats.errors, 2);
         // The other frame was never written.
-        assert!(mem[OTHER as usize..OTHER as usize + 4096].iter().all(|&x| x == 0));
+        assert!(mem[OTHER as usize..OTHER as usize + 4096]
+            .iter()
+            .all(|&x| x == 0));
     }
 
     #[test]

@@ -111,10 +111,7 @@ impl BlkConfig {
             return Err("mb_per_s = 0: the disk must transfer something".into());
         }
         if self.access_ns > 1_000_000_000 {
-            return Err(format!(
-                "access_ns = {} is over one second",
-                self.access_ns
-            ));
+            return Err(format!("access_ns = {} is over one second", self.access_ns));
         }
         Ok(())
     }
@@ -313,7 +310,8 @@ pub(crate) fn is_mmio(phys: &PhysMem, pa: u64) -> bool {
 pub(crate) fn mmio_window(phys: &PhysMem) -> Option<(u64, u64)> {
     match phys.blk.as_deref() {
         Some(Blk {
-            path: Path::Ahci(c), ..
+            path: Path::Ahci(c),
+            ..
         }) => Some((c.base, AHCI_BAR_BYTES)),
         _ => None,
     }
@@ -426,7 +424,8 @@ impl Machine {
         })
         .map_err(|e| SimError::Config(format!("blk: {e}")))?;
         let b = BOOT_INFO_PHYS;
-        self.phys.write_sized(b + boot_info::BLK_SECTORS, 8, sectors);
+        self.phys
+            .write_sized(b + boot_info::BLK_SECTORS, 8, sectors);
         let path = if split {
             self.phys.write_sized(b + boot_info::BLK_KIND, 8, 2);
             Path::Split(Blkback::new(self.phys.size()))
@@ -452,10 +451,14 @@ impl Machine {
                 map(base, len, 0)?;
             }
             self.phys.write_sized(b + boot_info::BLK_KIND, 8, 1);
-            self.phys.write_sized(b + boot_info::BLK_MMIO, 8, BLK_MMIO_BASE);
+            self.phys
+                .write_sized(b + boot_info::BLK_MMIO, 8, BLK_MMIO_BASE);
             self.phys
                 .write_sized(b + boot_info::BLK_VECTOR, 8, u64::from(BLK_VECTOR));
-            Path::Ahci(Controller::new(BLK_MMIO_BASE, self.policy == Policy::Native))
+            Path::Ahci(Controller::new(
+                BLK_MMIO_BASE,
+                self.policy == Policy::Native,
+            ))
         };
         let msi = InterruptMessage {
             dest: MessageDestination::Physical(self.vcpus[0].lapic.id()),
@@ -660,9 +663,10 @@ pub(crate) fn hypercall(
                 r.map(|()| 0).map_err(|e| GrantTable::errno(&e).abs()),
             ))
         }
-        (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_ALLOC_UNBOUND) if !net_split => {
-            Some(("32_event_channel_op.alloc_unbound", alloc_unbound(evtchn, a)))
-        }
+        (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_ALLOC_UNBOUND) if !net_split => Some((
+            "32_event_channel_op.alloc_unbound",
+            alloc_unbound(evtchn, a),
+        )),
         (BLKIF_CONNECT, _) => {
             let r = connect(phys, evtchn, a, now);
             Some(("49_hvsim_blkif_connect", r))

@@ -288,7 +288,13 @@ impl Dma for GuestDma<'_> {
 /// Whether the machine's network path is the split driver (its backend holds a view of
 /// the guest's grant table and answers the shared hypercalls).
 pub(crate) fn has_split_driver(phys: &PhysMem) -> bool {
-    matches!(phys.net.as_deref(), Some(Net { path: Path::Split(_), .. }))
+    matches!(
+        phys.net.as_deref(),
+        Some(Net {
+            path: Path::Split(_),
+            ..
+        })
+    )
 }
 
 /// Whether `pa` is a register of the network NIC (a load or store there is MMIO).

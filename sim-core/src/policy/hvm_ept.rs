@@ -611,8 +611,8 @@ pub(crate) fn build(m: &mut Machine, policy: Policy) -> Result<(), SimError> {
             handling: 0,
             exits: BTreeMap::new(),
             costs,
-            // Device registers need the emulator: the interrupt path's NIC or the network's.
-            emu: if m.cfg.interrupts.is_some() || m.cfg.net.is_some() {
+            // Device registers need the emulator: the interrupt path's NIC, the network's, the disk controller.
+            emu: if m.cfg.interrupts.is_some() || m.cfg.net.is_some() || m.cfg.blk.is_some() {
                 Some(Box::new(emulate::Emulator::new(&m.cfg.profile.mmu)?))
             } else {
                 None

@@ -197,10 +197,9 @@ pub(crate) fn dispatch(
     if cpl == 0 {
         let now = plat.cycles();
         if let Some((key, r)) =
-            crate::blk::hypercall(phys, &mut cx.dom.evtchn, number, (a1, a2, a3), now)
-                .or_else(|| {
-                    crate::net::hypercall(phys, &mut cx.dom.evtchn, number, (a1, a2, a3), now)
-                })
+            crate::blk::hypercall(phys, &mut cx.dom.evtchn, number, (a1, a2, a3), now).or_else(
+                || crate::net::hypercall(phys, &mut cx.dom.evtchn, number, (a1, a2, a3), now),
+            )
         {
             cx.dom.stats.calls += 1;
             *cx.dom.by_op.entry(key.to_string()).or_default() += 1;
