@@ -292,6 +292,38 @@ pub fn table(r: &RunResult, host_seconds: f64) -> String {
             let _ = writeln!(o, "|   exit {reason} | {} ({} cycles) |", e.count, e.cycles);
         }
     }
+    if let Some(b) = &r.blk {
+        let bytes = (b.disk.sectors_read + b.disk.sectors_written) * sim_core::blk::SECTOR_BYTES;
+        let _ = writeln!(
+            o,
+            "| block path | {:?}: {} requests, {} bytes ({:.1} MB/s), latency mean {:.0} ns p99 {} ns |",
+            b.path,
+            b.requests,
+            bytes,
+            bytes as f64 / r.simulated_seconds.max(1e-12) / 1e6,
+            b.latency.mean(),
+            b.latency.percentile(99.0)
+        );
+        let _ = writeln!(
+            o,
+            "| block: disk busy / service domain busy | {} ns / {} cycles |",
+            b.disk.busy_ns, b.dom0.busy_cycles
+        );
+        for (reg, e) in &b.exits_by_register {
+            let _ = writeln!(
+                o,
+                "|   block register exit {reg} | {} ({} cycles) |",
+                e.count, e.cycles
+            );
+        }
+        if let (Some(k), Some(g)) = (&b.blkback, &b.grants) {
+            let _ = writeln!(
+                o,
+                "| blkback: kicks / notifications (suppressed) / grant maps | {} / {} ({}) / {} |",
+                k.kicks, k.notifications, k.notifications_suppressed, g.maps
+            );
+        }
+    }
     if !r.hypercalls.is_empty() {
         let total: u64 = r.hypercalls.values().sum();
         let _ = writeln!(o, "| hypercalls (all operations) | {total} |");
