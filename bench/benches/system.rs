@@ -4,13 +4,16 @@
 //! page population and TLB misses exercise the 2D walker and the shadow engine).
 //! The network paths (`system_net`): request/response and a 10 Gbps receive stream on the
 //! emulated NIC (hvm-ept) and the split driver (hybrid, pv).
+//! The block paths (`system_blk`): dd-like 4 KiB random reads and 64 KiB sequential writes
+//! on the emulated AHCI-like controller (hvm-ept) and the split block driver (hybrid, pv).
 //! Throughput is in simulated instructions (elements) per second.
 //!
 //! Run: `cargo bench -p bench --bench system`
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use scenarios::program::{run, run_on, ProgramRun};
+use scenarios::program::{run, run_io, run_on, ProgramRun};
+use sim_core::blk::{BlkConfig, BlkPath};
 use sim_core::net::{NetConfig, NetPath, PeerConfig, PeerMode};
 
 fn opts(program: &str, args: &[&str]) -> ProgramRun {
@@ -87,6 +90,30 @@ fn bench(c: &mut Criterion) {
             g.throughput(Throughput::Elements(n));
             g.bench_function(format!("{name}/{mode}"), |b| {
                 b.iter(|| run_on(&o, None, net.clone()).unwrap().instructions)
+            });
+        }
+    }
+    g.finish();
+    let mut g = c.benchmark_group("system_blk");
+    g.sample_size(10);
+    let disk = BlkConfig {
+        path: BlkPath::Auto,
+        size_mib: 256,
+        access_ns: 0,
+        mb_per_s: 4000,
+    };
+    for mode in ["hvm-ept", "hybrid", "pv"] {
+        for (name, args) in [
+            ("dd_rand_4k_read", vec!["read", "4", "500", "rand", "1"]),
+            ("dd_seq_64k_write", vec!["write", "64", "100"]),
+        ] {
+            let mut o = opts_in(mode, "dd", &args);
+            o.memory_mib = 64;
+            let blk = Some(disk.clone());
+            let n = run_io(&o, None, None, blk.clone()).unwrap().instructions;
+            g.throughput(Throughput::Elements(n));
+            g.bench_function(format!("{name}/{mode}"), |b| {
+                b.iter(|| run_io(&o, None, None, blk.clone()).unwrap().instructions)
             });
         }
     }
