@@ -104,7 +104,8 @@ pub(crate) struct Blkback {
     pub(crate) port: Option<u32>,
     /// When the next run is due (cycles), if any.
     pub(crate) run_at: Option<u64>,
-    inflight: [Option<Inflight>; RING_ENTRIES],
+    /// Requests at the disk, by slot (boxed: 32 requests of 11 segments each).
+    inflight: Box<[Option<Inflight>; RING_ENTRIES]>,
     broken: bool,
     pub(crate) stats: BlkbackStats,
 }
@@ -117,7 +118,7 @@ impl Blkback {
             ring: None,
             port: None,
             run_at: None,
-            inflight: [None; RING_ENTRIES],
+            inflight: Box::new([None; RING_ENTRIES]),
             broken: false,
             stats: BlkbackStats::default(),
         }
@@ -137,6 +138,7 @@ impl Blkback {
     /// disk takes is reported as `issued(slot, disk_done_ns)`. Returns the time the work
     /// ended and whether the frontend is to be notified of responses pushed at once
     /// (failed requests).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &mut self,
         start: u64,
@@ -154,10 +156,7 @@ impl Blkback {
         }
         self.stats.runs += 1;
         let mut notify = false;
-        loop {
-            let Some(ring) = self.ring.as_mut() else {
-                break;
-            };
+        while let Some(ring) = self.ring.as_mut() {
             let pending = match ring.unconsumed_requests(mem) {
                 Ok(n) => n,
                 Err(_) => {
@@ -378,6 +377,7 @@ fn parse(raw: &[u8; ENTRY_BYTES as usize]) -> Result<Inflight, (u64, u8, i16)> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::net::service::ServiceDomain;
     use devices::disk::DiskConfig;
@@ -396,7 +396,7 @@ mod tests {
     }
 
     /// Grants frame `gpa` to domain 0 under `gref`.
-    fn grant(mem: &mut Vec<u8>, gref: u32, gpa: u64, readonly: bool) {
+    fn grant(mem: &mut [u8], gref: u32, gpa: u64, readonly: bool) {
         let e = TABLE as usize + 8 * gref as usize;
         let flags: u16 = 1 | if readonly { 4 } else { 0 };
         mem[e..e + 2].copy_from_slice(&flags.to_le_bytes());

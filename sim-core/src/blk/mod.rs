@@ -163,8 +163,8 @@ pub struct BlkResult {
 }
 
 enum Path {
-    Ahci(Controller),
-    Split(Blkback),
+    Ahci(Box<Controller>),
+    Split(Box<Blkback>),
 }
 
 /// What happens at an event's time.
@@ -428,7 +428,7 @@ impl Machine {
             .write_sized(b + boot_info::BLK_SECTORS, 8, sectors);
         let path = if split {
             self.phys.write_sized(b + boot_info::BLK_KIND, 8, 2);
-            Path::Split(Blkback::new(self.phys.size()))
+            Path::Split(Box::new(Blkback::new(self.phys.size())))
         } else {
             if self.phys.size() > BLK_MMIO_BASE {
                 return Err(SimError::Config(format!(
@@ -455,10 +455,10 @@ impl Machine {
                 .write_sized(b + boot_info::BLK_MMIO, 8, BLK_MMIO_BASE);
             self.phys
                 .write_sized(b + boot_info::BLK_VECTOR, 8, u64::from(BLK_VECTOR));
-            Path::Ahci(Controller::new(
+            Path::Ahci(Box::new(Controller::new(
                 BLK_MMIO_BASE,
                 self.policy == Policy::Native,
-            ))
+            )))
         };
         let msi = InterruptMessage {
             dest: MessageDestination::Physical(self.vcpus[0].lapic.id()),
@@ -672,9 +672,7 @@ pub(crate) fn hypercall(
             Some(("49_hvsim_blkif_connect", r))
         }
         (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_SEND) if on_port => {
-            let Some(blk) = phys.blk.as_deref_mut() else {
-                return None;
-            };
+            let blk = phys.blk.as_deref_mut()?;
             let wake = blk.costs.dom0_wakeup;
             if let Path::Split(b) = &mut blk.path {
                 b.stats.kicks += 1;
