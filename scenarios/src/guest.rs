@@ -68,8 +68,16 @@ pub const BOOT_INFO_NET_KIND: usize = BOOT_INFO_NIC_MMIO + 8;
 pub const BOOT_INFO_NET_MMIO: usize = BOOT_INFO_NET_KIND + 8;
 /// Byte offset of `boot_info.net_vector` (the vector of the NIC's MSI).
 pub const BOOT_INFO_NET_VECTOR: usize = BOOT_INFO_NET_MMIO + 8;
+/// Byte offset of `boot_info.blk_kind` (0 none, 1 AHCI-like controller, 2 blkfront).
+pub const BOOT_INFO_BLK_KIND: usize = BOOT_INFO_NET_VECTOR + 8;
+/// Byte offset of `boot_info.blk_mmio` (physical base of the controller's BAR).
+pub const BOOT_INFO_BLK_MMIO: usize = BOOT_INFO_BLK_KIND + 8;
+/// Byte offset of `boot_info.blk_vector` (the vector of the controller's MSI).
+pub const BOOT_INFO_BLK_VECTOR: usize = BOOT_INFO_BLK_MMIO + 8;
+/// Byte offset of `boot_info.blk_sectors` (the disk's size in 512-byte sectors).
+pub const BOOT_INFO_BLK_SECTORS: usize = BOOT_INFO_BLK_VECTOR + 8;
 /// Total size of `struct boot_info` in bytes.
-pub const BOOT_INFO_SIZE: usize = BOOT_INFO_NET_VECTOR + 8;
+pub const BOOT_INFO_SIZE: usize = BOOT_INFO_BLK_SECTORS + 8;
 /// I/O port the guest writes console bytes to.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// I/O port the guest writes its exit status to (32-bit `out`), stopping the machine.
@@ -120,6 +128,10 @@ mod tests {
         assert_eq!(BOOT_INFO_NET_KIND as u64, boot_info::NET_KIND);
         assert_eq!(BOOT_INFO_NET_MMIO as u64, boot_info::NET_MMIO);
         assert_eq!(BOOT_INFO_NET_VECTOR as u64, boot_info::NET_VECTOR);
+        assert_eq!(BOOT_INFO_BLK_KIND as u64, boot_info::BLK_KIND);
+        assert_eq!(BOOT_INFO_BLK_MMIO as u64, boot_info::BLK_MMIO);
+        assert_eq!(BOOT_INFO_BLK_VECTOR as u64, boot_info::BLK_VECTOR);
+        assert_eq!(BOOT_INFO_BLK_SECTORS as u64, boot_info::BLK_SECTORS);
         assert_eq!(BOOT_INFO_SIZE as u64, boot_info::SIZE);
         assert_eq!((BOOT_INFO_MODULE_PHYS, BOOT_INFO_MODULE_SIZE), (336, 344));
     }
