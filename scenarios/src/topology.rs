@@ -13,6 +13,17 @@
 //! service domain's bridge or the direct channel) and the interrupt routes the path
 //! raises. A path the simulator would refuse under a mode draws nothing for that mode.
 //!
+//! The block path (docs/io.md section 7) is drawn the same way: for every guest and mode
+//! a run uses, the path its `blk` table (the guest's, else the machine's) resolves to
+//! under that mode: the AHCI-like disk controller as hardware (`native`), the same
+//! controller emulated by the device model in the service domain (the HVM modes, and
+//! `hybrid` with `path = "emulated"`; the device model is the one that emulates the
+//! domain's NIC in that mode, if it has one), or blkfront with blkback in the service
+//! domain, joined by one shared ring and an event channel (`pv`, `hybrid`). Each guest
+//! domain has one disk: the service domain's when one serves the guest's requests, the
+//! machine's under `native` (both, for a guest that runs both ways). The interrupt routes
+//! are the controller's MSI and blkback's upcall, to vCPU 0's LAPIC.
+//!
 //! New devices and virtualization policies extend [`NodeKind`] and [`EdgeKind`] and add
 //! their nodes in [`build`].
 
@@ -20,7 +31,9 @@ use crate::runner::{self, RunSpec};
 use crate::schema::{PartnerSpec, Scenario};
 use petgraph::dot::{Config, Dot};
 use petgraph::graph::{DiGraph, NodeIndex};
+use sim_core::blk::{BlkPath, BLK_MMIO_BASE, BLK_VECTOR};
 use sim_core::net::{NetPath, PeerMode, NET_MMIO_BASE, NET_VECTOR};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The debug console's I/O port.
@@ -77,7 +90,7 @@ pub enum NodeKind {
         domain: String,
     },
     /// The service domain (dom0, one CPU of its own): it hosts the device models, the
-    /// netbacks and the bridge of every run that goes through it.
+    /// netbacks, the blkbacks, the bridge and the disks of every run that goes through it.
     ServiceDomain,
     /// The service domain's bridge between its backends and the wire (or the backends of
     /// two domains on one host).
@@ -93,7 +106,8 @@ pub enum NodeKind {
         /// How the NIC reaches the domain.
         path: NicPath,
     },
-    /// The device model in the service domain that emulates a domain's NIC in one mode.
+    /// The device model in the service domain that emulates a domain's devices (its NIC,
+    /// its disk controller) in one mode.
     DeviceModel {
         /// The domain's name.
         domain: String,
@@ -113,6 +127,37 @@ pub enum NodeKind {
         domain: String,
         /// The mode.
         mode: String,
+    },
+    /// The AHCI-like disk controller a domain drives in one mode.
+    DiskController {
+        /// The domain's name.
+        domain: String,
+        /// The mode.
+        mode: String,
+        /// How the controller reaches the domain.
+        path: ControllerPath,
+    },
+    /// A domain's PV block frontend in one mode (its ring and data pages are granted).
+    Blkfront {
+        /// The domain's name.
+        domain: String,
+        /// The mode.
+        mode: String,
+    },
+    /// The service domain's backend for a domain's blkfront in one mode.
+    Blkback {
+        /// The domain's name.
+        domain: String,
+        /// The mode.
+        mode: String,
+    },
+    /// A guest domain's disk (one per domain, whatever the modes): it belongs to the
+    /// service domain when one serves the guest, to the machine under `native`.
+    Disk {
+        /// The domain's name.
+        domain: String,
+        /// Its size in MiB.
+        size_mib: u64,
     },
     /// The host on the far end of a domain's wire in one mode.
     Peer {
@@ -161,6 +206,24 @@ impl fmt::Display for NicPath {
     }
 }
 
+/// How a domain reaches the AHCI-like disk controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControllerPath {
+    /// The machine's hardware (`native`).
+    Hardware,
+    /// Emulated: every register access exits to the device model.
+    Emulated,
+}
+
+impl fmt::Display for ControllerPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ControllerPath::Hardware => "hardware",
+            ControllerPath::Emulated => "emulated",
+        })
+    }
+}
+
 /// The name a partner's devices are labelled with: its guest's, marked.
 fn partner_name(guest: &str) -> String {
     format!("{guest} partner")
@@ -201,6 +264,15 @@ impl fmt::Display for NodeKind {
                 write!(f, "{domain} / {mode} netfront (rings in granted pages)")
             }
             NodeKind::Netback { domain, mode } => write!(f, "dom0 netback for {domain} / {mode}"),
+            NodeKind::DiskController { domain, mode, path } => write!(
+                f,
+                "{domain} / {mode} disk controller ({path} AHCI, MMIO {BLK_MMIO_BASE:#X}, MSI vector {BLK_VECTOR:#X})"
+            ),
+            NodeKind::Blkfront { domain, mode } => {
+                write!(f, "{domain} / {mode} blkfront (ring in a granted page)")
+            }
+            NodeKind::Blkback { domain, mode } => write!(f, "dom0 blkback for {domain} / {mode}"),
+            NodeKind::Disk { domain, size_mib } => write!(f, "{domain} disk ({size_mib} MiB)"),
             NodeKind::Peer { domain, mode, role } => {
                 write!(f, "wire peer of {domain} / {mode} ({role})")
             }
@@ -222,7 +294,8 @@ impl fmt::Display for NodeKind {
 /// What an edge stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EdgeKind {
-    /// The machine has this physical CPU (or its IOMMU).
+    /// The machine has this physical CPU (or its IOMMU, or a guest's disk under
+    /// `native`).
     Has,
     /// The machine hosts this domain (a guest, a partner or the service domain).
     Hosts,
@@ -230,8 +303,9 @@ pub enum EdgeKind {
     Owns,
     /// The vCPU runs on this physical CPU.
     RunsOn,
-    /// The vCPU has this device (its LAPIC), the domain has this port device or network
-    /// device, or the service domain has this backend or its bridge.
+    /// The vCPU has this device (its LAPIC), the domain has this port device, network
+    /// device or block device, or the service domain has this backend, its bridge or a
+    /// guest's disk.
     Device,
     /// A LAPIC timer interrupt to its vCPU.
     Timer,
@@ -244,7 +318,7 @@ pub enum EdgeKind {
     TxRing,
     /// netfront's receive ring, shared with the other end.
     RxRing,
-    /// The event channel netfront kicks the other end through.
+    /// The event channel netfront (or blkfront) kicks the other end through.
     EventChannel,
     /// netfront to the partner's netfront, rings served by the hypervisor.
     DirectChannel,
@@ -260,8 +334,17 @@ pub enum EdgeKind {
     MsiRemapped,
     /// An assigned NIC's MSI, posted to vCPU 0: no exit while it runs.
     MsiPosted,
-    /// An event-channel notification to netfront: the upcall vector on vCPU 0.
+    /// An event-channel notification to netfront (or blkfront): the upcall vector on
+    /// vCPU 0.
     Upcall,
+    /// blkfront's ring, shared with blkback: requests one way, responses the other.
+    BlkRing,
+    /// The disk controller's MSI to vCPU 0's LAPIC (hardware, or injected by the device
+    /// model).
+    BlkMsi,
+    /// The requests the disk serves: from the hardware controller, the device model or
+    /// blkback.
+    DiskRequests,
 }
 
 impl EdgeKind {
@@ -275,6 +358,7 @@ impl EdgeKind {
                 | EdgeKind::MsiRemapped
                 | EdgeKind::MsiPosted
                 | EdgeKind::Upcall
+                | EdgeKind::BlkMsi
         )
     }
 }
@@ -298,6 +382,9 @@ impl fmt::Display for EdgeKind {
             EdgeKind::Wire => "wire",
             EdgeKind::Dma => "DMA",
             EdgeKind::Upcall => "event-channel upcall",
+            EdgeKind::BlkRing => "blkif ring (requests and responses)",
+            EdgeKind::DiskRequests => "disk requests",
+            EdgeKind::BlkMsi => return write!(f, "MSI {BLK_VECTOR:#X}"),
             // The vector is the platform's constant, so the label follows it.
             EdgeKind::Msi => return write!(f, "MSI {NET_VECTOR:#X}"),
             EdgeKind::MsiRemapped => {
@@ -315,8 +402,9 @@ pub type Topology = DiGraph<NodeKind, EdgeKind>;
 /// largest value its runs use (a sweep over `guest.vcpus` counts); vCPU `i` of every
 /// domain runs on physical CPU `i`, and the machine has as many physical CPUs as the
 /// largest domain has vCPUs. Then, for each guest and each mode it runs under, the
-/// network path of that run (see the module documentation); the service domain, its
-/// bridge and the IOMMU appear once, when a run uses them.
+/// network path and the block path of that run (see the module documentation); the
+/// service domain, its bridge and the IOMMU appear once, when a run uses them, and each
+/// guest's disk once, when one of its runs reaches it.
 pub fn build(s: &Scenario) -> Topology {
     let specs = runner::expand(s);
     let mut g = Topology::new();
@@ -401,9 +489,11 @@ pub fn build(s: &Scenario) -> Topology {
         dom0: None,
         bridge: None,
         iommu: None,
+        device_models: BTreeMap::new(),
     };
     for (d, guest) in s.guests.iter().zip(&ends) {
-        // One run per mode is enough: sweeps vary neither the network nor the partner.
+        // One run per mode is enough: sweeps vary neither the network nor the partner, and
+        // the block path is drawn from the first run of each mode too.
         let runs: Vec<&RunSpec> = s
             .modes
             .iter()
@@ -454,6 +544,20 @@ pub fn build(s: &Scenario) -> Topology {
                 (None, None) => {}
             }
         }
+        let mut disk = GuestDisk {
+            node: None,
+            owners: Vec::new(),
+            domain: d.name.clone(),
+        };
+        for r in &runs {
+            let Some(blk) = &r.blk else {
+                continue;
+            };
+            let Some(attach) = resolve_blk(blk.path, &r.mode) else {
+                continue;
+            };
+            shared.attach_blk(&mut g, guest, &r.mode, attach, &mut disk, blk.size_mib);
+        }
     }
     g
 }
@@ -492,6 +596,67 @@ fn resolve(path: NetPath, mode: &str) -> Option<Attach> {
             "hvm-ept-apicv" => Some(Attach::Passthrough { posted: true }),
             _ => None,
         },
+    }
+}
+
+/// The path a run's disk I/O takes, resolved from its `path` and mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlkAttach {
+    /// The disk controller as the machine's hardware.
+    Hardware,
+    /// The disk controller emulated by the device model in the service domain.
+    Emulated,
+    /// blkfront with blkback in the service domain.
+    Split,
+}
+
+/// The simulator's choice of block path for `path` under `mode` (docs/io.md section 7):
+/// `None` where it refuses the combination (the controller under `pv`, whose kernel
+/// cannot map device registers; the split driver outside `pv` and `hybrid`, which have
+/// no event channels or grants).
+fn resolve_blk(path: BlkPath, mode: &str) -> Option<BlkAttach> {
+    let split_modes = matches!(mode, "pv" | "hybrid");
+    match path {
+        BlkPath::Auto if split_modes => Some(BlkAttach::Split),
+        BlkPath::Auto | BlkPath::Emulated => match mode {
+            "native" => Some(BlkAttach::Hardware),
+            "pv" => None,
+            _ => Some(BlkAttach::Emulated),
+        },
+        BlkPath::Pv => split_modes.then_some(BlkAttach::Split),
+    }
+}
+
+/// A guest domain's disk: added the first time one of its runs reaches it, then linked
+/// once to each owner (the machine for a hardware controller, the service domain for the
+/// device model and blkback).
+struct GuestDisk {
+    node: Option<NodeIndex>,
+    owners: Vec<NodeIndex>,
+    domain: String,
+}
+
+impl GuestDisk {
+    /// The disk node, owned (also) by `owner` through an edge of kind `edge`.
+    fn owned_by(
+        &mut self,
+        g: &mut Topology,
+        owner: NodeIndex,
+        edge: EdgeKind,
+        size_mib: u64,
+    ) -> NodeIndex {
+        let domain = &self.domain;
+        let d = *self.node.get_or_insert_with(|| {
+            g.add_node(NodeKind::Disk {
+                domain: domain.clone(),
+                size_mib,
+            })
+        });
+        if !self.owners.contains(&owner) {
+            g.add_edge(owner, d, edge);
+            self.owners.push(owner);
+        }
+        d
     }
 }
 
@@ -545,6 +710,9 @@ struct Shared {
     dom0: Option<NodeIndex>,
     bridge: Option<NodeIndex>,
     iommu: Option<NodeIndex>,
+    /// The device model of each (domain, mode), shared by its emulated NIC and disk
+    /// controller.
+    device_models: BTreeMap<(String, String), NodeIndex>,
 }
 
 impl Shared {
@@ -577,6 +745,22 @@ impl Shared {
         })
     }
 
+    /// The device model in the service domain that emulates `ep`'s devices in `mode`.
+    fn device_model(&mut self, g: &mut Topology, ep: &Endpoint, mode: &str) -> NodeIndex {
+        let key = (ep.name.clone(), mode.to_string());
+        if let Some(&dm) = self.device_models.get(&key) {
+            return dm;
+        }
+        let dom0 = self.dom0(g);
+        let dm = g.add_node(NodeKind::DeviceModel {
+            domain: ep.name.clone(),
+            mode: mode.to_string(),
+        });
+        g.add_edge(dom0, dm, EdgeKind::Device);
+        self.device_models.insert(key, dm);
+        dm
+    }
+
     /// Gives `ep` its side of the path in `mode` and returns the node that faces the far
     /// end: the NIC itself for hardware and an assigned VF, the service domain's backend
     /// (already on the bridge) for the emulated NIC and netfront, netfront for the direct
@@ -607,12 +791,7 @@ impl Shared {
             }
             Attach::Emulated => {
                 let n = nic(g, NicPath::Emulated);
-                let dom0 = self.dom0(g);
-                let dm = g.add_node(NodeKind::DeviceModel {
-                    domain: ep.name.clone(),
-                    mode: mode.to_string(),
-                });
-                g.add_edge(dom0, dm, EdgeKind::Device);
+                let dm = self.device_model(g, ep, mode);
                 g.add_edge(n, dm, EdgeKind::Ioreq);
                 g.add_edge(n, ep.irq, EdgeKind::Msi);
                 let b = self.bridge(g);
@@ -651,6 +830,62 @@ impl Shared {
             Attach::Direct => netfront(g),
         }
     }
+
+    /// Gives `ep` its block path in `mode`: the device it drives, what serves it, the
+    /// disk at the end and the interrupt route back to vCPU 0.
+    fn attach_blk(
+        &mut self,
+        g: &mut Topology,
+        ep: &Endpoint,
+        mode: &str,
+        a: BlkAttach,
+        disk: &mut GuestDisk,
+        size_mib: u64,
+    ) {
+        let controller = |g: &mut Topology, path: ControllerPath| {
+            let c = g.add_node(NodeKind::DiskController {
+                domain: ep.name.clone(),
+                mode: mode.to_string(),
+                path,
+            });
+            g.add_edge(ep.node, c, EdgeKind::Device);
+            g.add_edge(c, ep.irq, EdgeKind::BlkMsi);
+            c
+        };
+        match a {
+            BlkAttach::Hardware => {
+                let c = controller(g, ControllerPath::Hardware);
+                let d = disk.owned_by(g, self.machine, EdgeKind::Has, size_mib);
+                g.add_edge(c, d, EdgeKind::DiskRequests);
+            }
+            BlkAttach::Emulated => {
+                let c = controller(g, ControllerPath::Emulated);
+                let dm = self.device_model(g, ep, mode);
+                g.add_edge(c, dm, EdgeKind::Ioreq);
+                let dom0 = self.dom0(g);
+                let d = disk.owned_by(g, dom0, EdgeKind::Device, size_mib);
+                g.add_edge(dm, d, EdgeKind::DiskRequests);
+            }
+            BlkAttach::Split => {
+                let f = g.add_node(NodeKind::Blkfront {
+                    domain: ep.name.clone(),
+                    mode: mode.to_string(),
+                });
+                g.add_edge(ep.node, f, EdgeKind::Device);
+                let dom0 = self.dom0(g);
+                let b = g.add_node(NodeKind::Blkback {
+                    domain: ep.name.clone(),
+                    mode: mode.to_string(),
+                });
+                g.add_edge(dom0, b, EdgeKind::Device);
+                g.add_edge(f, b, EdgeKind::BlkRing);
+                g.add_edge(f, b, EdgeKind::EventChannel);
+                g.add_edge(b, ep.irq, EdgeKind::Upcall);
+                let d = disk.owned_by(g, dom0, EdgeKind::Device, size_mib);
+                g.add_edge(b, d, EdgeKind::DiskRequests);
+            }
+        }
+    }
 }
 
 fn node_attrs(n: &NodeKind) -> &'static str {
@@ -665,9 +900,14 @@ fn node_attrs(n: &NodeKind) -> &'static str {
         NodeKind::Partner { .. } => "shape=folder, style=filled, fillcolor=\"#f6e7c8\"",
         NodeKind::Bridge => "shape=hexagon",
         NodeKind::Iommu => "shape=box3d",
-        NodeKind::Nic { .. } => "shape=component, style=filled, fillcolor=\"#fbe3d6\"",
-        NodeKind::Netfront { .. } => "shape=component, style=filled, fillcolor=\"#dbeaf6\"",
-        NodeKind::DeviceModel { .. } | NodeKind::Netback { .. } => {
+        NodeKind::Nic { .. } | NodeKind::DiskController { .. } => {
+            "shape=component, style=filled, fillcolor=\"#fbe3d6\""
+        }
+        NodeKind::Netfront { .. } | NodeKind::Blkfront { .. } => {
+            "shape=component, style=filled, fillcolor=\"#dbeaf6\""
+        }
+        NodeKind::Disk { .. } => "shape=cylinder, style=filled, fillcolor=\"#e8e8e8\"",
+        NodeKind::DeviceModel { .. } | NodeKind::Netback { .. } | NodeKind::Blkback { .. } => {
             "shape=box, style=\"rounded,filled\", fillcolor=\"#e6d8f0\""
         }
         NodeKind::Peer { .. } => "shape=doublecircle",
@@ -679,14 +919,16 @@ fn edge_attrs(e: EdgeKind) -> &'static str {
         EdgeKind::Timer => "color=\"#c0392b\", fontcolor=\"#c0392b\"",
         EdgeKind::Ipi => "color=\"#2f6fb0\", fontcolor=\"#2f6fb0\", style=dashed",
         EdgeKind::RunsOn => "style=dotted",
-        EdgeKind::Msi | EdgeKind::MsiRemapped | EdgeKind::MsiPosted | EdgeKind::Upcall => {
-            "color=\"#c0392b\", fontcolor=\"#c0392b\", style=dashed"
-        }
+        EdgeKind::Msi
+        | EdgeKind::MsiRemapped
+        | EdgeKind::MsiPosted
+        | EdgeKind::Upcall
+        | EdgeKind::BlkMsi => "color=\"#c0392b\", fontcolor=\"#c0392b\", style=dashed",
         EdgeKind::Ioreq => "color=\"#d35400\", fontcolor=\"#d35400\", penwidth=2",
-        EdgeKind::TxRing | EdgeKind::RxRing | EdgeKind::DirectChannel => {
+        EdgeKind::TxRing | EdgeKind::RxRing | EdgeKind::DirectChannel | EdgeKind::BlkRing => {
             "color=\"#1e8449\", fontcolor=\"#1e8449\""
         }
-        EdgeKind::Wire => "penwidth=2",
+        EdgeKind::Wire | EdgeKind::DiskRequests => "penwidth=2",
         _ => "color=\"#555555\"",
     }
 }
@@ -735,8 +977,20 @@ pub fn summary(g: &Topology) -> String {
     } else {
         String::new()
     };
+    let disks = count(&|n| matches!(n, NodeKind::Disk { .. }));
+    let controllers = count(&|n| matches!(n, NodeKind::DiskController { .. }));
+    let blkfronts = count(&|n| matches!(n, NodeKind::Blkfront { .. }));
+    let blkbacks = count(&|n| matches!(n, NodeKind::Blkback { .. }));
+    // Likewise for the block path.
+    let block = if disks > 0 {
+        format!(
+            ", block: {disks} disks, {controllers} disk controllers, {blkfronts} blkfronts, {blkbacks} blkbacks"
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{domains} domains, {vcpus} vCPUs on {pcpus} physical CPUs, {devices} devices, {routes} interrupt routes{network} ({} nodes, {} edges)",
+        "{domains} domains, {vcpus} vCPUs on {pcpus} physical CPUs, {devices} devices, {routes} interrupt routes{network}{block} ({} nodes, {} edges)",
         g.node_count(),
         g.edge_count()
     )

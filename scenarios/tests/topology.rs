@@ -365,3 +365,251 @@ fn the_native_nic_is_hardware_on_the_wire() {
         "web / native NIC (hardware e1000, MMIO 0xFEB20000, MSI vector 0x41)"
     ));
 }
+
+/// A guest with a disk through the scenario's modes: `blk` is the `[machine.blk]` table's
+/// body and `guest_blk` the guest's own (empty: none).
+fn with_blk(modes: &str, blk: &str, guest_blk: &str) -> String {
+    let guest_blk = if guest_blk.is_empty() {
+        String::new()
+    } else {
+        format!("[guest.blk]\n{guest_blk}\n")
+    };
+    format!(
+        r#"
+modes = [{modes}]
+[meta]
+name = "disk"
+[machine.blk]
+{blk}
+[guest]
+name = "db"
+workload = "dd"
+args = ["read", 4, 10]
+memory_mib = 64
+{guest_blk}"#
+    )
+}
+
+/// The kinds of every block node, counted in one order: service domain, disk controller
+/// (hardware), disk controller (emulated), device model, blkfront, blkback, disk.
+fn block_nodes(g: &topology::Topology) -> [usize; 7] {
+    use topology::ControllerPath;
+    [
+        nodes(g, |n| matches!(n, NodeKind::ServiceDomain)),
+        nodes(g, |n| {
+            matches!(
+                n,
+                NodeKind::DiskController {
+                    path: ControllerPath::Hardware,
+                    ..
+                }
+            )
+        }),
+        nodes(g, |n| {
+            matches!(
+                n,
+                NodeKind::DiskController {
+                    path: ControllerPath::Emulated,
+                    ..
+                }
+            )
+        }),
+        nodes(g, |n| matches!(n, NodeKind::DeviceModel { .. })),
+        nodes(g, |n| matches!(n, NodeKind::Blkfront { .. })),
+        nodes(g, |n| matches!(n, NodeKind::Blkback { .. })),
+        nodes(g, |n| matches!(n, NodeKind::Disk { .. })),
+    ]
+}
+
+const BLOCK_EDGES: [EdgeKind; 7] = [
+    EdgeKind::Ioreq,
+    EdgeKind::BlkRing,
+    EdgeKind::EventChannel,
+    EdgeKind::BlkMsi,
+    EdgeKind::Upcall,
+    EdgeKind::DiskRequests,
+    EdgeKind::Msi,
+];
+
+/// The (source, edge) pairs that end at the disk of `domain`, as labels, sorted.
+fn into_disk(g: &topology::Topology, domain: &str) -> Vec<(String, EdgeKind)> {
+    use petgraph::visit::EdgeRef;
+    let mut v: Vec<(String, EdgeKind)> = g
+        .edge_references()
+        .filter(|e| matches!(&g[e.target()], NodeKind::Disk { domain: d, .. } if d == domain))
+        .map(|e| (g[e.source()].to_string(), *e.weight()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn the_block_path_per_mode_hardware_emulated_and_split() {
+    let text = with_blk("\"native\", \"hvm-ept\", \"hybrid\"", "size_mib = 256", "");
+    let g = graph(&text);
+    // service domain, hardware controller, emulated controller, device model, blkfront,
+    // blkback, disk.
+    assert_eq!(block_nodes(&g), [1, 1, 1, 1, 1, 1, 1]);
+    // 7 of the domain alone; the two controllers, dom0, its device model, blkfront,
+    // blkback, the disk.
+    assert_eq!(g.node_count(), 14);
+    // 8 of the domain alone; native: controller, MSI, the machine's disk, requests (4);
+    // hvm-ept: controller, MSI, dom0 hosted, device model, ioreq, dom0's disk, requests
+    // (7); hybrid: blkfront, blkback, ring, event channel, upcall, requests (6).
+    assert_eq!(g.edge_count(), 25);
+    assert_eq!(BLOCK_EDGES.map(|k| edges(&g, k)), [1, 1, 1, 2, 1, 3, 0]);
+    assert!(lands_on_lapic0(&g, EdgeKind::BlkMsi, "db"));
+    assert!(lands_on_lapic0(&g, EdgeKind::Upcall, "db"));
+    // The ring and the event channel join blkfront to blkback.
+    {
+        use petgraph::visit::EdgeRef;
+        for k in [EdgeKind::BlkRing, EdgeKind::EventChannel] {
+            let e = g.edge_references().find(|e| *e.weight() == k).unwrap();
+            assert!(matches!(g[e.source()], NodeKind::Blkfront { .. }), "{k}");
+            assert!(matches!(g[e.target()], NodeKind::Blkback { .. }), "{k}");
+        }
+    }
+    // One disk: the machine's under native, the service domain's for the device model and
+    // blkback.
+    assert_eq!(
+        into_disk(&g, "db"),
+        [
+            (
+                "db / native disk controller (hardware AHCI, MMIO 0xFEB40000, MSI vector 0x42)"
+                    .to_string(),
+                EdgeKind::DiskRequests
+            ),
+            ("dom0 (service domain, 1 CPU)".to_string(), EdgeKind::Device),
+            (
+                "dom0 blkback for db / hybrid".to_string(),
+                EdgeKind::DiskRequests
+            ),
+            (
+                "dom0 device model for db / hvm-ept".to_string(),
+                EdgeKind::DiskRequests
+            ),
+            ("machine (nehalem-x5570)".to_string(), EdgeKind::Has),
+        ]
+    );
+    let dot = topology::to_dot(&g);
+    for label in [
+        "db / native disk controller (hardware AHCI, MMIO 0xFEB40000, MSI vector 0x42)",
+        "db / hvm-ept disk controller (emulated AHCI, MMIO 0xFEB40000, MSI vector 0x42)",
+        "dom0 device model for db / hvm-ept",
+        "db / hybrid blkfront (ring in a granted page)",
+        "dom0 blkback for db / hybrid",
+        "db disk (256 MiB)",
+        "ioreq (every register access exits)",
+        "blkif ring (requests and responses)",
+        "event channel",
+        "event-channel upcall",
+        "MSI 0x42",
+        "disk requests",
+    ] {
+        assert!(has_label(&dot, label), "{label}\n{dot}");
+    }
+    assert!(dot.contains("shape=cylinder"), "{dot}");
+    assert_eq!(dot.matches(" -> ").count(), 25);
+    assert_eq!(dot, topology::to_dot(&graph(&text)));
+    // No network: the NIC's MSI, the bridge and the summary's network part stay out.
+    assert!(!dot.contains("NIC") && !dot.contains("bridge"), "{dot}");
+    let sum = topology::summary(&g);
+    assert!(
+        sum.contains(", block: 1 disks, 2 disk controllers, 1 blkfronts, 1 blkbacks"),
+        "{sum}"
+    );
+    assert!(!sum.contains("network"), "{sum}");
+}
+
+#[test]
+fn an_emulated_path_under_hybrid_draws_the_controller_and_pv_refuses_it() {
+    let g = graph(&with_blk(
+        "\"pv\", \"hybrid\"",
+        "size_mib = 64",
+        "path = \"emulated\"",
+    ));
+    // pv cannot map the controller's registers: only hybrid's emulated controller.
+    assert_eq!(block_nodes(&g), [1, 0, 1, 1, 0, 0, 1]);
+    assert_eq!(edges(&g, EdgeKind::Ioreq), 1);
+    assert_eq!(edges(&g, EdgeKind::BlkMsi), 1);
+    assert_eq!(edges(&g, EdgeKind::BlkRing), 0);
+    let dot = topology::to_dot(&g);
+    assert!(has_label(
+        &dot,
+        "db / hybrid disk controller (emulated AHCI, MMIO 0xFEB40000, MSI vector 0x42)"
+    ));
+    assert!(!dot.contains("db / pv"), "{dot}");
+    assert_eq!(
+        into_disk(&g, "db"),
+        [
+            ("dom0 (service domain, 1 CPU)".to_string(), EdgeKind::Device),
+            (
+                "dom0 device model for db / hybrid".to_string(),
+                EdgeKind::DiskRequests
+            ),
+        ]
+    );
+}
+
+#[test]
+fn the_split_driver_is_drawn_only_where_the_simulator_takes_it() {
+    // The guest's table overrides the machine's; "pv" needs event channels and grants.
+    let g = graph(&with_blk(
+        "\"native\", \"hvm-shadow\", \"hvm-ept-apicv\", \"pv\"",
+        "path = \"emulated\"",
+        "path = \"pv\"\nsize_mib = 32",
+    ));
+    assert_eq!(block_nodes(&g), [1, 0, 0, 0, 1, 1, 1]);
+    assert!(has_label(&topology::to_dot(&g), "db disk (32 MiB)"));
+    assert!(has_label(
+        &topology::to_dot(&g),
+        "db / pv blkfront (ring in a granted page)"
+    ));
+}
+
+#[test]
+fn an_hvm_domain_s_nic_and_disk_controller_share_its_device_model() {
+    let text = format!(
+        "{}[guest.blk]\nsize_mib = 128\n",
+        with_net("\"hvm-ept\"", "auto", ECHO)
+    );
+    let g = graph(&text);
+    assert_eq!(block_nodes(&g), [1, 0, 1, 1, 0, 0, 1]);
+    assert_eq!(edges(&g, EdgeKind::Ioreq), 2);
+    assert_eq!(edges(&g, EdgeKind::Msi), 1);
+    assert_eq!(edges(&g, EdgeKind::BlkMsi), 1);
+    let sum = topology::summary(&g);
+    assert!(sum.contains("network: 1 NICs"), "{sum}");
+    assert!(sum.contains("block: 1 disks, 1 disk controllers"), "{sum}");
+}
+
+#[test]
+fn a_scenario_without_a_disk_draws_none() {
+    for g in [
+        graph(TWO_VCPUS),
+        graph(&with_net("\"native\", \"hybrid\"", "auto", ECHO)),
+    ] {
+        assert_eq!(block_nodes(&g)[1..], [0; 6]);
+        for k in [EdgeKind::BlkRing, EdgeKind::BlkMsi, EdgeKind::DiskRequests] {
+            assert_eq!(edges(&g, k), 0, "{k}");
+        }
+        let dot = topology::to_dot(&g);
+        for word in ["disk", "blkfront", "blkback", "AHCI", "blkif", "0x42"] {
+            assert!(!dot.contains(word), "{word}\n{dot}");
+        }
+        assert!(!topology::summary(&g).contains("block"));
+    }
+}
+
+#[test]
+fn the_block_claim_draws_every_path_it_measures() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("claims/b1-blk.toml");
+    let l = scenarios::schema::load(&f, false).unwrap();
+    let g = topology::build(&l.scenario);
+    // Two guests in native (hardware), hvm-ept and hvm-shadow (emulated), hybrid and pv
+    // (split); "slow" in hvm-ept (emulated) and hybrid (split). One disk per guest.
+    assert_eq!(block_nodes(&g), [1, 2, 5, 5, 5, 5, 3]);
+    // Requests from 2 hardware controllers, 5 device models and 5 blkbacks.
+    assert_eq!(edges(&g, EdgeKind::DiskRequests), 12);
+    assert!(has_label(&topology::to_dot(&g), "slow disk (256 MiB)"));
+}
