@@ -53,6 +53,9 @@ pub struct RunSpec {
     /// The other domain of a two-domain host (absent: the guest runs alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partner: Option<crate::schema::PartnerSpec>,
+    /// More domains on the host, unlinked (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<crate::schema::PartnerSpec>,
     /// How the host's physical CPUs are shared (with a partner).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<sim_core::host::HostConfig>,
@@ -137,6 +140,7 @@ pub fn expand(s: &Scenario) -> Vec<RunSpec> {
                     net: g.net.clone().or_else(|| s.machine.net.clone()),
                     blk: g.blk.clone().or_else(|| s.machine.blk.clone()),
                     partner: g.partner.clone(),
+                    neighbours: g.neighbours.clone(),
                     host: s.machine.host.clone(),
                 };
                 for (p, v) in &pt {
@@ -256,7 +260,9 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
         cfg.interrupts = spec.interrupts.filter(|c| c.rate > 0);
         cfg.net = spec.net.clone();
         cfg.blk = spec.blk.clone();
-        let partner_cfg = spec.partner.as_ref().map(|p| {
+        // The other domains of the host: the partner (linked: the guest's network
+        // settings), then the neighbours (no network).
+        let other = |p: &crate::schema::PartnerSpec, net| {
             let mut c = cfg.clone();
             c.cmdline = std::iter::once(p.workload.clone())
                 .chain(p.args.iter().cloned())
@@ -264,8 +270,15 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
                 .join(" ");
             c.vcpus = p.vcpus;
             c.mem_bytes = p.memory_mib << 20;
+            c.net = net;
             c
-        });
+        };
+        let others: Vec<MachineConfig> = spec
+            .partner
+            .iter()
+            .map(|p| other(p, cfg.net.clone()))
+            .chain(spec.neighbours.iter().map(|p| other(p, None)))
+            .collect();
         let build = |cfg| {
             Machine::with_policy(
                 cfg,
@@ -276,14 +289,16 @@ pub fn run_spec(spec: &RunSpec, base_dir: &Path) -> RunRecord {
             .map_err(|e| e.to_string())
         };
         let m = build(cfg)?;
-        match partner_cfg {
-            None => Ok(m.run()),
-            Some(pc) => {
-                let host = sim_core::host::Host::with_cpus(vec![m, build(pc)?], spec.host.as_ref())
-                    .map_err(|e| e.to_string())?;
-                Ok(host.run())
-            }
+        if others.is_empty() {
+            return Ok(m.run());
         }
+        let mut doms = vec![m];
+        for c in others {
+            doms.push(build(c)?);
+        }
+        let host =
+            sim_core::host::Host::with_cpus(doms, spec.host.as_ref()).map_err(|e| e.to_string())?;
+        Ok(host.run())
     });
     match outcome {
         Ok(Ok(r)) => {

@@ -152,6 +152,12 @@ pub struct GuestSpec {
     /// network is the far end of this guest's (then the net table names no peer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partner: Option<PartnerSpec>,
+    /// `[[guests.neighbours]]`: more domains on the same host, in the same mode, each
+    /// running its own workload with its own disk (the guest's disk settings) and no
+    /// network: they share the host's physical CPUs (`[machine.host]`) and its service
+    /// domain with the guest (and its partner).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<PartnerSpec>,
     /// Only these of the scenario's modes for this guest (default: every mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modes: Option<Vec<String>>,
@@ -883,12 +889,18 @@ fn validate(
         if let Some(b) = &g.blk {
             b.validate().map_err(|e| src.error(&at("blk"), e))?;
         }
-        if let Some(p) = &g.partner {
-            check_workload(&p.workload).map_err(|e| src.error(&at("partner"), e))?;
-            check_vcpus(i64::from(p.vcpus)).map_err(|e| src.error(&at("partner"), e))?;
-            check_memory(i64::try_from(p.memory_mib).unwrap_or(i64::MAX))
-                .map_err(|e| src.error(&at("partner"), e))?;
-            check_cmdline(&p.workload, &p.args).map_err(|e| src.error(&at("partner"), e))?;
+        let others = g.partner.iter().map(|p| (p, "partner".to_string())).chain(
+            g.neighbours
+                .iter()
+                .enumerate()
+                .map(|(j, p)| (p, format!("neighbours[{j}]"))),
+        );
+        for (p, field) in others {
+            let e = |m: String| src.error(&at(&field), m);
+            check_workload(&p.workload).map_err(e)?;
+            check_vcpus(i64::from(p.vcpus)).map_err(e)?;
+            check_memory(i64::try_from(p.memory_mib).unwrap_or(i64::MAX)).map_err(e)?;
+            check_cmdline(&p.workload, &p.args).map_err(e)?;
         }
         for m in g.modes.iter().flatten() {
             if !s.modes.contains(m) {

@@ -166,3 +166,80 @@ fn a_host_refuses_what_it_cannot_build() {
     .unwrap();
     assert!(e.to_string().contains("pcpus"), "{e}");
 }
+
+#[test]
+fn three_cpu_bound_domains_share_one_physical_cpu_in_thirds() {
+    let alone = machine("hvm-ept", GUPS, None).run();
+    let r = host(
+        (0..3).map(|_| machine("hvm-ept", GUPS, None)).collect(),
+        1,
+        credit(),
+        vec![],
+    );
+    assert_eq!(r.partners.len(), 2);
+    for x in std::iter::once(&r).chain(r.partners.iter()) {
+        // Each waited while the two others ran.
+        let t = total(x) as f64 / total(&alone) as f64;
+        assert!(t > 2.4 && t < 3.6, "{t}");
+        // The same work (timer ticks over a longer time add a few instructions).
+        let d = x.instructions.abs_diff(alone.instructions) as f64;
+        assert!(d / (alone.instructions as f64) < 0.01, "{}", x.instructions);
+    }
+    // Two CPUs for three domains: less waiting than with one.
+    let r2 = host(
+        (0..3).map(|_| machine("hvm-ept", GUPS, None)).collect(),
+        2,
+        credit(),
+        vec![],
+    );
+    let t2 = total(&r2) as f64 / total(&alone) as f64;
+    assert!(t2 > 1.05 && t2 < 2.4, "{t2}");
+}
+
+/// A domain of `mode` with a RAM disk running `dd args`.
+fn disk_domain(mode: &str, args: &str) -> Machine {
+    let mut cfg = MachineConfig::new(
+        MachineProfile::load("nehalem-x5570").unwrap(),
+        format!("dd {args}"),
+    );
+    cfg.mem_bytes = 64 << 20;
+    cfg.max_instructions = 400_000_000;
+    cfg.blk = Some(sim_core::blk::BlkConfig {
+        path: sim_core::blk::BlkPath::Auto,
+        size_mib: 64,
+        access_ns: 0,
+        mb_per_s: 4000,
+    });
+    Machine::with_policy(
+        cfg,
+        Policy::from_name(mode).unwrap(),
+        scenarios::guest::kernel_elf(),
+        "testbed kernel",
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_domains_of_a_host_queue_their_disk_work_on_one_service_domain() {
+    let alone = disk_domain("hvm-ept", "read 4 100").run();
+    let solo = alone.blk.as_ref().unwrap().dom0.busy_cycles;
+    let doms = (0..3)
+        .map(|_| disk_domain("hvm-ept", "read 4 100"))
+        .collect();
+    let r = Host::with_cpus(doms, None).unwrap().run();
+    for x in std::iter::once(&r).chain(r.partners.iter()) {
+        assert_eq!(x.end, RunEnd::Exited { code: 0 }, "{}", x.end_reason);
+    }
+    // One service domain: every domain's result reports all of its work, three domains'
+    // worth of device-model work.
+    let b = r.blk.as_ref().unwrap();
+    assert_eq!(b.dom0.busy_cycles, 3 * solo);
+    assert_eq!(
+        r.partners[1].blk.as_ref().unwrap().dom0.busy_cycles,
+        3 * solo
+    );
+    // Queueing behind the neighbours' work makes requests slower than alone.
+    let lat = |x: &RunResult| x.blk.as_ref().unwrap().latency.mean();
+    assert!(lat(&r) > lat(&alone), "{} vs {}", lat(&r), lat(&alone));
+    assert!(b.dom0.queued_cycles > 0);
+}

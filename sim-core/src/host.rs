@@ -11,9 +11,9 @@
 //! whose vCPUs are all halted with nothing local to wake them waits for the others; when
 //! every domain left waits, they all end as hung.
 //!
-//! The service domain is one, with one CPU: both domains' backends (or device models)
-//! queue on it. Simplification: each domain's vCPUs have physical CPUs of their own (no
-//! vCPU scheduler yet).
+//! The service domain is one, with one CPU: every domain's backends and device models
+//! (network and disk) queue on it. The domains' vCPUs have physical CPUs of their own, or
+//! share `pcpus` of them under a vCPU scheduler ([`HostConfig`]; one-vCPU domains).
 
 use crate::error::SimError;
 use crate::machine::{Machine, RunEnd, RunResult, Step};
@@ -31,10 +31,11 @@ pub struct HostConfig {
     pub pcpus: u32,
     /// The vCPU scheduler.
     pub scheduler: SchedConfig,
-    /// The domains' weights (guest first, then its partner); absent: 256 each.
+    /// The domains' weights (the guest first, then its partner, then its neighbours);
+    /// absent: 256 each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<u64>,
-    /// BVT warps in cycles (guest first); absent: none.
+    /// BVT warps in cycles (in the same order); absent: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warps: Vec<u64>,
 }
@@ -66,7 +67,8 @@ pub struct Host {
 
 impl Host {
     /// A host of `doms` (domain 0 first, whose result leads); with a network each, the
-    /// first two are linked to each other (without networks they only share the host).
+    /// first two are linked to each other (the others, and domains without networks, only
+    /// share the host).
     pub fn new(doms: Vec<Machine>) -> Result<Self, SimError> {
         Self::with_cpus(doms, None)
     }
@@ -81,24 +83,40 @@ impl Host {
             d.in_host = true;
             d.cfg.quantum = d.cfg.interrupt_check;
         }
-        // With a network each, the first two are linked; with none, they only share CPUs.
-        let nets = doms.iter().take(2).filter(|d| d.phys.net.is_some()).count();
-        if nets == 1 {
+        // With a network each, the first two are linked; the others (and domains without a
+        // network) only share the host: its CPUs and its service domain.
+        let wants_link = |d: &Machine| d.phys.net.as_deref().is_some_and(|n| n.wants_link());
+        if (wants_link(&doms[0]) || wants_link(&doms[1]))
+            && !doms[..2].iter().all(|d| d.phys.net.is_some())
+        {
             return Err(SimError::Config(
                 "linked domains need a network each ([machine.net] or [guests.net])".into(),
             ));
         }
-        let mut dom0: Option<crate::net::service::Dom0> = None;
-        for n in doms
-            .iter_mut()
-            .take(2)
-            .filter_map(|d| d.phys.net.as_deref_mut())
-        {
-            n.link = Some(LinkEnd::default());
-            // One service domain for the host: both backends queue on its CPU.
-            match &dom0 {
-                None => dom0 = Some(n.dom0.clone()),
-                Some(d0) => n.dom0 = d0.clone(),
+        if doms[..2].iter().all(|d| d.phys.net.is_some()) {
+            for n in doms[..2]
+                .iter_mut()
+                .filter_map(|d| d.phys.net.as_deref_mut())
+            {
+                n.link = Some(LinkEnd::default());
+            }
+        }
+        // One service domain for the host: every domain's backends and device models,
+        // network and disk, queue on its CPU.
+        let dom0 = doms
+            .iter()
+            .find_map(|d| d.phys.net.as_deref().map(|n| n.dom0.clone()))
+            .or_else(|| {
+                doms.iter()
+                    .find_map(|d| d.phys.blk.as_deref().map(|b| b.dom0.clone()))
+            })
+            .unwrap_or_default();
+        for d in &mut doms {
+            if let Some(n) = d.phys.net.as_deref_mut() {
+                n.dom0 = dom0.clone();
+            }
+            if let Some(b) = d.phys.blk.as_deref_mut() {
+                b.dom0 = dom0.clone();
             }
         }
         let vcpus: u32 = doms.iter().map(|d| d.cfg.vcpus).sum();

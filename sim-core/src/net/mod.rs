@@ -173,6 +173,11 @@ pub(crate) struct Net {
 }
 
 impl Net {
+    /// Whether the network has no peer on the wire: its far end must be a linked domain.
+    pub(crate) fn wants_link(&self) -> bool {
+        self.peer_cfg.is_none()
+    }
+
     fn ns(&self, cycles: u64) -> u64 {
         ns_of(self.mhz, cycles)
     }
