@@ -158,6 +158,7 @@ mod tests {
             "web_server",
             "net_echo",
             "dd",
+            "smp_mix",
         ] {
             let elf = program(name).unwrap_or_else(|| panic!("{name} missing"));
             assert_eq!(&elf[..4], b"\x7fELF", "{name}");
