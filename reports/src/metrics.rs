@@ -176,6 +176,10 @@ pub struct Metrics {
     pub host_vm_exits: u64,
     /// Service-domain (or direct-channel) busy cycles for every domain of the host.
     pub host_dom0_busy_cycles: u64,
+    /// Interrupt-path VM exits per vCPU: external-interrupt and interrupt-window exits and
+    /// MSR exits (x2APIC EOI, ICR and timer writes), divided by the vCPUs. What grows with
+    /// the vCPUs when IPIs fan out (TLB shootdowns, reschedules).
+    pub irq_exits_per_vcpu: f64,
     /// Block: requests completed to the guest (controller commands or ring requests).
     pub blk_requests: u64,
     /// Block: bytes moved between the guest and the disk.
@@ -388,6 +392,7 @@ impl Metrics {
                     .map(|n| n.dom0.busy_cycles)
                     .sum(),
             },
+            irq_exits_per_vcpu: (g[1] + g[8]) as f64 / r.per_vcpu.len().max(1) as f64,
             blk_requests: blk.map_or(0, |b| b.requests),
             blk_bytes,
             blk_mb_per_s: if r.simulated_seconds > 0.0 {
@@ -509,6 +514,10 @@ impl Metrics {
             ("cpu_utilisation", format!("{:.4}", self.cpu_utilisation)),
             ("host_vm_exits", u(self.host_vm_exits)),
             ("host_dom0_busy_cycles", u(self.host_dom0_busy_cycles)),
+            (
+                "irq_exits_per_vcpu",
+                format!("{:.2}", self.irq_exits_per_vcpu),
+            ),
             ("blk_requests", u(self.blk_requests)),
             ("blk_bytes", u(self.blk_bytes)),
             ("blk_mb_per_s", format!("{:.3}", self.blk_mb_per_s)),
