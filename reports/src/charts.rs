@@ -51,10 +51,14 @@ pub fn latency_cdfs(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
     let mut out = Vec::new();
     for guest in report.guests() {
         let mut series: BTreeMap<String, Series> = BTreeMap::new();
+        let mut of = "transactions".to_string();
         for r in report.rows.iter().filter(|r| r.guest == guest && r.ok) {
             let Some(m) = r.metrics.as_ref().filter(|m| !m.latency_cdf.is_empty()) else {
                 continue;
             };
+            if !m.latency_cdf_of.is_empty() {
+                of.clone_from(&m.latency_cdf_of);
+            }
             let pos = report.modes.iter().position(|x| *x == r.mode).unwrap_or(0);
             let point = r.point();
             let name = if point.is_empty() {
@@ -80,12 +84,16 @@ pub fn latency_cdfs(report: &Report) -> Result<Vec<Chart>, Box<dyn Error>> {
             let root = SVGBackend::with_string(&mut svg, (900, HEIGHT)).into_drawing_area();
             let draw = |root: &DrawingArea<SVGBackend, _>| -> Res {
                 root.fill(&WHITE)?;
-                let mut chart = line_frame(root, format!("{guest}: transaction latency CDF"))
-                    .build_cartesian_2d((x0..x1).log_scale(), 0f64..1.02)?;
+                let title = match of.as_str() {
+                    "transactions" => format!("{guest}: transaction latency CDF"),
+                    o => format!("{guest}: {o}: latency CDF"),
+                };
+                let mut chart =
+                    line_frame(root, title).build_cartesian_2d((x0..x1).log_scale(), 0f64..1.02)?;
                 chart
                     .configure_mesh()
                     .x_desc("latency (µs, log scale)")
-                    .y_desc("fraction of transactions")
+                    .y_desc(format!("fraction of {of}"))
                     .label_style((FONT, 20).into_font().color(&INK))
                     .axis_desc_style((FONT, 22).into_font().color(&INK))
                     .draw()?;

@@ -168,10 +168,14 @@ pub struct Metrics {
     pub iommu_faults: u64,
     /// Network: guest plus service-domain busy cycles per elapsed cycle.
     pub cpu_utilisation: f64,
-    /// Network: the transaction-latency distribution as (bucket upper bound in ns,
-    /// cumulative fraction) points, for CDF charts (not a CSV column).
+    /// The network's transaction-latency distribution (or, without one, the block
+    /// requests') as (bucket upper bound in ns, cumulative fraction) points, for CDF charts
+    /// (not a CSV column).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub latency_cdf: Vec<(u64, f64)>,
+    /// What `latency_cdf` measures: "transactions" or "block requests" (empty without it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub latency_cdf_of: String,
     /// VM exits of every domain of the host (this one and its partners).
     pub host_vm_exits: u64,
     /// Service-domain (or direct-channel) busy cycles for every domain of the host.
@@ -376,7 +380,16 @@ impl Metrics {
                 .map_or(0, |i| i.iotlb_misses),
             iommu_faults: net.and_then(|n| n.iommu.as_ref()).map_or(0, |i| i.faults),
             cpu_utilisation: net.map_or(0.0, |n| n.cpu_utilisation),
-            latency_cdf: latency.map_or_else(Vec::new, |h| h.cdf()),
+            latency_cdf: match (latency, blk) {
+                (Some(h), _) => h.cdf(),
+                (None, Some(b)) => b.latency.cdf(),
+                (None, None) => Vec::new(),
+            },
+            latency_cdf_of: match (latency, blk) {
+                (Some(_), _) => "transactions".into(),
+                (None, Some(_)) => "block requests".into(),
+                (None, None) => String::new(),
+            },
             host_vm_exits: r
                 .vm_exits
                 .values()
