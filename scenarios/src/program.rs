@@ -86,6 +86,17 @@ pub fn run_io(
     net: Option<sim_core::net::NetConfig>,
     blk: Option<sim_core::blk::BlkConfig>,
 ) -> Result<RunResult, ProgramError> {
+    Ok(build_io(opts, interrupts, net, blk)?.run())
+}
+
+/// The machine [`run_io`] runs, built and booted but not yet run (its platform graph is
+/// [`Machine::wiring`]).
+pub fn build_io(
+    opts: &ProgramRun,
+    interrupts: Option<sim_core::irq_path::InterruptConfig>,
+    net: Option<sim_core::net::NetConfig>,
+    blk: Option<sim_core::blk::BlkConfig>,
+) -> Result<Machine, ProgramError> {
     let Some(policy) = sim_core::Policy::from_name(&opts.mode) else {
         return Err(ProgramError::UnknownMode(opts.mode.clone()));
     };
@@ -138,13 +149,12 @@ pub fn run_io(
     cfg.interrupts = interrupts;
     cfg.net = net;
     cfg.blk = blk;
-    let m = Machine::with_policy(
+    Ok(Machine::with_policy(
         cfg,
         policy,
         crate::guest::kernel_elf(),
         "built-in testbed kernel",
-    )?;
-    Ok(m.run())
+    )?)
 }
 
 /// A readable table of a run's counts.

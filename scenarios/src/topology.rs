@@ -577,26 +577,19 @@ enum Attach {
     Direct,
 }
 
-/// The simulator's choice of path for `path` under `mode` (docs/io.md): `None` where it
-/// refuses the combination, so the graph never shows a run that cannot exist.
+/// The simulator's choice of path for `path` under `mode` (docs/io.md; the rule the
+/// machine is wired by): `None` where it refuses the combination, so the graph never
+/// shows a run that cannot exist.
 fn resolve(path: NetPath, mode: &str) -> Option<Attach> {
-    let split_modes = matches!(mode, "pv" | "hybrid");
-    match path {
-        NetPath::Auto if split_modes => Some(Attach::Split),
-        NetPath::Auto | NetPath::Emulated => match mode {
-            "native" => Some(Attach::Hardware),
-            // A PV kernel cannot map device registers.
-            "pv" => None,
-            _ => Some(Attach::Emulated),
-        },
-        NetPath::Pv => split_modes.then_some(Attach::Split),
-        NetPath::Direct => split_modes.then_some(Attach::Direct),
-        NetPath::Passthrough => match mode {
-            "hvm-ept" => Some(Attach::Passthrough { posted: false }),
-            "hvm-ept-apicv" => Some(Attach::Passthrough { posted: true }),
-            _ => None,
-        },
-    }
+    use sim_core::wiring::NetAttach;
+    let policy = sim_core::Policy::from_name(mode)?;
+    Some(match sim_core::wiring::resolve_net(path, policy).ok()? {
+        NetAttach::Hardware => Attach::Hardware,
+        NetAttach::Emulated => Attach::Emulated,
+        NetAttach::Passthrough { posted } => Attach::Passthrough { posted },
+        NetAttach::Split => Attach::Split,
+        NetAttach::Direct => Attach::Direct,
+    })
 }
 
 /// The path a run's disk I/O takes, resolved from its `path` and mode.
@@ -610,21 +603,16 @@ enum BlkAttach {
     Split,
 }
 
-/// The simulator's choice of block path for `path` under `mode` (docs/io.md section 7):
-/// `None` where it refuses the combination (the controller under `pv`, whose kernel
-/// cannot map device registers; the split driver outside `pv` and `hybrid`, which have
-/// no event channels or grants).
+/// The simulator's choice of block path for `path` under `mode` (docs/io.md section 7;
+/// the rule the machine is wired by): `None` where it refuses the combination.
 fn resolve_blk(path: BlkPath, mode: &str) -> Option<BlkAttach> {
-    let split_modes = matches!(mode, "pv" | "hybrid");
-    match path {
-        BlkPath::Auto if split_modes => Some(BlkAttach::Split),
-        BlkPath::Auto | BlkPath::Emulated => match mode {
-            "native" => Some(BlkAttach::Hardware),
-            "pv" => None,
-            _ => Some(BlkAttach::Emulated),
-        },
-        BlkPath::Pv => split_modes.then_some(BlkAttach::Split),
-    }
+    use sim_core::wiring::BlkAttach as B;
+    let policy = sim_core::Policy::from_name(mode)?;
+    Some(match sim_core::wiring::resolve_blk(path, policy).ok()? {
+        B::Hardware => BlkAttach::Hardware,
+        B::Emulated => BlkAttach::Emulated,
+        B::Split => BlkAttach::Split,
+    })
 }
 
 /// A guest domain's disk: added the first time one of its runs reaches it, then linked

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod profile;
 pub mod sched;
 pub mod timing;
+pub mod wiring;
 
 pub use error::SimError;
 pub use machine::{ExitCount, Machine, MachineConfig, RunEnd, RunResult};

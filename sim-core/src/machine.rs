@@ -558,6 +558,8 @@ pub struct Machine {
     /// On a host: how far the other domains have come (cycles); halted vCPUs idle no
     /// further.
     pub(crate) horizon: Option<u64>,
+    /// The platform the machine was wired from: devices, their paths, interrupt routes.
+    pub(crate) wiring: crate::wiring::Wiring,
 }
 
 /// What a round of the machine left it doing.
@@ -585,6 +587,8 @@ impl Machine {
         origin: &str,
     ) -> Result<Self, SimError> {
         cfg.validate()?;
+        // The platform first: a device path the policy refuses stops the build here.
+        let wiring = crate::wiring::Wiring::build(&cfg, policy).map_err(SimError::Config)?;
         let mut phys = PhysMem::new(cfg.mem_bytes)?;
         let k = loader::load_kernel(&mut phys, kernel_elf, origin)?;
         loader::build_boot_tables(&mut phys)?;
@@ -671,6 +675,7 @@ impl Machine {
             total: 0,
             in_host: false,
             horizon: None,
+            wiring,
         };
         if policy.is_hvm() {
             hvm_ept::build(&mut m, policy)?;
@@ -691,6 +696,11 @@ impl Machine {
             m.blk_install(&c)?;
         }
         Ok(m)
+    }
+
+    /// The platform the machine was wired from.
+    pub fn wiring(&self) -> &crate::wiring::Wiring {
+        &self.wiring
     }
 
     pub(crate) fn tsc_ratio(&self) -> (u64, u64) {

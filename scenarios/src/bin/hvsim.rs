@@ -151,6 +151,10 @@ enum Command {
         /// defaults).
         #[arg(long)]
         disk: Option<String>,
+        /// Write the machine's platform graph (devices, their paths, interrupt routes, the
+        /// service domain's parts), the one it is wired from, as Graphviz DOT.
+        #[arg(long)]
+        topology: Option<PathBuf>,
         /// Arguments passed to the workload.
         #[arg(last = true)]
         args: Vec<String>,
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
             net_peer,
             net_path,
             disk,
+            topology,
             args,
         }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| {
             let blk = blk_config(disk.as_deref())?;
@@ -219,6 +224,7 @@ fn main() -> ExitCode {
                 net,
                 blk,
                 json,
+                topology,
             )
         }),
     };
@@ -524,9 +530,15 @@ fn run_program(
     net: Option<sim_core::net::NetConfig>,
     blk: Option<sim_core::blk::BlkConfig>,
     json: Option<PathBuf>,
+    topology: Option<PathBuf>,
 ) -> Result<ExitCode, String> {
     let t = Instant::now();
-    let r = program::run_io(&opts, interrupts, net, blk).map_err(|e| e.to_string())?;
+    let m = program::build_io(&opts, interrupts, net, blk).map_err(|e| e.to_string())?;
+    if let Some(path) = topology {
+        std::fs::write(&path, m.wiring().to_dot())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    let r = m.run();
     let secs = t.elapsed().as_secs_f64();
     print!("{}", program::table(&r, secs));
     if let Some(path) = json {

@@ -21,7 +21,6 @@ use crate::machine::{ExitCount, Machine};
 use crate::net::service::{self, ServiceDomainStats, Work};
 use crate::net::GuestDma;
 use crate::phys_mem::PhysMem;
-use crate::policy::Policy;
 use crate::profile::IoProfile;
 use blkback::{Blkback, BlkbackStats};
 use controller::Controller;
@@ -398,24 +397,13 @@ impl Machine {
                 self.cfg.profile.name
             ))
         })?;
-        let split = match (cfg.path, self.policy) {
-            (BlkPath::Auto, Policy::Pv | Policy::Hybrid) | (BlkPath::Pv, _) => true,
-            (BlkPath::Auto | BlkPath::Emulated, _) => false,
+        // The path is the platform's (resolved and checked when it was wired).
+        use crate::wiring::BlkAttach;
+        let attach = match self.wiring.blk() {
+            Some(a) => a,
+            None => crate::wiring::resolve_blk(cfg.path, self.policy).map_err(SimError::Config)?,
         };
-        if split && !matches!(self.policy, Policy::Pv | Policy::Hybrid) {
-            return Err(SimError::Config(format!(
-                "blk.path = \"pv\" needs event channels and grants: policy {} has none \
-                 (use pv or hybrid)",
-                self.policy.name()
-            )));
-        }
-        if !split && self.policy == Policy::Pv {
-            return Err(SimError::Config(
-                "blk.path = \"emulated\" under pv: a PV kernel cannot map device registers; \
-                 use the split driver (path = \"pv\" or \"auto\")"
-                    .into(),
-            ));
-        }
+        let split = attach == BlkAttach::Split;
         let sectors = cfg.size_mib << 11;
         let disk = Disk::new(DiskConfig {
             sectors,
@@ -457,12 +445,20 @@ impl Machine {
                 .write_sized(b + boot_info::BLK_VECTOR, 8, u64::from(BLK_VECTOR));
             Path::Ahci(Box::new(Controller::new(
                 BLK_MMIO_BASE,
-                self.policy == Policy::Native,
+                attach == BlkAttach::Hardware,
             )))
         };
+        // The MSI's route is the platform's (vCPU 0, BLK_VECTOR).
+        let (vcpu, vector) = self.wiring.blk_msi().unwrap_or((0, BLK_VECTOR));
+        let dest = self
+            .vcpus
+            .get(vcpu as usize)
+            .unwrap_or(&self.vcpus[0])
+            .lapic
+            .id();
         let msi = InterruptMessage {
-            dest: MessageDestination::Physical(self.vcpus[0].lapic.id()),
-            vector: BLK_VECTOR,
+            dest: MessageDestination::Physical(dest),
+            vector,
             delivery: MessageDelivery::Fixed,
             trigger: TriggerMode::Edge,
             redirection_hint: false,

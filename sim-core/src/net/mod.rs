@@ -390,34 +390,19 @@ impl Machine {
                 self.cfg.profile.name
             ))
         })?;
-        let assigned = cfg.path == NetPath::Passthrough;
-        if assigned {
-            passthrough::check(self.policy)?;
-        }
-        let split = match (cfg.path, self.policy) {
-            (NetPath::Auto, Policy::Pv | Policy::Hybrid) | (NetPath::Pv | NetPath::Direct, _) => {
-                true
-            }
-            (NetPath::Auto | NetPath::Emulated | NetPath::Passthrough, _) => false,
+        // The path is the platform's (resolved and checked when it was wired).
+        use crate::wiring::NetAttach;
+        let attach = match self.wiring.net() {
+            Some(a) => a,
+            None => crate::wiring::resolve_net(cfg.path, self.policy).map_err(SimError::Config)?,
         };
-        if split && !matches!(self.policy, Policy::Pv | Policy::Hybrid) {
-            return Err(SimError::Config(format!(
-                "net.path = \"pv\" needs event channels: policy {} has none (use pv or hybrid)",
-                self.policy.name()
-            )));
-        }
-        if !split && self.policy == Policy::Pv {
-            return Err(SimError::Config(
-                "net.path = \"emulated\" under pv: a PV kernel cannot map device registers; \
-                 use the split driver (path = \"pv\" or \"auto\")"
-                    .into(),
-            ));
-        }
+        let assigned = matches!(attach, NetAttach::Passthrough { .. });
+        let split = matches!(attach, NetAttach::Split | NetAttach::Direct);
         let b = BOOT_INFO_PHYS;
         let path = if split {
             self.phys.write_sized(b + boot_info::NET_KIND, 8, 2);
             let mut b = Netback::new(self.phys.size());
-            b.direct = cfg.path == NetPath::Direct;
+            b.direct = attach == NetAttach::Direct;
             Path::Split(b)
         } else {
             if self.phys.size() > NET_MMIO_BASE {
@@ -441,16 +426,24 @@ impl Machine {
                 .write_sized(b + boot_info::NET_MMIO, 8, NET_MMIO_BASE);
             self.phys
                 .write_sized(b + boot_info::NET_VECTOR, 8, u64::from(NET_VECTOR));
+            // The MSI's route is the platform's (vCPU 0, NET_VECTOR).
+            let (vcpu, vector) = self.wiring.net_msi().unwrap_or((0, NET_VECTOR));
+            let dest = self
+                .vcpus
+                .get(vcpu as usize)
+                .unwrap_or(&self.vcpus[0])
+                .lapic
+                .id();
             let msi = InterruptMessage {
-                dest: MessageDestination::Physical(self.vcpus[0].lapic.id()),
-                vector: NET_VECTOR,
+                dest: MessageDestination::Physical(dest),
+                vector,
                 delivery: MessageDelivery::Fixed,
                 trigger: TriggerMode::Edge,
                 redirection_hint: false,
             };
             let mut e = Emulated::new(
                 NET_MMIO_BASE,
-                self.policy == Policy::Native || assigned,
+                attach == NetAttach::Hardware || assigned,
                 msi,
             );
             if assigned {
