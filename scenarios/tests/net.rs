@@ -6,7 +6,7 @@
 mod support;
 
 use scenarios::program::{run_on, ProgramRun};
-use sim_core::net::{NetConfig, NetPath, NetResult, PeerConfig, PeerMode, ResolvedPath};
+use sim_core::net::{NetConfig, NetPath, NetRx, NetResult, PeerConfig, PeerMode, ResolvedPath};
 use sim_core::{RunEnd, RunResult};
 use support::exits_of;
 
@@ -32,6 +32,7 @@ fn net_run_path(
         None,
         Some(NetConfig {
             path,
+            rx: NetRx::Copy,
             peer: Some(PeerConfig::new(peer)),
         }),
     )
@@ -203,6 +204,7 @@ fn bad_network_configurations_are_refused_before_the_run() {
     let cfg = |path| {
         Some(NetConfig {
             path,
+            rx: NetRx::Copy,
             peer: Some(PeerConfig::new(echo())),
         })
     };
@@ -212,6 +214,7 @@ fn bad_network_configurations_are_refused_before_the_run() {
     assert!(e.to_string().contains("cannot map device registers"), "{e}");
     let bad = Some(NetConfig {
         path: NetPath::Auto,
+        rx: NetRx::Copy,
         peer: Some(PeerConfig::new(PeerMode::Source {
             rate_pps: 0,
             frame_bytes: 1514,
@@ -355,6 +358,7 @@ fn passthrough_is_refused_outside_the_ept_modes() {
             None,
             Some(NetConfig {
                 path: NetPath::Passthrough,
+                rx: NetRx::Copy,
                 peer: Some(PeerConfig::new(echo())),
             }),
         )

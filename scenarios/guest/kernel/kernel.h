@@ -149,6 +149,7 @@ struct boot_info {
     u64 blk_mmio;    /* physical base of the controller's BAR (kind 1) */
     u64 blk_vector;  /* the vector its MSI is programmed with (kind 1) */
     u64 blk_sectors; /* the disk's size in 512-byte sectors (both kinds) */
+    u64 net_rx_flip; /* netfront's receive path: 0 grant copy, 1 page flipping (docs/io.md) */
 };
 
 /* ---- pv_ops: every privileged operation after early boot goes through here ---- */

@@ -8,7 +8,10 @@
 //! 1. every transmit request: netback's per-frame work, a grant copy of the frame out of the
 //!    guest (checked against the guest's grant entry), the bridge, the wire; a response;
 //! 2. every frame waiting in the backlog while the frontend has posted receive requests:
-//!    netback's work, a grant copy into the posted buffer, a response;
+//!    netback's work, a grant copy into the posted buffer, a response — or, with page
+//!    flipping (`rx = "flip"`), a grant transfer of the page holding the frame into the
+//!    posted accept-transfer entry instead of the copy (the transfer's fixed cost, no
+//!    per-byte cost);
 //! 3. responses are pushed with Xen's check-notify rule; the frontend is notified (one
 //!    event-channel send at the end of the run) only if it asked;
 //! 4. the final checks re-arm the request event indices, so the frontend's next push that
@@ -51,10 +54,16 @@ pub struct NetbackStats {
     pub tx_bytes: u64,
     /// Transmit requests answered with an error (grant refused, malformed frame).
     pub tx_errors: u64,
-    /// Frames copied into the guest.
+    /// Frames delivered to the guest (copied, or flipped).
     pub rx_frames: u64,
-    /// Bytes copied into the guest.
+    /// Bytes delivered to the guest.
     pub rx_bytes: u64,
+    /// Frames delivered by page flipping (a grant transfer each; `rx = "flip"`).
+    pub rx_flips: u64,
+    /// The guest's remap hypercalls after flipped frames arrived (one per receive batch).
+    pub remap_calls: u64,
+    /// Pages those hypercalls remapped.
+    pub remap_pages: u64,
     /// Receive requests answered with an error (grant refused).
     pub rx_errors: u64,
     /// Frames dropped because the backlog was full (the guest posted too few buffers).
@@ -84,6 +93,9 @@ pub(crate) struct Netback {
     /// Served by the hypervisor as a direct inter-VM channel: no netback or bridge work
     /// (the copies and notifications remain).
     pub(crate) direct: bool,
+    /// Receive by page flipping (grant transfers into accept-transfer entries) instead of
+    /// grant copies.
+    pub(crate) flip: bool,
     pub(crate) stats: NetbackStats,
 }
 
@@ -99,6 +111,7 @@ impl Netback {
             run_at: None,
             broken: false,
             direct: false,
+            flip: false,
             stats: NetbackStats::default(),
         }
     }
@@ -268,8 +281,8 @@ impl Netback {
         Some((notify, n > 0))
     }
 
-    /// Copies backlog frames into posted receive buffers; (notify, responded), `None` on a
-    /// protocol error.
+    /// Copies (or flips) backlog frames into posted receive buffers; (notify, responded),
+    /// `None` on a protocol error.
     fn rx_pass(
         &mut self,
         t: &mut u64,
@@ -294,7 +307,19 @@ impl Netback {
             let gref = u32::from_le_bytes([req[4], req[5], req[6], req[7]]);
             *t = dom0.run(*t, Work::NetbackRx, c.netback_rx_frame);
             let mut status = RSP_ERROR;
-            if ok {
+            if ok && self.flip {
+                // The page holding the frame changes hands: no bytes copied. It lands at
+                // the frame the guest gave up (the model's deviation), at offset 0.
+                if let Ok(gpa) = self.grants.transfer(mem, gref, DOM0) {
+                    *t = dom0.run(*t, Work::GrantTransfer, c.grant_transfer_op);
+                    if f.write_to(mem, gpa, f.len).is_some() {
+                        self.stats.rx_frames += 1;
+                        self.stats.rx_flips += 1;
+                        self.stats.rx_bytes += u64::from(f.len);
+                        status = f.len as i16;
+                    }
+                }
+            } else if ok {
                 if let Ok(gpa) = self.grants.copy(mem, gref, DOM0, Access::Write, 0, f.len) {
                     *t = dom0.run(*t, Work::GrantCopy, copy_cost(c, f.len));
                     if f.write_to(mem, gpa, f.len).is_some() {
@@ -315,6 +340,30 @@ impl Netback {
         }
         let notify = n > 0 && rx.push_responses_and_check_notify(mem);
         Some((notify, n > 0))
+    }
+
+    /// `hvsim_netif_rx_remap`: the guest maps the frames it received by page flipping as
+    /// its buffers; `count` u32 grant references at `list` (1..=`REMAP_MAX`), each an
+    /// accept-transfer entry whose transfer completed. Nothing to change in the flat guest
+    /// memory (the frame landed where the guest gave one up); the call is checked and
+    /// counted, its per-page cost charged by the caller. Answers the count, or EINVAL.
+    pub(crate) fn remap(&mut self, mem: &mut dyn Dma, list: u64, count: u64) -> Result<u64, i64> {
+        if !self.flip || count == 0 || count > super::hc::REMAP_MAX {
+            return Err(22);
+        }
+        let mut refs = vec![0u8; 4 * count as usize];
+        if !mem.read(list, &mut refs) {
+            return Err(14);
+        }
+        for r in refs.chunks_exact(4) {
+            let gref = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            if self.grants.transferred(mem, gref).is_none() {
+                return Err(22);
+            }
+        }
+        self.stats.remap_calls += 1;
+        self.stats.remap_pages += count;
+        Ok(count)
     }
 
     /// Frames waiting for receive buffers.
@@ -353,6 +402,8 @@ mod tests {
             grant_copy_op: 5,
             grant_copy_per_kib: 1024,
             grant_map_op: 0,
+            grant_transfer_op: 0,
+            netfront_remap_page: 0,
             evtchn_send: 7,
             bridge_frame: 0,
             device_model_blk_command: 0,
