@@ -702,10 +702,11 @@ pub mod hc {
     pub const EVTCHNOP_SEND: u64 = 4;
     /// `hvsim_netif_connect`: RDI = tx ring grant, RSI = rx ring grant, RDX = port.
     pub const NETIF_CONNECT: u64 = 48;
-    /// `hvsim_netif_rx_remap` (page flipping): RDI = gPA of an array of u32 grant
-    /// references whose transfers completed, RSI = their count (1..=[`REMAP_MAX`]); the
-    /// hypervisor maps each received frame as the guest's buffer. Answers the count.
-    pub const NETIF_RX_REMAP: u64 = 49;
+    /// `hvsim_netif_rx_remap` (page flipping): RDI = gPA of an array of u32 frame numbers
+    /// read from completed accept-transfer entries, RSI = their count (1..=[`REMAP_MAX`]);
+    /// the hypervisor maps each frame received as the guest's buffer (Xen: a multicall of
+    /// `update_va_mapping` and `MMU_MACHPHYS_UPDATE`). Answers the count.
+    pub const NETIF_RX_REMAP: u64 = 50;
     /// Most pages one `hvsim_netif_rx_remap` takes.
     pub const REMAP_MAX: u64 = 512;
 }
@@ -779,7 +780,7 @@ pub(crate) fn hypercall(
             if let Ok(n) = r {
                 *extra += n * costs.netfront_remap_page;
             }
-            ("49_hvsim_netif_rx_remap", r)
+            ("50_hvsim_netif_rx_remap", r)
         }
         _ => {
             b.stats.kicks += 1;

@@ -28,7 +28,7 @@ use devices::frame::{Frame, MAX_LEN};
 use devices::grant_table::{Access, GrantTable};
 use devices::ring::BackRing;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// The service domain's domain id.
 pub(crate) const DOM0: u16 = 0;
@@ -96,6 +96,8 @@ pub(crate) struct Netback {
     /// Receive by page flipping (grant transfers into accept-transfer entries) instead of
     /// grant copies.
     pub(crate) flip: bool,
+    /// Frames transferred to the guest that it has not remapped yet.
+    flipped: BTreeSet<u32>,
     pub(crate) stats: NetbackStats,
 }
 
@@ -112,6 +114,7 @@ impl Netback {
             broken: false,
             direct: false,
             flip: false,
+            flipped: BTreeSet::new(),
             stats: NetbackStats::default(),
         }
     }
@@ -315,6 +318,7 @@ impl Netback {
                     if f.write_to(mem, gpa, f.len).is_some() {
                         self.stats.rx_frames += 1;
                         self.stats.rx_flips += 1;
+                        self.flipped.insert((gpa / devices::grant_table::PAGE_BYTES) as u32);
                         self.stats.rx_bytes += u64::from(f.len);
                         status = f.len as i16;
                     }
@@ -343,24 +347,27 @@ impl Netback {
     }
 
     /// `hvsim_netif_rx_remap`: the guest maps the frames it received by page flipping as
-    /// its buffers; `count` u32 grant references at `list` (1..=`REMAP_MAX`), each an
-    /// accept-transfer entry whose transfer completed. Nothing to change in the flat guest
-    /// memory (the frame landed where the guest gave one up); the call is checked and
-    /// counted, its per-page cost charged by the caller. Answers the count, or EINVAL.
+    /// its buffers; `count` u32 frame numbers at `list` (1..=`REMAP_MAX`), each read from
+    /// a completed accept-transfer entry. Every frame must have been transferred to the
+    /// guest and not remapped since (else EINVAL, nothing remapped). Nothing changes in
+    /// the flat guest memory (the frame landed where the guest gave one up); the call is
+    /// checked and counted, its per-page cost charged by the caller. Answers the count.
     pub(crate) fn remap(&mut self, mem: &mut dyn Dma, list: u64, count: u64) -> Result<u64, i64> {
         if !self.flip || count == 0 || count > super::hc::REMAP_MAX {
             return Err(22);
         }
-        let mut refs = vec![0u8; 4 * count as usize];
-        if !mem.read(list, &mut refs) {
+        let mut raw = vec![0u8; 4 * count as usize];
+        if !mem.read(list, &mut raw) {
             return Err(14);
         }
-        for r in refs.chunks_exact(4) {
-            let gref = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-            if self.grants.transferred(mem, gref).is_none() {
-                return Err(22);
-            }
+        let frames: BTreeSet<u32> = raw
+            .chunks_exact(4)
+            .map(|r| u32::from_le_bytes([r[0], r[1], r[2], r[3]]))
+            .collect();
+        if frames.len() as u64 != count || !frames.is_subset(&self.flipped) {
+            return Err(22);
         }
+        self.flipped.retain(|f| !frames.contains(f));
         self.stats.remap_calls += 1;
         self.stats.remap_pages += count;
         Ok(count)
