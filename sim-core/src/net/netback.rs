@@ -389,7 +389,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use devices::frame::FrameKind;
-    use devices::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY};
+    use devices::grant_table::{
+        GTF_ACCEPT_TRANSFER, GTF_PERMIT_ACCESS, GTF_READONLY, GTF_TRANSFER_COMMITTED,
+        GTF_TRANSFER_COMPLETED,
+    };
     use devices::peer::{Peer, PeerConfig, PeerMode};
     use devices::ring::FrontRing;
 
@@ -522,4 +525,99 @@ mod tests {
         );
         assert_eq!(b.backlog_len(), 0);
     }
+
+    /// Posts receive requests `(id, gref)` on `rx`.
+    fn rx_requests(mem: &mut Vec<u8>, rx: &mut FrontRing, reqs: &[(u16, u32)]) {
+        for &(id, gref) in reqs {
+            let slot = rx.next_request().unwrap();
+            let mut r = [0u8; 8];
+            r[0..2].copy_from_slice(&id.to_le_bytes());
+            r[4..8].copy_from_slice(&gref.to_le_bytes());
+            assert!(mem.write(slot, &r));
+        }
+        rx.push_requests_and_check_notify(mem);
+    }
+
+    #[test]
+    fn flipping_transfers_the_page_instead_of_copying_and_the_guest_remaps_it() {
+        let (mut mem, mut b, _tx, mut rx, mut peer) = rig();
+        b.flip = true;
+        // Frames 5 and 6 offered for transfer (gref 4, 7); gref 8 is an access grant, not
+        // an accept-transfer entry, and is refused.
+        grant(&mut mem, 4, GTF_ACCEPT_TRANSFER, DOM0, 5);
+        grant(&mut mem, 7, GTF_ACCEPT_TRANSFER, DOM0, 6);
+        grant(&mut mem, 8, GTF_PERMIT_ACCESS, DOM0, 9);
+        rx_requests(&mut mem, &mut rx, &[(1, 4), (2, 7), (3, 8)]);
+        let f = Frame {
+            len: 1514,
+            seq: 4,
+            kind: FrameKind::Data,
+        };
+        for _ in 0..3 {
+            b.from_wire(f, 0);
+        }
+        let c = IoProfile {
+            grant_transfer_op: 50,
+            ..costs()
+        };
+        let mut dom0 = ServiceDomain::default();
+        let notify = b.run(0, &mut mem, &mut dom0, &c, &mut peer, &|c| c);
+        assert_eq!((b.stats.rx_frames, b.stats.rx_flips), (2, 2));
+        assert_eq!(b.stats.rx_errors, 1);
+        let g = b.grants.stats();
+        assert_eq!((g.transfers, g.copies, g.copy_bytes), (2, 0, 0));
+        assert_eq!(g.refused_not_permitted, 1);
+        // The frames are in the pages the guest gave up; the entries completed.
+        assert_eq!(Frame::read_from(&mut mem, 0x5000, 1514), Some(f));
+        assert_eq!(Frame::read_from(&mut mem, 0x6000, 1514), Some(f));
+        assert_eq!(mem[0x9000], 0, "nothing written through the access grant");
+        let done = GTF_ACCEPT_TRANSFER | GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED;
+        assert_eq!(u16::from_le_bytes([mem[0x1020], mem[0x1021]]), done);
+        // Costs: three requests (20 each), two transfers (50 each, no per-byte cost), the
+        // notification.
+        assert_eq!(notify, Some(3 * 20 + 2 * 50 + 7));
+        assert_eq!(dom0.stats().invocations.get("grant_copy"), None);
+        // The guest remaps the two frames it received, once; a frame it did not receive,
+        // or one already remapped, is refused.
+        let list = 0x8000;
+        for (k, frame) in [5u32, 6, 9].iter().enumerate() {
+            assert!(mem.write(list + 4 * k as u64, &frame.to_le_bytes()));
+        }
+        assert_eq!(b.remap(&mut mem, list, 3), Err(22), "frame 9 was not transferred");
+        assert_eq!(b.remap(&mut mem, list, 2), Ok(2));
+        assert_eq!(b.remap(&mut mem, list, 1), Err(22), "frame 5 already remapped");
+        assert_eq!(b.remap(&mut mem, list, 0), Err(22));
+        assert_eq!((b.stats.remap_calls, b.stats.remap_pages), (1, 2));
+    }
+
+    #[test]
+    fn a_second_transfer_into_an_entry_not_reposted_is_refused() {
+        let (mut mem, mut b, _tx, mut rx, mut peer) = rig();
+        b.flip = true;
+        grant(&mut mem, 4, GTF_ACCEPT_TRANSFER, DOM0, 5);
+        // The frontend wrongly posts the same entry twice.
+        rx_requests(&mut mem, &mut rx, &[(1, 4), (2, 4)]);
+        let f = Frame {
+            len: 64,
+            seq: 1,
+            kind: FrameKind::Data,
+        };
+        b.from_wire(f, 0);
+        b.from_wire(f, 0);
+        let mut dom0 = ServiceDomain::default();
+        b.run(0, &mut mem, &mut dom0, &costs(), &mut peer, &|c| c);
+        assert_eq!((b.stats.rx_flips, b.stats.rx_errors), (1, 1));
+        let g = b.grants.stats();
+        assert_eq!((g.transfers, g.refused_transfer_completed), (1, 1));
+        // Under copy the same accept-transfer entry is no grant at all.
+        let (mut mem, mut b, _tx, mut rx, mut peer) = rig();
+        grant(&mut mem, 4, GTF_ACCEPT_TRANSFER, DOM0, 5);
+        rx_requests(&mut mem, &mut rx, &[(1, 4)]);
+        b.from_wire(f, 0);
+        b.run(0, &mut mem, &mut dom0, &costs(), &mut peer, &|c| c);
+        assert_eq!((b.stats.rx_frames, b.stats.rx_errors), (0, 1));
+        assert_eq!(b.grants.stats().refused_not_permitted, 1);
+        assert_eq!(b.remap(&mut mem, 0x8000, 1), Err(22), "no flipping: no remap");
+    }
+
 }
