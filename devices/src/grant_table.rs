@@ -865,5 +865,4 @@ mod tests {
         assert_eq!(g.transfer(&mut m, 5, DOM0).unwrap(), 8 * PAGE_BYTES);
         assert_eq!(g.stats().transfers, 2);
     }
-
 }

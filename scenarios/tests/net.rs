@@ -6,7 +6,7 @@
 mod support;
 
 use scenarios::program::{run_on, ProgramRun};
-use sim_core::net::{NetConfig, NetPath, NetRx, NetResult, PeerConfig, PeerMode, ResolvedPath};
+use sim_core::net::{NetConfig, NetPath, NetResult, NetRx, PeerConfig, PeerMode, ResolvedPath};
 use sim_core::{RunEnd, RunResult};
 use support::exits_of;
 
@@ -391,13 +391,23 @@ fn rx_stream(rx: NetRx, bytes: u32, n: u64) -> RunResult {
         }),
     )
     .unwrap();
-    assert_eq!(r.end, RunEnd::Exited { code: 0 }, "{}\n{}", r.end_reason, r.console);
+    assert_eq!(
+        r.end,
+        RunEnd::Exited { code: 0 },
+        "{}\n{}",
+        r.end_reason,
+        r.console
+    );
     let line = format!(
         "net_stream dir=rx frames={n} bytes={} ",
         n * u64::from(bytes)
     );
     assert!(r.console.contains(&line), "{}", r.console);
-    assert!(r.console.contains("queue_drops=0 rx_errors=0"), "{}", r.console);
+    assert!(
+        r.console.contains("queue_drops=0 rx_errors=0"),
+        "{}",
+        r.console
+    );
     r
 }
 
@@ -441,18 +451,30 @@ fn flipping_costs_more_than_copying_small_frames_and_less_dom0_time_for_large_on
     let dom0 = |r: &RunResult| net(r).dom0.busy_cycles;
     // 64 bytes: the copy's per-byte cost is small; the flip's fixed per-page cost in dom0
     // and the guest's remap hypercalls make flipping dearer on both sides.
-    let (c, f) = (
-        rx_stream(NetRx::Copy, 64, N),
-        rx_stream(NetRx::Flip, 64, N),
+    let (c, f) = (rx_stream(NetRx::Copy, 64, N), rx_stream(NetRx::Flip, 64, N));
+    assert!(
+        dom0(&c) < dom0(&f),
+        "dom0 copy {} flip {}",
+        dom0(&c),
+        dom0(&f)
     );
-    assert!(dom0(&c) < dom0(&f), "dom0 copy {} flip {}", dom0(&c), dom0(&f));
-    assert!(total(&c) < total(&f), "copy {} flip {}", total(&c), total(&f));
+    assert!(
+        total(&c) < total(&f),
+        "copy {} flip {}",
+        total(&c),
+        total(&f)
+    );
     // 1514 bytes: copying 1.5 KiB costs dom0 more than handing the page over.
     let (c, f) = (
         rx_stream(NetRx::Copy, 1514, N),
         rx_stream(NetRx::Flip, 1514, N),
     );
-    assert!(dom0(&f) < dom0(&c), "dom0 copy {} flip {}", dom0(&c), dom0(&f));
+    assert!(
+        dom0(&f) < dom0(&c),
+        "dom0 copy {} flip {}",
+        dom0(&c),
+        dom0(&f)
+    );
     let per_frame = |r: &RunResult, w: &str| net(r).dom0.by_work[w] / N;
     assert!(per_frame(&f, "grant_transfer") < per_frame(&c, "grant_copy"));
 }
@@ -490,7 +512,13 @@ fn a_request_response_run_gets_the_right_frames_through_flipped_pages() {
         }),
     )
     .unwrap();
-    assert_eq!(r.end, RunEnd::Exited { code: 0 }, "{}\n{}", r.end_reason, r.console);
+    assert_eq!(
+        r.end,
+        RunEnd::Exited { code: 0 },
+        "{}\n{}",
+        r.end_reason,
+        r.console
+    );
     let n = net(&r);
     assert_eq!(n.peer.transactions, 20);
     let g = n.grants.as_ref().unwrap();

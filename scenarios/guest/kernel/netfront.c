@@ -31,11 +31,10 @@
  * frame = the page given up) instead of writable grants. For each batch of rx responses
  * (one pass up to rsp_prod) netfront reads the frame received from each completed entry
  * (GTF_transfer_completed), frees the entry, makes the frame the buffer, and remaps all
- * of them (a list of frame numbers) with one
- * hvsim_netif_rx_remap hypercall (Xen: one multicall of update_va_mapping and
- * MMU_MACHPHYS_UPDATE); then it hands the frames to the socket layer and re-posts each
- * buffer with a fresh accept-transfer entry. So per batch one hypercall more than the
- * copy path.
+ * of them (a list of frame numbers) with one hvsim_netif_rx_remap hypercall (Xen: one
+ * multicall of update_va_mapping and MMU_MACHPHYS_UPDATE); then it hands the frames to
+ * the socket layer and re-posts each buffer with a fresh accept-transfer entry. So per
+ * batch one hypercall more than the copy path.
  */
 #include "kernel.h"
 #include "ring.h"

@@ -318,7 +318,8 @@ impl Netback {
                     if f.write_to(mem, gpa, f.len).is_some() {
                         self.stats.rx_frames += 1;
                         self.stats.rx_flips += 1;
-                        self.flipped.insert((gpa / devices::grant_table::PAGE_BYTES) as u32);
+                        self.flipped
+                            .insert((gpa / devices::grant_table::PAGE_BYTES) as u32);
                         self.stats.rx_bytes += u64::from(f.len);
                         status = f.len as i16;
                     }
@@ -583,9 +584,17 @@ mod tests {
         for (k, frame) in [5u32, 6, 9].iter().enumerate() {
             assert!(mem.write(list + 4 * k as u64, &frame.to_le_bytes()));
         }
-        assert_eq!(b.remap(&mut mem, list, 3), Err(22), "frame 9 was not transferred");
+        assert_eq!(
+            b.remap(&mut mem, list, 3),
+            Err(22),
+            "frame 9 was not transferred"
+        );
         assert_eq!(b.remap(&mut mem, list, 2), Ok(2));
-        assert_eq!(b.remap(&mut mem, list, 1), Err(22), "frame 5 already remapped");
+        assert_eq!(
+            b.remap(&mut mem, list, 1),
+            Err(22),
+            "frame 5 already remapped"
+        );
         assert_eq!(b.remap(&mut mem, list, 0), Err(22));
         assert_eq!((b.stats.remap_calls, b.stats.remap_pages), (1, 2));
     }
@@ -617,7 +626,10 @@ mod tests {
         b.run(0, &mut mem, &mut dom0, &costs(), &mut peer, &|c| c);
         assert_eq!((b.stats.rx_frames, b.stats.rx_errors), (0, 1));
         assert_eq!(b.grants.stats().refused_not_permitted, 1);
-        assert_eq!(b.remap(&mut mem, 0x8000, 1), Err(22), "no flipping: no remap");
+        assert_eq!(
+            b.remap(&mut mem, 0x8000, 1),
+            Err(22),
+            "no flipping: no remap"
+        );
     }
-
 }
