@@ -14,7 +14,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use scenarios::program::{run, run_io, run_on, ProgramRun};
 use sim_core::blk::{BlkConfig, BlkPath};
-use sim_core::net::{NetConfig, NetPath, PeerConfig, PeerMode};
+use sim_core::net::{NetConfig, NetPath, NetRx, PeerConfig, PeerMode};
 
 fn opts(program: &str, args: &[&str]) -> ProgramRun {
     opts_in("native", program, args)
@@ -84,6 +84,7 @@ fn bench(c: &mut Criterion) {
             o.memory_mib = 64;
             let net = Some(NetConfig {
                 path: NetPath::Auto,
+                rx: NetRx::Copy,
                 peer: Some(PeerConfig::new(peer)),
             });
             let n = run_on(&o, None, net.clone()).unwrap().instructions;

@@ -222,8 +222,9 @@ pub enum DeviceError {
         /// The reference.
         gref: u32,
     },
-    /// A grant entry whose type is not `GTF_permit_access` (revoked, never granted, or a
-    /// transfer entry).
+    /// A grant entry whose type is not the one the use needs: `GTF_permit_access` for a
+    /// map or copy (revoked, never granted, or a transfer entry), `GTF_accept_transfer`
+    /// for a transfer.
     #[error("grant table: reference {gref} does not permit access (flags {flags:#x})")]
     GrantNotPermitted {
         /// The reference.
@@ -270,6 +271,14 @@ pub enum DeviceError {
     /// reference, or a table set-up while a reference is mapped.
     #[error("grant table: reference {gref} is busy (or not mapped by the caller)")]
     GrantBusy {
+        /// The reference.
+        gref: u32,
+    },
+    /// A transfer into an accept-transfer entry that already received a frame
+    /// (`GTF_transfer_committed` or `GTF_transfer_completed` set): the guest has not
+    /// re-posted it.
+    #[error("grant table: reference {gref} already received a transferred frame")]
+    GrantTransferCompleted {
         /// The reference.
         gref: u32,
     },

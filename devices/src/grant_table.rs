@@ -24,6 +24,18 @@
 //!    caller then moves the bytes itself, through [`Dma`]. The in-use bits a real copy sets
 //!    for its duration are invisible here: the copy is atomic in the model.
 //!
+//! 6. a page flip is a transfer ([`GrantTable::transfer`], `GNTTABOP_transfer`): to
+//!    receive a page the guest fills an entry with `domid` = the domain that may give it
+//!    one, `frame` = the frame it gives up for it, and last `flags` =
+//!    [`GTF_ACCEPT_TRANSFER`]. The giving domain's transfer is checked (in range, type
+//!    `accept_transfer`, not already committed or completed, names the giver, frame
+//!    inside memory); the hypervisor then writes the frame received into `frame` and sets
+//!    [`GTF_TRANSFER_COMMITTED`] and [`GTF_TRANSFER_COMPLETED`]. Deviation: guest memory
+//!    is one flat array, so the page received lands at the frame given up (the caller
+//!    writes its bytes there) and `frame` is rewritten with the same number; the costs of
+//!    the ownership change are the caller's. The guest re-posts the entry (writes the
+//!    flags afresh) before it can receive again.
+//!
 //! Deviations from Xen: the guest supplies its table frames (Xen allocates them and the
 //! guest maps them); one mapping per reference at a time (Xen counts pins), so a second map
 //! of a mapped reference is refused as busy, and only the domain that mapped a reference
@@ -43,6 +55,15 @@ pub type DomId = u16;
 
 /// Entry type `permit_access`: the entry grants access to `frame` to `domid`.
 pub const GTF_PERMIT_ACCESS: u16 = 1;
+/// Entry type `accept_transfer`: the entry accepts a page from `domid` in exchange for
+/// `frame`.
+pub const GTF_ACCEPT_TRANSFER: u16 = 2;
+/// Set by the hypervisor on an `accept_transfer` entry once a transfer is committed (the
+/// same bit as [`GTF_READONLY`]: the meaning depends on the type, as in Xen).
+pub const GTF_TRANSFER_COMMITTED: u16 = 4;
+/// Set by the hypervisor on an `accept_transfer` entry once the frame received is in
+/// `frame` (the same bit as [`GTF_READING`]).
+pub const GTF_TRANSFER_COMPLETED: u16 = 8;
 /// The entry type field of `flags` (`permit_access`, `accept_transfer`, ...).
 pub const GTF_TYPE_MASK: u16 = 3;
 /// The grantee may only read the frame.
@@ -83,9 +104,12 @@ pub struct GrantStats {
     pub copies: u64,
     /// Bytes of the copies accepted.
     pub copy_bytes: u64,
+    /// Transfers (page flips) accepted.
+    pub transfers: u64,
     /// Uses of a reference past the end of the table (or before any table).
     pub refused_bad_ref: u64,
-    /// Uses of an entry whose type is not `permit_access`.
+    /// Uses of an entry whose type is not `permit_access` (maps, copies) or not
+    /// `accept_transfer` (transfers).
     pub refused_not_permitted: u64,
     /// Uses by a domain other than the one the entry names.
     pub refused_wrong_domain: u64,
@@ -98,6 +122,8 @@ pub struct GrantStats {
     /// Unmaps of a reference not mapped by the caller, maps of a reference already
     /// mapped, and set-ups while a reference is mapped.
     pub refused_busy: u64,
+    /// Transfers into an entry that already received a frame.
+    pub refused_transfer_completed: u64,
     /// Set-ups refused (misaligned frames, frame count outside 1..=[`MAX_FRAMES`], frames
     /// outside memory).
     pub refused_bad_setup: u64,
@@ -327,17 +353,104 @@ impl GrantTable {
         Ok(gpa + u64::from(offset))
     }
 
+    /// One transfer of `GNTTABOP_transfer` (a page flip), by `by` into grant `gref`: checks
+    /// the entry (module documentation, step 6) and completes it — `frame` rewritten with
+    /// the frame received, [`GTF_TRANSFER_COMMITTED`] and [`GTF_TRANSFER_COMPLETED`] set.
+    /// Returns the gPA where the page received lands (the frame given up: the model's
+    /// deviation), for the caller to write the page's bytes through [`Dma`].
+    pub fn transfer(
+        &mut self,
+        mem: &mut dyn Dma,
+        gref: GrantRef,
+        by: DomId,
+    ) -> Result<u64, DeviceError> {
+        if gref >= self.capacity() {
+            self.stats.refused_bad_ref += 1;
+            return Err(DeviceError::GrantBadRef { gref });
+        }
+        let at = self.entry_gpa(gref);
+        let mut e = [0u8; ENTRY_BYTES as usize];
+        if !mem.read(at, &mut e) {
+            self.stats.refused_bad_frame += 1;
+            return Err(DeviceError::GrantBadFrame {
+                gref,
+                frame: at / PAGE_BYTES,
+            });
+        }
+        let flags = u16::from_le_bytes([e[0], e[1]]);
+        let domid = u16::from_le_bytes([e[2], e[3]]);
+        let frame = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        if flags & GTF_TYPE_MASK != GTF_ACCEPT_TRANSFER {
+            self.stats.refused_not_permitted += 1;
+            return Err(DeviceError::GrantNotPermitted { gref, flags });
+        }
+        if flags & (GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED) != 0 {
+            self.stats.refused_transfer_completed += 1;
+            return Err(DeviceError::GrantTransferCompleted { gref });
+        }
+        if domid != by {
+            self.stats.refused_wrong_domain += 1;
+            return Err(DeviceError::GrantWrongDomain {
+                gref,
+                granted_to: domid,
+                by,
+            });
+        }
+        let gpa = u64::from(frame) * PAGE_BYTES;
+        if gpa + PAGE_BYTES > self.mem_bytes {
+            self.stats.refused_bad_frame += 1;
+            return Err(DeviceError::GrantBadFrame {
+                gref,
+                frame: u64::from(frame),
+            });
+        }
+        // The frame received (the same frame: the deviation), then the flags, so the guest
+        // never sees a completed entry without its frame.
+        let done = flags | GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED;
+        if !mem.write(at + 4, &frame.to_le_bytes()) || !mem.write(at, &done.to_le_bytes()) {
+            self.stats.refused_bad_frame += 1;
+            return Err(DeviceError::GrantBadFrame {
+                gref,
+                frame: at / PAGE_BYTES,
+            });
+        }
+        self.stats.transfers += 1;
+        Ok(gpa)
+    }
+
+    /// The frame a completed transfer put in grant `gref` (the guest's side: reading the
+    /// entry back before it remaps the page), as a gPA; `None` if the entry is not an
+    /// `accept_transfer` entry with [`GTF_TRANSFER_COMPLETED`] set, or its frame lies
+    /// outside memory. Counts nothing.
+    pub fn transferred(&self, mem: &mut dyn Dma, gref: GrantRef) -> Option<u64> {
+        if gref >= self.capacity() {
+            return None;
+        }
+        let mut e = [0u8; ENTRY_BYTES as usize];
+        if !mem.read(self.entry_gpa(gref), &mut e) {
+            return None;
+        }
+        let flags = u16::from_le_bytes([e[0], e[1]]);
+        let frame = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+        let gpa = u64::from(frame) * PAGE_BYTES;
+        (flags & GTF_TYPE_MASK == GTF_ACCEPT_TRANSFER
+            && flags & GTF_TRANSFER_COMPLETED != 0
+            && gpa + PAGE_BYTES <= self.mem_bytes)
+            .then_some(gpa)
+    }
+
     /// The hypercall answer for a grant error: negative errno-like values (Xen's
     /// `GNTST_*` codes are positive and different): -EINVAL (22) for a bad reference, span
     /// or set-up; -EPERM (1) for an entry not permitting access, naming another domain, or
-    /// read-only for a write; -EFAULT (14) for a frame outside memory; -EBUSY (16) for busy.
+    /// read-only for a write; -EFAULT (14) for a frame outside memory; -EBUSY (16) for busy
+    /// and for a transfer into an entry that already received one.
     pub fn errno(e: &DeviceError) -> i64 {
         match e {
             DeviceError::GrantNotPermitted { .. }
             | DeviceError::GrantWrongDomain { .. }
             | DeviceError::GrantReadOnly { .. } => -1,
             DeviceError::GrantBadFrame { .. } => -14,
-            DeviceError::GrantBusy { .. } => -16,
+            DeviceError::GrantBusy { .. } | DeviceError::GrantTransferCompleted { .. } => -16,
             _ => -22,
         }
     }
@@ -675,5 +788,81 @@ mod tests {
             Err(DeviceError::GrantBadFrame { gref: 0, frame: 2 })
         );
         assert_eq!(refusals(g.stats()), [0, 0, 0, 0, 1, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_transfer_completes_an_accept_transfer_entry_and_counts_it() {
+        let (mut g, mut m) = setup();
+        grant(&mut m, 3, GTF_ACCEPT_TRANSFER, DOM0, 7);
+        assert_eq!(g.transferred(&mut m, 3), None, "not yet completed");
+        assert_eq!(g.transfer(&mut m, 3, DOM0).unwrap(), 7 * PAGE_BYTES);
+        assert_eq!(
+            flags(&mut m, 3),
+            GTF_ACCEPT_TRANSFER | GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED
+        );
+        // domid kept, frame rewritten with the frame received (the same, in the model).
+        let mut e = [0u8; 8];
+        assert!(m.read(TABLE + 3 * ENTRY_BYTES, &mut e));
+        assert_eq!(&e[2..], &[0, 0, 7, 0, 0, 0]);
+        assert_eq!(g.transferred(&mut m, 3), Some(7 * PAGE_BYTES));
+        let s = g.stats();
+        assert_eq!((s.transfers, s.copies, s.maps), (1, 0, 0));
+        assert_eq!(refusals(s), [0; 8]);
+        assert_eq!(s.refused_transfer_completed, 0);
+    }
+
+    #[test]
+    fn a_transfer_is_refused_on_a_wrong_type_a_wrong_domain_or_a_completed_entry() {
+        let (mut g, mut m) = setup();
+        // An access grant is no accept-transfer entry, nor is an empty one.
+        grant(&mut m, 1, GTF_PERMIT_ACCESS, DOM0, 5);
+        assert_eq!(
+            g.transfer(&mut m, 1, DOM0),
+            Err(DeviceError::GrantNotPermitted {
+                gref: 1,
+                flags: GTF_PERMIT_ACCESS
+            })
+        );
+        assert!(g.transfer(&mut m, 2, DOM0).is_err());
+        // Accepting from domain 1 only.
+        grant(&mut m, 4, GTF_ACCEPT_TRANSFER, 1, 6);
+        assert_eq!(
+            g.transfer(&mut m, 4, DOM0),
+            Err(DeviceError::GrantWrongDomain {
+                gref: 4,
+                granted_to: 1,
+                by: DOM0
+            })
+        );
+        // Completed once: a second transfer before the guest re-posts is refused.
+        grant(&mut m, 5, GTF_ACCEPT_TRANSFER, DOM0, 8);
+        g.transfer(&mut m, 5, DOM0).unwrap();
+        assert_eq!(
+            g.transfer(&mut m, 5, DOM0),
+            Err(DeviceError::GrantTransferCompleted { gref: 5 })
+        );
+        // Out of range, and a frame outside memory.
+        assert!(g.transfer(&mut m, 512, DOM0).is_err());
+        grant(&mut m, 6, GTF_ACCEPT_TRANSFER, DOM0, 16);
+        assert_eq!(
+            g.transfer(&mut m, 6, DOM0),
+            Err(DeviceError::GrantBadFrame { gref: 6, frame: 16 })
+        );
+        let s = g.stats();
+        assert_eq!(refusals(s), [1, 2, 1, 0, 1, 0, 0, 0]);
+        assert_eq!((s.transfers, s.refused_transfer_completed), (1, 1));
+        // Refused entries are left as they were.
+        assert_eq!(flags(&mut m, 1), GTF_PERMIT_ACCESS);
+        assert_eq!(flags(&mut m, 4), GTF_ACCEPT_TRANSFER);
+        assert_eq!(flags(&mut m, 6), GTF_ACCEPT_TRANSFER);
+        assert_eq!(g.transferred(&mut m, 4), None);
+        assert_eq!(
+            GrantTable::errno(&DeviceError::GrantTransferCompleted { gref: 5 }),
+            -16
+        );
+        // Re-posted by the guest: accepted again.
+        grant(&mut m, 5, GTF_ACCEPT_TRANSFER, DOM0, 8);
+        assert_eq!(g.transfer(&mut m, 5, DOM0).unwrap(), 8 * PAGE_BYTES);
+        assert_eq!(g.stats().transfers, 2);
     }
 }

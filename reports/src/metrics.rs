@@ -153,6 +153,9 @@ pub struct Metrics {
     pub dom0_busy_cycles: u64,
     /// Network: grant copies netback made.
     pub grant_copies: u64,
+    /// Network: grant transfers (page flips) netback made on the receive path
+    /// (`rx = "flip"`).
+    pub grant_transfers: u64,
     /// Network: notifications netback sent the frontend.
     pub net_backend_notifications: u64,
     /// Network: netback kicks by the frontend (event-channel sends).
@@ -367,6 +370,9 @@ impl Metrics {
                 .or(blk.map(|b| b.dom0.busy_cycles))
                 .unwrap_or(0),
             grant_copies: net.and_then(|n| n.grants.as_ref()).map_or(0, |g| g.copies),
+            grant_transfers: net
+                .and_then(|n| n.grants.as_ref())
+                .map_or(0, |g| g.transfers),
             net_backend_notifications: net
                 .and_then(|n| n.netback.as_ref())
                 .map_or(0, |b| b.notifications),
@@ -515,6 +521,7 @@ impl Metrics {
             ("net_register_exit_cycles", u(self.net_register_exit_cycles)),
             ("dom0_busy_cycles", u(self.dom0_busy_cycles)),
             ("grant_copies", u(self.grant_copies)),
+            ("grant_transfers", u(self.grant_transfers)),
             (
                 "net_backend_notifications",
                 u(self.net_backend_notifications),

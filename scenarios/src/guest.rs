@@ -76,8 +76,11 @@ pub const BOOT_INFO_BLK_MMIO: usize = BOOT_INFO_BLK_KIND + 8;
 pub const BOOT_INFO_BLK_VECTOR: usize = BOOT_INFO_BLK_MMIO + 8;
 /// Byte offset of `boot_info.blk_sectors` (the disk's size in 512-byte sectors).
 pub const BOOT_INFO_BLK_SECTORS: usize = BOOT_INFO_BLK_VECTOR + 8;
+/// Byte offset of `boot_info.net_rx_flip` (netfront's receive path: 0 grant copy, 1 page
+/// flipping).
+pub const BOOT_INFO_NET_RX_FLIP: usize = BOOT_INFO_BLK_SECTORS + 8;
 /// Total size of `struct boot_info` in bytes.
-pub const BOOT_INFO_SIZE: usize = BOOT_INFO_BLK_SECTORS + 8;
+pub const BOOT_INFO_SIZE: usize = BOOT_INFO_NET_RX_FLIP + 8;
 /// I/O port the guest writes console bytes to.
 pub const CONSOLE_PORT: u16 = 0xE9;
 /// I/O port the guest writes its exit status to (32-bit `out`), stopping the machine.
@@ -132,7 +135,9 @@ mod tests {
         assert_eq!(BOOT_INFO_BLK_MMIO as u64, boot_info::BLK_MMIO);
         assert_eq!(BOOT_INFO_BLK_VECTOR as u64, boot_info::BLK_VECTOR);
         assert_eq!(BOOT_INFO_BLK_SECTORS as u64, boot_info::BLK_SECTORS);
+        assert_eq!(BOOT_INFO_NET_RX_FLIP as u64, boot_info::NET_RX_FLIP);
         assert_eq!(BOOT_INFO_SIZE as u64, boot_info::SIZE);
+        assert_eq!((BOOT_INFO_NET_RX_FLIP, BOOT_INFO_SIZE), (416, 424));
         assert_eq!((BOOT_INFO_MODULE_PHYS, BOOT_INFO_MODULE_SIZE), (336, 344));
     }
 

@@ -35,6 +35,11 @@ pub const SCENARIO_PARAMS: &[(&str, &str, &str)] = &[
         "network path: auto, emulated, pv, passthrough or direct (runs with a network)",
     ),
     (
+        "machine.net.rx",
+        "string",
+        "the split driver's receive path: copy or flip (runs with a network)",
+    ),
+    (
         "machine.blk.path",
         "string",
         "block path: auto, emulated or pv (runs with a disk)",

@@ -194,6 +194,12 @@ fn apply_param(spec: &mut RunSpec, path: &str, v: &toml::Value) {
                 c.path = p;
             }
         }
+        "machine.net.rx" => {
+            let rx: Option<sim_core::net::NetRx> = v.clone().try_into().ok();
+            if let (Some(c), Some(r)) = (spec.net.as_mut(), rx) {
+                c.rx = r;
+            }
+        }
         "machine.blk.path" => {
             let path: Option<sim_core::blk::BlkPath> = v.clone().try_into().ok();
             if let (Some(c), Some(p)) = (spec.blk.as_mut(), path) {

@@ -765,6 +765,12 @@ fn check_scenario_param(path: &str, v: &toml::Value) -> Result<(), String> {
                 "{path}: expected one of \"auto\", \"emulated\", \"pv\", \"passthrough\", \"direct\", got {v}"
             )),
         },
+        "machine.net.rx" => match v.as_str() {
+            Some(p) if ["copy", "flip"].contains(&p) => Ok(()),
+            _ => Err(format!(
+                "{path}: expected one of \"copy\", \"flip\", got {v}"
+            )),
+        },
         "machine.blk.path" => match v.as_str() {
             Some(p) if ["auto", "emulated", "pv"].contains(&p) => Ok(()),
             _ => Err(format!(
@@ -811,6 +817,7 @@ const SCENARIO_PATHS: &[&str] = &[
     "machine.interrupts.itr",
     "machine.net.peer.rate_pps",
     "machine.net.path",
+    "machine.net.rx",
     "machine.blk.path",
     "machine.blk.access_ns",
     "machine.blk.mb_per_s",

@@ -11,7 +11,11 @@ fn machine(mode: &str, cmdline: &str, net: Option<NetPath>) -> Machine {
     let mut cfg = MachineConfig::new(MachineProfile::load("nehalem-x5570").unwrap(), cmdline);
     cfg.mem_bytes = 64 << 20;
     cfg.max_instructions = 400_000_000;
-    cfg.net = net.map(|path| NetConfig { path, peer: None });
+    cfg.net = net.map(|path| NetConfig {
+        path,
+        rx: Default::default(),
+        peer: None,
+    });
     Machine::with_policy(
         cfg,
         Policy::from_name(mode).unwrap(),

@@ -6,7 +6,7 @@
 mod support;
 
 use scenarios::program::{run_on, ProgramRun};
-use sim_core::net::{NetConfig, NetPath, NetResult, PeerConfig, PeerMode, ResolvedPath};
+use sim_core::net::{NetConfig, NetPath, NetResult, NetRx, PeerConfig, PeerMode, ResolvedPath};
 use sim_core::{RunEnd, RunResult};
 use support::exits_of;
 
@@ -32,6 +32,7 @@ fn net_run_path(
         None,
         Some(NetConfig {
             path,
+            rx: NetRx::Copy,
             peer: Some(PeerConfig::new(peer)),
         }),
     )
@@ -203,6 +204,7 @@ fn bad_network_configurations_are_refused_before_the_run() {
     let cfg = |path| {
         Some(NetConfig {
             path,
+            rx: NetRx::Copy,
             peer: Some(PeerConfig::new(echo())),
         })
     };
@@ -212,6 +214,7 @@ fn bad_network_configurations_are_refused_before_the_run() {
     assert!(e.to_string().contains("cannot map device registers"), "{e}");
     let bad = Some(NetConfig {
         path: NetPath::Auto,
+        rx: NetRx::Copy,
         peer: Some(PeerConfig::new(PeerMode::Source {
             rate_pps: 0,
             frame_bytes: 1514,
@@ -355,6 +358,7 @@ fn passthrough_is_refused_outside_the_ept_modes() {
             None,
             Some(NetConfig {
                 path: NetPath::Passthrough,
+                rx: NetRx::Copy,
                 peer: Some(PeerConfig::new(echo())),
             }),
         )
@@ -367,4 +371,157 @@ fn passthrough_is_refused_outside_the_ept_modes() {
             "{mode}: {e}"
         );
     }
+}
+
+/// `net_stream rx N` under hybrid from a source of `bytes`-byte frames at 100,000 frames/s,
+/// with the split driver receiving by `rx`.
+fn rx_stream(rx: NetRx, bytes: u32, n: u64) -> RunResult {
+    let n_arg = n.to_string();
+    let r = run_on(
+        &support::program("hybrid", "net_stream", &["rx", &n_arg], 64, 200_000_000),
+        None,
+        Some(NetConfig {
+            path: NetPath::Auto,
+            rx,
+            peer: Some(PeerConfig::new(PeerMode::Source {
+                rate_pps: 100_000,
+                frame_bytes: bytes,
+                count: Some(n),
+            })),
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        r.end,
+        RunEnd::Exited { code: 0 },
+        "{}\n{}",
+        r.end_reason,
+        r.console
+    );
+    let line = format!(
+        "net_stream dir=rx frames={n} bytes={} ",
+        n * u64::from(bytes)
+    );
+    assert!(r.console.contains(&line), "{}", r.console);
+    assert!(
+        r.console.contains("queue_drops=0 rx_errors=0"),
+        "{}",
+        r.console
+    );
+    r
+}
+
+#[test]
+fn page_flipping_transfers_one_page_per_frame_and_copies_nothing_on_receive() {
+    const N: u64 = 300;
+    for bytes in [64, 1514] {
+        let r = rx_stream(NetRx::Flip, bytes, N);
+        let n = net(&r);
+        assert_eq!(n.rx, Some(NetRx::Flip));
+        let b = n.netback.as_ref().unwrap();
+        let g = n.grants.as_ref().unwrap();
+        assert_eq!((b.rx_frames, b.rx_flips, b.rx_errors), (N, N, 0), "{b:?}");
+        assert_eq!(b.rx_bytes, N * u64::from(bytes));
+        assert_eq!((g.transfers, g.copies, g.copy_bytes), (N, 0, 0), "{g:?}");
+        assert_eq!(g.refused_not_permitted + g.refused_transfer_completed, 0);
+        assert_eq!(n.dom0.invocations["grant_transfer"], N);
+        assert!(!n.dom0.invocations.contains_key("grant_copy"));
+        // Every page remapped, one hypercall per receive batch, and those are the
+        // driver's only device operations (nothing is sent).
+        assert_eq!(b.remap_pages, N);
+        assert_eq!(r.hypercalls["50_hvsim_netif_rx_remap"], b.remap_calls);
+        assert!(b.remap_calls > 0 && b.remap_calls <= N, "{b:?}");
+        let dev_ops = format!("dev_ops={} ", b.remap_calls);
+        assert!(r.console.contains(&dev_ops), "{}", r.console);
+        // The copy path on the same stream: no transfer, no remap.
+        let c = rx_stream(NetRx::Copy, bytes, N);
+        let cn = net(&c);
+        assert_eq!(cn.rx, Some(NetRx::Copy));
+        assert_eq!(cn.grants.as_ref().unwrap().transfers, 0);
+        assert_eq!(cn.grants.as_ref().unwrap().copies, N);
+        assert_eq!(cn.netback.as_ref().unwrap().remap_calls, 0);
+        assert!(!c.hypercalls.contains_key("50_hvsim_netif_rx_remap"));
+    }
+}
+
+#[test]
+fn flipping_costs_more_than_copying_small_frames_and_less_dom0_time_for_large_ones() {
+    const N: u64 = 300;
+    let total = |r: &RunResult| net(r).dom0.busy_cycles + net(r).guest_busy_cycles;
+    let dom0 = |r: &RunResult| net(r).dom0.busy_cycles;
+    // 64 bytes: the copy's per-byte cost is small; the flip's fixed per-page cost in dom0
+    // and the guest's remap hypercalls make flipping dearer on both sides.
+    let (c, f) = (rx_stream(NetRx::Copy, 64, N), rx_stream(NetRx::Flip, 64, N));
+    assert!(
+        dom0(&c) < dom0(&f),
+        "dom0 copy {} flip {}",
+        dom0(&c),
+        dom0(&f)
+    );
+    assert!(
+        total(&c) < total(&f),
+        "copy {} flip {}",
+        total(&c),
+        total(&f)
+    );
+    // 1514 bytes: copying 1.5 KiB costs dom0 more than handing the page over.
+    let (c, f) = (
+        rx_stream(NetRx::Copy, 1514, N),
+        rx_stream(NetRx::Flip, 1514, N),
+    );
+    assert!(
+        dom0(&f) < dom0(&c),
+        "dom0 copy {} flip {}",
+        dom0(&c),
+        dom0(&f)
+    );
+    let per_frame = |r: &RunResult, w: &str| net(r).dom0.by_work[w] / N;
+    assert!(per_frame(&f, "grant_transfer") < per_frame(&c, "grant_copy"));
+}
+
+#[test]
+fn page_flipping_is_refused_off_the_split_driver() {
+    for (mode, path) in [("hvm-ept", NetPath::Auto), ("hybrid", NetPath::Emulated)] {
+        let e = run_on(
+            &support::program(mode, "net_rr", &["1", "64"], 64, 1_000_000),
+            None,
+            Some(NetConfig {
+                path,
+                rx: NetRx::Flip,
+                peer: Some(PeerConfig::new(echo())),
+            }),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("net.rx"), "{mode}: {e}");
+    }
+}
+
+#[test]
+fn a_request_response_run_gets_the_right_frames_through_flipped_pages() {
+    let r = run_on(
+        &support::program("pv", "net_rr", &["20", "64"], 64, 200_000_000),
+        None,
+        Some(NetConfig {
+            path: NetPath::Auto,
+            rx: NetRx::Flip,
+            peer: Some(PeerConfig::new(PeerMode::Echo {
+                response_bytes: 1514,
+                delay_ns: 0,
+            })),
+        }),
+    )
+    .unwrap();
+    assert_eq!(
+        r.end,
+        RunEnd::Exited { code: 0 },
+        "{}\n{}",
+        r.end_reason,
+        r.console
+    );
+    let n = net(&r);
+    assert_eq!(n.peer.transactions, 20);
+    let g = n.grants.as_ref().unwrap();
+    // Transmit still copies; every response arrives by a transfer.
+    assert_eq!((g.copies, g.transfers), (20, 20));
 }

@@ -125,8 +125,11 @@ pub mod boot_info {
     pub const BLK_VECTOR: u64 = 400;
     /// The disk's size in 512-byte sectors (kinds 1 and 2).
     pub const BLK_SECTORS: u64 = 408;
+    /// The split network driver's receive path (net kind 2): 0 grant copy, 1 page
+    /// flipping (docs/io.md section 3).
+    pub const NET_RX_FLIP: u64 = 416;
     /// Size of the block.
-    pub const SIZE: u64 = 416;
+    pub const SIZE: u64 = 424;
 }
 
 /// What the loader produced.

@@ -79,6 +79,15 @@ pub struct IoProfile {
     pub grant_copy_per_kib: u64,
     /// One grant map or unmap (ring set-up).
     pub grant_map_op: u64,
+    /// One page flip on the receive path (`rx = "flip"`), per frame: the transfer
+    /// operation (the page's ownership changed to the guest, the P2M and M2P entries
+    /// updated), dom0's mapping of the page removed and its TLB flushed. No per-byte
+    /// cost: the frame's bytes are not copied.
+    pub grant_transfer_op: u64,
+    /// The hypervisor's work per page in the guest's remap hypercall after flipped
+    /// frames arrive (the buffer's page-table entry and the M2P entry updated), beyond
+    /// the hypercall itself. Charged to the guest's vCPU, not the service domain.
+    pub netfront_remap_page: u64,
     /// An event-channel send by the service domain (a hypercall in dom0).
     pub evtchn_send: u64,
     /// The bridge and the physical NIC's driver, per frame either way.

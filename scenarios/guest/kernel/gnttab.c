@@ -11,7 +11,12 @@
  *           the backend never sees a usable entry that is incomplete
  *           (Xen's gnttab_grant_foreign_access_ref);
  *   end:    flags cleared with a compare-and-exchange that refuses while the backend has
- *           the entry in use (GTF_reading / GTF_writing), as gnttab_end_foreign_access_ref.
+ *           the entry in use (GTF_reading / GTF_writing), as gnttab_end_foreign_access_ref;
+ *   accept a transfer (netfront's page flipping): domid and the frame given up written,
+ *           then flags = GTF_accept_transfer (gnttab_grant_foreign_transfer_ref, except
+ *           that Xen's guest names the frame in its own list, not in the entry);
+ *   end a transfer: once the hypervisor set GTF_transfer_completed, the frame received is
+ *           read from the entry and the entry freed (gnttab_end_foreign_transfer_ref).
  *
  * Reference ranges: 0 never used (a zeroed request names it and is refused), 1..=511
  * netfront, 512..=1023 blkfront.
@@ -23,7 +28,10 @@
 #define DOMID_BACKEND 0
 
 #define GTF_permit_access 1
+#define GTF_accept_transfer 2
+#define GTF_type_mask 3
 #define GTF_readonly 4
+#define GTF_transfer_completed 8
 #define GTF_reading 8
 #define GTF_writing 16
 
@@ -103,4 +111,34 @@ int gnttab_end(u32 ref)
     } while (!__atomic_compare_exchange_n(flags, &old, 0, 0, __ATOMIC_SEQ_CST,
                                           __ATOMIC_SEQ_CST));
     return 0;
+}
+
+void gnttab_grant_transfer(u32 ref, u64 pa)
+{
+    if (!gnttab)
+        panic("gnttab: transfer entry %u before set-up", ref);
+    volatile struct grant_entry_v1 *e = &gnttab[ref];
+    if (ref == 0 || ref >= GNTTAB_ENTRIES ||
+        (e->flags && (e->flags & GTF_type_mask) != GTF_accept_transfer))
+        panic("gnttab: grant reference %u is not free for a transfer", ref);
+    e->flags = 0;
+    barrier();
+    e->domid = DOMID_BACKEND;
+    e->frame = (u32)(pa >> 12);
+    barrier();
+    e->flags = GTF_accept_transfer;
+}
+
+u64 gnttab_end_transfer(u32 ref)
+{
+    if (!gnttab || ref == 0 || ref >= GNTTAB_ENTRIES)
+        panic("gnttab: end of bad transfer reference %u", ref);
+    volatile struct grant_entry_v1 *e = &gnttab[ref];
+    u16 flags = e->flags;
+    if ((flags & GTF_type_mask) != GTF_accept_transfer || !(flags & GTF_transfer_completed))
+        return 0;
+    barrier(); /* the frame is written before the flags */
+    u64 pa = (u64)e->frame << 12;
+    e->flags = 0;
+    return pa;
 }

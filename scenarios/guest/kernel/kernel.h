@@ -149,6 +149,7 @@ struct boot_info {
     u64 blk_mmio;    /* physical base of the controller's BAR (kind 1) */
     u64 blk_vector;  /* the vector its MSI is programmed with (kind 1) */
     u64 blk_sectors; /* the disk's size in 512-byte sectors (both kinds) */
+    u64 net_rx_flip; /* netfront's receive path: 0 grant copy, 1 page flipping (docs/io.md) */
 };
 
 /* ---- pv_ops: every privileged operation after early boot goes through here ---- */
@@ -472,6 +473,12 @@ i64 gnttab_init(void);
 void gnttab_grant(u32 ref, u64 pa, int readonly);
 /* Ends a grant (flags cleared): 0, or -1 while the backend still has it in use. */
 int gnttab_end(u32 ref);
+/* Posts `ref` as an accept-transfer entry (page flipping): domain 0 may give the domain a
+ * page in exchange for frame `pa`. The entry must be free or a transfer entry (re-post). */
+void gnttab_grant_transfer(u32 ref, u64 pa);
+/* Ends a transfer entry: the physical address of the frame received and the entry freed,
+ * or 0 (entry untouched) when no transfer completed into it. */
+u64 gnttab_end_transfer(u32 ref);
 
 /* ---- block devices (docs/io.md section 7) ---- */
 #define BLK_KIND_NONE 0

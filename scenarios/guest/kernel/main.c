@@ -20,7 +20,8 @@ _Static_assert(offsetof(struct boot_info, blk_kind) == 384, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, blk_mmio) == 392, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, blk_vector) == 400, "boot_info layout");
 _Static_assert(offsetof(struct boot_info, blk_sectors) == 408, "boot_info layout");
-_Static_assert(sizeof(struct boot_info) == 416, "boot_info layout");
+_Static_assert(offsetof(struct boot_info, net_rx_flip) == 416, "boot_info layout");
+_Static_assert(sizeof(struct boot_info) == 424, "boot_info layout");
 
 void kernel_main(struct boot_info *bi, u64 cpu)
 {

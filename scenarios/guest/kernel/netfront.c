@@ -25,6 +25,16 @@
  *           EVTCHNOP_send only if the rx push says so, else none.
  * Both consumers end with RING_FINAL_CHECK_FOR_RESPONSES (rsp_event = rsp_cons + 1, then
  * a second look), as Xen's netfront does.
+ *
+ * Page flipping (boot_info.net_rx_flip = 1, [machine.net] rx = "flip"; early Xen's
+ * receive path): the rx buffers' entries are accept-transfer entries (GTF_accept_transfer,
+ * frame = the page given up) instead of writable grants. For each batch of rx responses
+ * (one pass up to rsp_prod) netfront reads the frame received from each completed entry
+ * (GTF_transfer_completed), frees the entry, makes the frame the buffer, and remaps all
+ * of them (a list of frame numbers) with one hvsim_netif_rx_remap hypercall (Xen: one
+ * multicall of update_va_mapping and MMU_MACHPHYS_UPDATE); then it hands the frames to
+ * the socket layer and re-posts each buffer with a fresh accept-transfer entry. So per
+ * batch one hypercall more than the copy path.
  */
 #include "kernel.h"
 #include "ring.h"
@@ -33,6 +43,7 @@
 #define EVTCHNOP_send 4
 #define EVTCHNOP_alloc_unbound 6
 #define HC_NETIF_CONNECT 48
+#define HC_NETIF_RX_REMAP 50
 #define DOMID_BACKEND 0
 
 #define NR_GRANTS GNTTAB_NETFRONT_END /* netfront's references: 1..511 */
@@ -85,6 +96,9 @@ static u8 rx_posted[RX_BUFS]; /* the buffer is in an rx request the backend has 
 static u8 tx_busy[TX_BUFS];   /* the buffer is in a tx request the backend has not answered */
 static u16 tx_free[TX_BUFS];  /* stack of free tx buffer ids */
 static u32 tx_nfree;
+static int flip;             /* receive by page flipping (boot_info.net_rx_flip) */
+static u32 *remap_list;      /* flipping: the frames of one batch to remap */
+static u64 remap_list_pa;
 
 static i64 hc(u64 nr, u64 a1, u64 a2, u64 a3)
 {
@@ -192,12 +206,72 @@ static u32 rx_poll(void)
     return n;
 }
 
+/* rx_poll with page flipping: per batch, every completed transfer becomes its buffer's
+ * page, one remap hypercall covers the batch, then the frames go up and the buffers are
+ * re-posted as accept-transfer entries. Returns the responses consumed. */
+static u32 rx_poll_flip(void)
+{
+    static u16 batch_id[RX_BUFS];
+    static i16 batch_status[RX_BUFS];
+    static u16 batch_off[RX_BUFS];
+    u32 n = 0;
+    do {
+        u32 prod = rx.sring->rsp_prod;
+        ring_rmb();
+        if (prod - rx.rsp_cons > rx.req_prod_pvt - rx.rsp_cons)
+            panic("netfront: rx rsp_prod %u beyond the requests (cons %u, prod %u)", prod,
+                  rx.rsp_cons, rx.req_prod_pvt);
+        u32 nb = 0, nremap = 0;
+        while (rx.rsp_cons != prod) {
+            volatile struct netif_rx_response *rsp = ring_slot(&rx, rx.rsp_cons);
+            u16 id = rsp->id;
+            u32 off = rsp->offset;
+            i16 status = rsp->status;
+            if (id >= RX_BUFS || !rx_posted[id])
+                panic("netfront: rx response %u for buffer %u not posted", rx.rsp_cons, id);
+            rx.rsp_cons++;
+            rx_posted[id] = 0;
+            if (status > 0) {
+                u64 pa = gnttab_end_transfer(GREF_RX_BUF(id));
+                if (!pa)
+                    panic("netfront: rx response for buffer %u without a transferred page", id);
+                rx_buf[id] = P2V(pa);
+                remap_list[nremap++] = (u32)(pa >> 12);
+            }
+            batch_id[nb] = id;
+            batch_status[nb] = status;
+            batch_off[nb] = (u16)off;
+            nb++;
+        }
+        if (nremap) {
+            i64 r = hc(HC_NETIF_RX_REMAP, remap_list_pa, nremap, 0);
+            if (r != (i64)nremap)
+                panic("netfront: hvsim_netif_rx_remap of %u pages: %ld", nremap, r);
+        }
+        for (u32 k = 0; k < nb; k++) {
+            u16 id = batch_id[k];
+            i16 status = batch_status[k];
+            u32 off = batch_off[k];
+            if (status > 0 && off + (u32)status <= PAGE_SIZE && status <= NET_BUF_BYTES)
+                net_rx(rx_buf[id] + off, (u32)status);
+            else
+                net_stats.rx_errors++;
+            gnttab_grant_transfer(GREF_RX_BUF(id), (u64)rx_buf[id] - DIRECT_MAP);
+            rx_post(id);
+            n++;
+        }
+    } while (ring_final_check_for_responses(&rx));
+    if (n && ring_push_requests_check_notify(&rx))
+        notify();
+    return n;
+}
+
 void netfront_event(void)
 {
     u32 tx_before = tx_nfree;
     net_stats.interrupts++;
     tx_gc();
-    if (rx_poll() == 0 && tx_nfree == tx_before)
+    if ((flip ? rx_poll_flip() : rx_poll()) == 0 && tx_nfree == tx_before)
         net_stats.empty++;
 }
 
@@ -257,11 +331,19 @@ const struct net_driver *netfront_init(void)
     grant(GREF_TX_RING, tx_pa, 0);
     grant(GREF_RX_RING, rx_pa, 0);
 
-    /* Buffers, one page each, granted once. */
+    /* Buffers, one page each, granted once (flipping: offered for transfer). */
+    flip = boot_info->net_rx_flip != 0;
+    if (flip) {
+        remap_list_pa = alloc_page("the remap list");
+        remap_list = P2V(remap_list_pa);
+    }
     for (u32 i = 0; i < RX_BUFS; i++) {
         u64 pa = alloc_page("rx buffers");
         rx_buf[i] = P2V(pa);
-        grant(GREF_RX_BUF(i), pa, 0);
+        if (flip)
+            gnttab_grant_transfer(GREF_RX_BUF(i), pa);
+        else
+            grant(GREF_RX_BUF(i), pa, 0);
     }
     for (u32 i = 0; i < TX_BUFS; i++) {
         u64 pa = alloc_page("tx buffers");
@@ -285,5 +367,7 @@ const struct net_driver *netfront_init(void)
         notify();
     kprintf("hvsim-kernel: netfront: port %u, %u rx and %u tx buffers\n", port, RX_BUFS,
             (u32)TX_BUFS);
+    if (flip)
+        kprintf("hvsim-kernel: netfront: receive by page flipping\n");
     return &ops;
 }

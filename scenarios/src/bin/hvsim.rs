@@ -146,6 +146,10 @@ enum Command {
         /// `passthrough` under `hvm-ept` and `hvm-ept-apicv` only).
         #[arg(long, default_value = "auto")]
         net_path: String,
+        /// The split driver's receive path: `copy` (grant copy) or `flip` (page flipping;
+        /// `pv` and `hybrid` only).
+        #[arg(long, default_value = "copy")]
+        net_rx: String,
         /// Put a disk on the machine: the fields of a `[machine.blk]` table,
         /// comma-separated (e.g. `path="pv",size_mib=64,access_ns=0`; `""` for the
         /// defaults).
@@ -202,10 +206,11 @@ fn main() -> ExitCode {
             irq_itr,
             net_peer,
             net_path,
+            net_rx,
             disk,
             topology,
             args,
-        }) => net_config(net_peer.as_deref(), &net_path).and_then(|net| {
+        }) => net_config(net_peer.as_deref(), &net_path, &net_rx).and_then(|net| {
             let blk = blk_config(disk.as_deref())?;
             run_program(
                 ProgramRun {
@@ -502,14 +507,18 @@ fn list() {
 }
 
 /// The network of `run-program`: `--net-peer` fields as a `[machine.net]` table.
-fn net_config(peer: Option<&str>, path: &str) -> Result<Option<sim_core::net::NetConfig>, String> {
+fn net_config(
+    peer: Option<&str>,
+    path: &str,
+    rx: &str,
+) -> Result<Option<sim_core::net::NetConfig>, String> {
     let Some(peer) = peer else {
         return Ok(None);
     };
-    let text = format!("path = \"{path}\"\npeer = {{ {peer} }}\n");
+    let text = format!("path = \"{path}\"\nrx = \"{rx}\"\npeer = {{ {peer} }}\n");
     toml::from_str(&text)
         .map(Some)
-        .map_err(|e| format!("--net-peer / --net-path: {}", e.message()))
+        .map_err(|e| format!("--net-peer / --net-path / --net-rx: {}", e.message()))
 }
 
 /// The disk of `run-program`: `--disk` fields as a `[machine.blk]` table.

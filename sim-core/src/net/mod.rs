@@ -68,6 +68,25 @@ pub enum NetPath {
     Passthrough,
 }
 
+/// How the split driver delivers received frames to the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetRx {
+    /// A grant copy into the buffer the frontend posted (today's Xen).
+    #[default]
+    Copy,
+    /// Page flipping (early Xen): the page holding the frame is transferred to the guest
+    /// (`GNTTABOP_transfer`) in exchange for the page the frontend gave up; the guest
+    /// remaps the pages it received with one hypercall per receive batch.
+    Flip,
+}
+
+impl NetRx {
+    fn is_copy(&self) -> bool {
+        *self == NetRx::Copy
+    }
+}
+
 /// The network of a machine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +94,10 @@ pub struct NetConfig {
     /// The device path.
     #[serde(default)]
     pub path: NetPath,
+    /// The split driver's receive path (`pv` and `hybrid` through the service domain
+    /// only).
+    #[serde(default, skip_serializing_if = "NetRx::is_copy")]
+    pub rx: NetRx,
     /// The host on the other end of the wire (absent when the guest's partner domain is
     /// the far end).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +146,9 @@ pub struct NetResult {
     /// The IOMMU's DMA- and interrupt-remapping counters (pass-through).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iommu: Option<devices::iommu::IommuStats>,
+    /// The split driver's receive path (split driver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx: Option<NetRx>,
     /// Netback's counters (split driver).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netback: Option<NetbackStats>,
@@ -398,11 +424,23 @@ impl Machine {
         };
         let assigned = matches!(attach, NetAttach::Passthrough { .. });
         let split = matches!(attach, NetAttach::Split | NetAttach::Direct);
+        if cfg.rx == NetRx::Flip && attach != NetAttach::Split {
+            return Err(SimError::Config(format!(
+                "net.rx = \"flip\" is the split driver's receive path through the service \
+                 domain: policy {} with path {:?} has none (use pv or hybrid, path auto or pv)",
+                self.policy.name(),
+                cfg.path
+            )));
+        }
         let b = BOOT_INFO_PHYS;
         let path = if split {
             self.phys.write_sized(b + boot_info::NET_KIND, 8, 2);
+            let flip = cfg.rx == NetRx::Flip;
+            self.phys
+                .write_sized(b + boot_info::NET_RX_FLIP, 8, u64::from(flip));
             let mut b = Netback::new(self.phys.size());
             b.direct = attach == NetAttach::Direct;
+            b.flip = flip;
             Path::Split(b)
         } else {
             if self.phys.size() > NET_MMIO_BASE {
@@ -607,6 +645,7 @@ impl Machine {
             exits_by_register: n.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             interrupt_exits: ExitCount::default(),
             iommu: None,
+            rx: None,
             netback: None,
             grants: None,
             tx_ring: None,
@@ -635,6 +674,7 @@ impl Machine {
                 if b.direct {
                     r.path = ResolvedPath::DirectChannel;
                 }
+                r.rx = Some(if b.flip { NetRx::Flip } else { NetRx::Copy });
                 r.netback = Some(b.stats.clone());
                 r.grants = Some(b.grants.stats().clone());
                 r.tx_ring = b.tx.as_ref().map(|x| x.stats().clone());
@@ -660,23 +700,32 @@ pub mod hc {
     pub const EVTCHNOP_SEND: u64 = 4;
     /// `hvsim_netif_connect`: RDI = tx ring grant, RSI = rx ring grant, RDX = port.
     pub const NETIF_CONNECT: u64 = 48;
+    /// `hvsim_netif_rx_remap` (page flipping): RDI = gPA of an array of u32 frame numbers
+    /// read from completed accept-transfer entries, RSI = their count (1..=[`REMAP_MAX`]);
+    /// the hypervisor maps each frame received as the guest's buffer (Xen: a multicall of
+    /// `update_va_mapping` and `MMU_MACHPHYS_UPDATE`). Answers the count.
+    pub const NETIF_RX_REMAP: u64 = 50;
+    /// Most pages one `hvsim_netif_rx_remap` takes.
+    pub const REMAP_MAX: u64 = 512;
 }
 
 /// The split driver's hypercalls, made at `now` with arguments `a` (RDI, RSI, RDX):
 /// `Some((name, result))` when it was one of them (the error a positive errno), `None`
-/// for any other hypercall.
+/// for any other hypercall. `extra` gets the hypervisor's handler cycles beyond the
+/// hypercall's fixed cost (the remap's per-page work), for the vCPU.
 pub(crate) fn hypercall(
     phys: &mut PhysMem,
     evtchn: &mut devices::evtchn::EventChannels,
     number: u64,
     a: (u64, u64, u64),
     now: u64,
+    extra: &mut u64,
 ) -> Option<(&'static str, Result<u64, i64>)> {
     use devices::grant_table::GrantTable;
     let is_net = match (number, a.0) {
         (hc::GRANT_TABLE_OP, hc::GNTTABOP_SETUP_TABLE) => true,
         (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_ALLOC_UNBOUND) => true,
-        (hc::NETIF_CONNECT, _) => true,
+        (hc::NETIF_CONNECT | hc::NETIF_RX_REMAP, _) => true,
         (hc::EVENT_CHANNEL_OP, hc::EVTCHNOP_SEND) => matches!(
             phys.net.as_deref(),
             Some(Net { path: Path::Split(b), .. }) if b.port == u32::try_from(a.1).ok()
@@ -724,6 +773,13 @@ pub(crate) fn hypercall(
                 now,
             ),
         ),
+        (hc::NETIF_RX_REMAP, _) => {
+            let r = b.remap(&mut GuestDma(phys), a.0, a.1);
+            if let Ok(n) = r {
+                *extra += n * costs.netfront_remap_page;
+            }
+            ("50_hvsim_netif_rx_remap", r)
+        }
         _ => {
             b.stats.kicks += 1;
             let wake = if b.direct { 0 } else { costs.dom0_wakeup };

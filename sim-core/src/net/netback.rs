@@ -8,7 +8,10 @@
 //! 1. every transmit request: netback's per-frame work, a grant copy of the frame out of the
 //!    guest (checked against the guest's grant entry), the bridge, the wire; a response;
 //! 2. every frame waiting in the backlog while the frontend has posted receive requests:
-//!    netback's work, a grant copy into the posted buffer, a response;
+//!    netback's work, a grant copy into the posted buffer, a response — or, with page
+//!    flipping (`rx = "flip"`), a grant transfer of the page holding the frame into the
+//!    posted accept-transfer entry instead of the copy (the transfer's fixed cost, no
+//!    per-byte cost);
 //! 3. responses are pushed with Xen's check-notify rule; the frontend is notified (one
 //!    event-channel send at the end of the run) only if it asked;
 //! 4. the final checks re-arm the request event indices, so the frontend's next push that
@@ -25,7 +28,7 @@ use devices::frame::{Frame, MAX_LEN};
 use devices::grant_table::{Access, GrantTable};
 use devices::ring::BackRing;
 use serde::Serialize;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// The service domain's domain id.
 pub(crate) const DOM0: u16 = 0;
@@ -51,10 +54,16 @@ pub struct NetbackStats {
     pub tx_bytes: u64,
     /// Transmit requests answered with an error (grant refused, malformed frame).
     pub tx_errors: u64,
-    /// Frames copied into the guest.
+    /// Frames delivered to the guest (copied, or flipped).
     pub rx_frames: u64,
-    /// Bytes copied into the guest.
+    /// Bytes delivered to the guest.
     pub rx_bytes: u64,
+    /// Frames delivered by page flipping (a grant transfer each; `rx = "flip"`).
+    pub rx_flips: u64,
+    /// The guest's remap hypercalls after flipped frames arrived (one per receive batch).
+    pub remap_calls: u64,
+    /// Pages those hypercalls remapped.
+    pub remap_pages: u64,
     /// Receive requests answered with an error (grant refused).
     pub rx_errors: u64,
     /// Frames dropped because the backlog was full (the guest posted too few buffers).
@@ -84,6 +93,11 @@ pub(crate) struct Netback {
     /// Served by the hypervisor as a direct inter-VM channel: no netback or bridge work
     /// (the copies and notifications remain).
     pub(crate) direct: bool,
+    /// Receive by page flipping (grant transfers into accept-transfer entries) instead of
+    /// grant copies.
+    pub(crate) flip: bool,
+    /// Frames transferred to the guest that it has not remapped yet.
+    flipped: BTreeSet<u32>,
     pub(crate) stats: NetbackStats,
 }
 
@@ -99,6 +113,8 @@ impl Netback {
             run_at: None,
             broken: false,
             direct: false,
+            flip: false,
+            flipped: BTreeSet::new(),
             stats: NetbackStats::default(),
         }
     }
@@ -268,8 +284,8 @@ impl Netback {
         Some((notify, n > 0))
     }
 
-    /// Copies backlog frames into posted receive buffers; (notify, responded), `None` on a
-    /// protocol error.
+    /// Copies (or flips) backlog frames into posted receive buffers; (notify, responded),
+    /// `None` on a protocol error.
     fn rx_pass(
         &mut self,
         t: &mut u64,
@@ -294,7 +310,21 @@ impl Netback {
             let gref = u32::from_le_bytes([req[4], req[5], req[6], req[7]]);
             *t = dom0.run(*t, Work::NetbackRx, c.netback_rx_frame);
             let mut status = RSP_ERROR;
-            if ok {
+            if ok && self.flip {
+                // The page holding the frame changes hands: no bytes copied. It lands at
+                // the frame the guest gave up (the model's deviation), at offset 0.
+                if let Ok(gpa) = self.grants.transfer(mem, gref, DOM0) {
+                    *t = dom0.run(*t, Work::GrantTransfer, c.grant_transfer_op);
+                    if f.write_to(mem, gpa, f.len).is_some() {
+                        self.stats.rx_frames += 1;
+                        self.stats.rx_flips += 1;
+                        self.flipped
+                            .insert((gpa / devices::grant_table::PAGE_BYTES) as u32);
+                        self.stats.rx_bytes += u64::from(f.len);
+                        status = f.len as i16;
+                    }
+                }
+            } else if ok {
                 if let Ok(gpa) = self.grants.copy(mem, gref, DOM0, Access::Write, 0, f.len) {
                     *t = dom0.run(*t, Work::GrantCopy, copy_cost(c, f.len));
                     if f.write_to(mem, gpa, f.len).is_some() {
@@ -317,6 +347,33 @@ impl Netback {
         Some((notify, n > 0))
     }
 
+    /// `hvsim_netif_rx_remap`: the guest maps the frames it received by page flipping as
+    /// its buffers; `count` u32 frame numbers at `list` (1..=`REMAP_MAX`), each read from
+    /// a completed accept-transfer entry. Every frame must have been transferred to the
+    /// guest and not remapped since (else EINVAL, nothing remapped). Nothing changes in
+    /// the flat guest memory (the frame landed where the guest gave one up); the call is
+    /// checked and counted, its per-page cost charged by the caller. Answers the count.
+    pub(crate) fn remap(&mut self, mem: &mut dyn Dma, list: u64, count: u64) -> Result<u64, i64> {
+        if !self.flip || count == 0 || count > super::hc::REMAP_MAX {
+            return Err(22);
+        }
+        let mut raw = vec![0u8; 4 * count as usize];
+        if !mem.read(list, &mut raw) {
+            return Err(14);
+        }
+        let frames: BTreeSet<u32> = raw
+            .chunks_exact(4)
+            .map(|r| u32::from_le_bytes([r[0], r[1], r[2], r[3]]))
+            .collect();
+        if frames.len() as u64 != count || !frames.is_subset(&self.flipped) {
+            return Err(22);
+        }
+        self.flipped.retain(|f| !frames.contains(f));
+        self.stats.remap_calls += 1;
+        self.stats.remap_pages += count;
+        Ok(count)
+    }
+
     /// Frames waiting for receive buffers.
     pub(crate) fn backlog_len(&self) -> usize {
         self.backlog.len()
@@ -333,7 +390,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use devices::frame::FrameKind;
-    use devices::grant_table::{GTF_PERMIT_ACCESS, GTF_READONLY};
+    use devices::grant_table::{
+        GTF_ACCEPT_TRANSFER, GTF_PERMIT_ACCESS, GTF_READONLY, GTF_TRANSFER_COMMITTED,
+        GTF_TRANSFER_COMPLETED,
+    };
     use devices::peer::{Peer, PeerConfig, PeerMode};
     use devices::ring::FrontRing;
 
@@ -353,6 +413,8 @@ mod tests {
             grant_copy_op: 5,
             grant_copy_per_kib: 1024,
             grant_map_op: 0,
+            grant_transfer_op: 0,
+            netfront_remap_page: 0,
             evtchn_send: 7,
             bridge_frame: 0,
             device_model_blk_command: 0,
@@ -463,5 +525,111 @@ mod tests {
             "nothing written through the read-only grant"
         );
         assert_eq!(b.backlog_len(), 0);
+    }
+
+    /// Posts receive requests `(id, gref)` on `rx`.
+    fn rx_requests(mem: &mut Vec<u8>, rx: &mut FrontRing, reqs: &[(u16, u32)]) {
+        for &(id, gref) in reqs {
+            let slot = rx.next_request().unwrap();
+            let mut r = [0u8; 8];
+            r[0..2].copy_from_slice(&id.to_le_bytes());
+            r[4..8].copy_from_slice(&gref.to_le_bytes());
+            assert!(mem.write(slot, &r));
+        }
+        rx.push_requests_and_check_notify(mem);
+    }
+
+    #[test]
+    fn flipping_transfers_the_page_instead_of_copying_and_the_guest_remaps_it() {
+        let (mut mem, mut b, _tx, mut rx, mut peer) = rig();
+        b.flip = true;
+        // Frames 5 and 6 offered for transfer (gref 4, 7); gref 8 is an access grant, not
+        // an accept-transfer entry, and is refused.
+        grant(&mut mem, 4, GTF_ACCEPT_TRANSFER, DOM0, 5);
+        grant(&mut mem, 7, GTF_ACCEPT_TRANSFER, DOM0, 6);
+        grant(&mut mem, 8, GTF_PERMIT_ACCESS, DOM0, 9);
+        rx_requests(&mut mem, &mut rx, &[(1, 4), (2, 7), (3, 8)]);
+        let f = Frame {
+            len: 1514,
+            seq: 4,
+            kind: FrameKind::Data,
+        };
+        for _ in 0..3 {
+            b.from_wire(f, 0);
+        }
+        let c = IoProfile {
+            grant_transfer_op: 50,
+            ..costs()
+        };
+        let mut dom0 = ServiceDomain::default();
+        let notify = b.run(0, &mut mem, &mut dom0, &c, &mut peer, &|c| c);
+        assert_eq!((b.stats.rx_frames, b.stats.rx_flips), (2, 2));
+        assert_eq!(b.stats.rx_errors, 1);
+        let g = b.grants.stats();
+        assert_eq!((g.transfers, g.copies, g.copy_bytes), (2, 0, 0));
+        assert_eq!(g.refused_not_permitted, 1);
+        // The frames are in the pages the guest gave up; the entries completed.
+        assert_eq!(Frame::read_from(&mut mem, 0x5000, 1514), Some(f));
+        assert_eq!(Frame::read_from(&mut mem, 0x6000, 1514), Some(f));
+        assert_eq!(mem[0x9000], 0, "nothing written through the access grant");
+        let done = GTF_ACCEPT_TRANSFER | GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED;
+        assert_eq!(u16::from_le_bytes([mem[0x1020], mem[0x1021]]), done);
+        // Costs: three requests (20 each), two transfers (50 each, no per-byte cost), the
+        // notification.
+        assert_eq!(notify, Some(3 * 20 + 2 * 50 + 7));
+        assert_eq!(dom0.stats().invocations.get("grant_copy"), None);
+        // The guest remaps the two frames it received, once; a frame it did not receive,
+        // or one already remapped, is refused.
+        let list = 0x8000;
+        for (k, frame) in [5u32, 6, 9].iter().enumerate() {
+            assert!(mem.write(list + 4 * k as u64, &frame.to_le_bytes()));
+        }
+        assert_eq!(
+            b.remap(&mut mem, list, 3),
+            Err(22),
+            "frame 9 was not transferred"
+        );
+        assert_eq!(b.remap(&mut mem, list, 2), Ok(2));
+        assert_eq!(
+            b.remap(&mut mem, list, 1),
+            Err(22),
+            "frame 5 already remapped"
+        );
+        assert_eq!(b.remap(&mut mem, list, 0), Err(22));
+        assert_eq!((b.stats.remap_calls, b.stats.remap_pages), (1, 2));
+    }
+
+    #[test]
+    fn a_second_transfer_into_an_entry_not_reposted_is_refused() {
+        let (mut mem, mut b, _tx, mut rx, mut peer) = rig();
+        b.flip = true;
+        grant(&mut mem, 4, GTF_ACCEPT_TRANSFER, DOM0, 5);
+        // The frontend wrongly posts the same entry twice.
+        rx_requests(&mut mem, &mut rx, &[(1, 4), (2, 4)]);
+        let f = Frame {
+            len: 64,
+            seq: 1,
+            kind: FrameKind::Data,
+        };
+        b.from_wire(f, 0);
+        b.from_wire(f, 0);
+        let mut dom0 = ServiceDomain::default();
+        b.run(0, &mut mem, &mut dom0, &costs(), &mut peer, &|c| c);
+        assert_eq!((b.stats.rx_flips, b.stats.rx_errors), (1, 1));
+        let g = b.grants.stats();
+        assert_eq!((g.transfers, g.refused_transfer_completed), (1, 1));
+        // Under copy the same accept-transfer entry is no grant at all.
+        let (mut mem, mut b, _tx, mut rx, mut peer) = rig();
+        grant(&mut mem, 4, GTF_ACCEPT_TRANSFER, DOM0, 5);
+        rx_requests(&mut mem, &mut rx, &[(1, 4)]);
+        b.from_wire(f, 0);
+        b.run(0, &mut mem, &mut dom0, &costs(), &mut peer, &|c| c);
+        assert_eq!((b.stats.rx_frames, b.stats.rx_errors), (0, 1));
+        assert_eq!(b.grants.stats().refused_not_permitted, 1);
+        assert_eq!(
+            b.remap(&mut mem, 0x8000, 1),
+            Err(22),
+            "no flipping: no remap"
+        );
     }
 }

@@ -45,6 +45,8 @@ pub(crate) enum Work {
     GrantCopy,
     /// Grant maps and unmaps.
     GrantMap,
+    /// Grant transfers (page flips on the receive path).
+    GrantTransfer,
     /// Event-channel sends to the guest.
     EvtchnSend,
     /// The physical NIC's driver and the bridge.
@@ -69,6 +71,7 @@ impl Work {
             Work::NetbackRx => "netback_rx",
             Work::GrantCopy => "grant_copy",
             Work::GrantMap => "grant_map",
+            Work::GrantTransfer => "grant_transfer",
             Work::EvtchnSend => "evtchn_send",
             Work::Bridge => "bridge",
             Work::DeviceModelBlkCommand => "device_model_blk_command",

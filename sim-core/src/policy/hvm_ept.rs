@@ -1090,6 +1090,10 @@ fn handle(
                     if o == hypercall::Outcome::Block {
                         v.guest.activity = c::ACTIVITY_HLT;
                     }
+                    let extra = std::mem::take(&mut hy.dom.handler_extra);
+                    if extra > 0 {
+                        st.extra(extra, plat);
+                    }
                 }
             }
             ExitReason::ExternalInterrupt | ExitReason::InterruptWindow if st.hybrid.is_some() => {

@@ -96,6 +96,9 @@ pub struct Domain {
     apic_ids: Vec<u32>,
     /// Device PIRQs ([`super::pirq`]).
     pub(crate) pirq: super::pirq::Pirqs,
+    /// Handler cycles the last hypercall cost beyond the fixed hypercall cost (a split
+    /// driver's per-page work), for the caller to charge to the vCPU's exit.
+    pub(crate) handler_extra: u64,
 }
 
 impl Domain {
@@ -109,6 +112,7 @@ impl Domain {
             guest_bytes,
             apic_ids,
             pirq: super::pirq::Pirqs::default(),
+            handler_extra: 0,
         }
     }
 
@@ -315,6 +319,7 @@ pub(crate) fn build(m: &mut Machine) -> Result<(), SimError> {
         guest_bytes,
         apic_ids,
         pirq: super::pirq::Pirqs::default(),
+        handler_extra: 0,
     }));
     Ok(())
 }
@@ -362,6 +367,7 @@ mod tests {
                     guest_bytes: 16 << 20,
                     apic_ids: (0..vcpus).collect(),
                     pirq: crate::policy::pirq::Pirqs::default(),
+                    handler_extra: 0,
                 },
                 phys: PhysMem::new(16 << 20).unwrap(),
                 parts: PlatformParts::new(lapic, profile.core.cost),

@@ -196,11 +196,22 @@ pub(crate) fn dispatch(
     let (number, a1, a2, a3) = (gpr[0], gpr[7], gpr[6], gpr[2]);
     if cpl == 0 {
         let now = plat.cycles();
+        let mut extra = 0;
         if let Some((key, r)) =
             crate::blk::hypercall(phys, &mut cx.dom.evtchn, number, (a1, a2, a3), now).or_else(
-                || crate::net::hypercall(phys, &mut cx.dom.evtchn, number, (a1, a2, a3), now),
+                || {
+                    crate::net::hypercall(
+                        phys,
+                        &mut cx.dom.evtchn,
+                        number,
+                        (a1, a2, a3),
+                        now,
+                        &mut extra,
+                    )
+                },
             )
         {
+            cx.dom.handler_extra += extra;
             cx.dom.stats.calls += 1;
             *cx.dom.by_op.entry(key.to_string()).or_default() += 1;
             if r.is_err() {

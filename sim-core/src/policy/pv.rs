@@ -829,6 +829,8 @@ impl Hv<'_, '_> {
                 self.mem.phys,
                 &mut self.plat,
             );
+            let extra = std::mem::take(&mut self.dom.hc.handler_extra);
+            self.charge(false, extra);
             let r = g[0] as i64;
             let r = if r < 0 { Err(-r) } else { Ok(g[0]) };
             return Ok((r, o == Outcome::Block));
