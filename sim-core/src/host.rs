@@ -24,7 +24,11 @@
 //! but has no physical CPU is held: it neither runs nor idles while its siblings run, and
 //! interrupts sent to it (a TLB shootdown's IPI) stay pending until it gets one; then its
 //! clock catches up to the moment the physical CPU became free, plus the switch. Blocked
-//! vCPUs hold no physical CPU; their clocks move as idle time as usual.
+//! vCPUs hold no physical CPU; their clocks move as idle time as usual. The scheduler sees
+//! a blocked vCPU wake when an interrupt is pending in its local APIC; a wake-up that
+//! does not go through it (a hybrid or PV event-channel upcall, a timer falling due) is
+//! seen once the vCPU has taken it, after at most one chunk (`interrupt_check`
+//! instructions), as for a domain of one vCPU.
 
 use crate::error::SimError;
 use crate::machine::{Machine, RunEnd, RunResult, Step};
@@ -43,7 +47,7 @@ pub struct HostConfig {
     /// The vCPU scheduler.
     pub scheduler: SchedConfig,
     /// The domains' weights (the guest first, then its partner, then its neighbours);
-    /// absent: 256 each.
+    /// absent: 256 each. Every vCPU of a domain has its domain's weight (and warp).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<u64>,
     /// BVT warps in cycles (in the same order); absent: none.
