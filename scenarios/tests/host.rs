@@ -8,7 +8,12 @@ use sim_core::sched::SchedConfig;
 use sim_core::{Machine, MachineConfig, MachineProfile, Policy, RunEnd, RunResult};
 
 fn machine(mode: &str, cmdline: &str, net: Option<NetPath>) -> Machine {
+    smp_machine(mode, cmdline, net, 1)
+}
+
+fn smp_machine(mode: &str, cmdline: &str, net: Option<NetPath>, vcpus: u32) -> Machine {
     let mut cfg = MachineConfig::new(MachineProfile::load("nehalem-x5570").unwrap(), cmdline);
+    cfg.vcpus = vcpus;
     cfg.mem_bytes = 64 << 20;
     cfg.max_instructions = 400_000_000;
     cfg.net = net.map(|path| NetConfig {
@@ -246,4 +251,91 @@ fn the_domains_of_a_host_queue_their_disk_work_on_one_service_domain() {
     let lat = |x: &RunResult| x.blk.as_ref().unwrap().latency.mean();
     assert!(lat(&r) > lat(&alone), "{} vs {}", lat(&r), lat(&alone));
     assert!(b.dom0.queued_cycles > 0);
+}
+
+/// `smp_mix` with one worker per vCPU (the same work per vCPU) on `vcpus` vCPUs: every
+/// munmap, fork and exit shoots down the other vCPUs' TLBs (an IPI each, waited for).
+fn smp(mode: &str, vcpus: u32) -> Machine {
+    smp_machine(mode, &format!("smp_mix {vcpus} 120"), None, vcpus)
+}
+
+/// The share of a domain's vCPU time spent waiting for a physical CPU.
+fn wait_share(r: &RunResult) -> f64 {
+    r.machine.sched_wait_cycles as f64 / total(r) as f64
+}
+
+#[test]
+fn a_two_vcpu_domain_shares_physical_cpus_with_a_one_vcpu_domain_per_vcpu() {
+    // Three busy vCPUs of equal weight on two physical CPUs: each gets two thirds of one,
+    // whatever its domain (each vCPU weighs its domain's weight, as in Xen's credit
+    // scheduler), so each waits about a third of its time.
+    let r = host(
+        vec![smp("hvm-ept", 2), machine("hvm-ept", GUPS, None)],
+        2,
+        credit(),
+        vec![],
+    );
+    let p = &r.partners[0];
+    let (a, b) = (wait_share(&r), wait_share(p));
+    assert!(a > 0.25 && a < 0.4, "{a}");
+    assert!(b > 0.25 && b < 0.4, "{b}");
+    assert!((a - b).abs() < 0.08, "{a} vs {b}");
+    assert!(r.machine.domain_switches >= 10, "{:?}", r.machine);
+    // Halving the two-vCPU domain's weight gives each domain the same CPU: a physical CPU
+    // for its two vCPUs, one for the other domain's vCPU, which hardly waits any more.
+    let h = host(
+        vec![smp("hvm-ept", 2), machine("hvm-ept", GUPS, None)],
+        2,
+        credit(),
+        vec![128, 256],
+    );
+    let hp = &h.partners[0];
+    let (ha, hb) = (wait_share(&h), wait_share(hp));
+    assert!(hb < 0.1, "{hb}");
+    assert!(ha > 3.0 * hb, "{ha} vs {hb}");
+    // The same work (timer ticks over a longer time add a few instructions).
+    let d = hp.instructions.abs_diff(p.instructions) as f64;
+    assert!(d / (p.instructions as f64) < 0.01, "{}", hp.instructions);
+}
+
+#[test]
+fn a_two_vcpu_domain_alone_on_one_physical_cpu_time_shares_its_vcpus() {
+    let alone = smp("hvm-ept", 2).run();
+    for sched in [credit(), SchedConfig::Bvt { allowance_us: 500 }] {
+        let name = format!("{sched:?}");
+        let go = || {
+            host(
+                vec![smp("hvm-ept", 2), machine("hvm-ept", "hello", None)],
+                1,
+                sched.clone(),
+                vec![],
+            )
+        };
+        let r = go();
+        // Its two vCPUs took turns: twice the time; each TLB shootdown's target was held
+        // with the IPI pending until it got the CPU, then answered.
+        let t = total(&r) as f64 / total(&alone) as f64;
+        assert!(t > 1.7 && t < 2.3, "{name}: {t}");
+        assert!(r.machine.ipis_fixed >= 50, "{name}: {:?}", r.machine);
+        assert!(r.machine.domain_switches >= 10, "{name}: {:?}", r.machine);
+        assert!(wait_share(&r) > 0.3, "{name}: {}", wait_share(&r));
+        // Deterministic.
+        let again = go();
+        assert_eq!(r.cycles, again.cycles, "{name}");
+        assert_eq!(
+            format!("{:?}", r.machine),
+            format!("{:?}", again.machine),
+            "{name}"
+        );
+    }
+    // Beside a CPU-bound domain on the one physical CPU, the shootdowns are still answered.
+    let r = host(
+        vec![smp("hvm-ept", 2), machine("hvm-ept", GUPS, None)],
+        1,
+        credit(),
+        vec![],
+    );
+    let t = total(&r) as f64 / total(&alone) as f64;
+    assert!(t > 2.5 && t < 3.5, "{t}");
+    assert!(r.machine.ipis_fixed >= 50, "{:?}", r.machine);
 }

@@ -13,7 +13,22 @@
 //!
 //! The service domain is one, with one CPU: every domain's backends and device models
 //! (network and disk) queue on it. The domains' vCPUs have physical CPUs of their own, or
-//! share `pcpus` of them under a vCPU scheduler ([`HostConfig`]; one-vCPU domains).
+//! share `pcpus` of them under a vCPU scheduler ([`HostConfig`]).
+//!
+//! Sharing. The scheduler's entities are the vCPUs of every domain (domain 0's first), as
+//! in Xen: each has its own runnable or blocked state, its own credit or virtual time, and
+//! its domain's weight and warp (Xen's credit scheduler pays a domain in proportion to its
+//! weight times its active vCPUs and splits that among them, so each vCPU weighs its
+//! domain's weight: a domain of two busy vCPUs gets twice the CPU of a domain of one at
+//! the same weight; halve its weight for the same CPU per domain). A vCPU that could run
+//! but has no physical CPU is held: it neither runs nor idles while its siblings run, and
+//! interrupts sent to it (a TLB shootdown's IPI) stay pending until it gets one; then its
+//! clock catches up to the moment the physical CPU became free, plus the switch. Blocked
+//! vCPUs hold no physical CPU; their clocks move as idle time as usual. The scheduler sees
+//! a blocked vCPU wake when an interrupt is pending in its local APIC; a wake-up that
+//! does not go through it (a hybrid or PV event-channel upcall, a timer falling due) is
+//! seen once the vCPU has taken it, after at most one chunk (`interrupt_check`
+//! instructions), as for a domain of one vCPU.
 
 use crate::error::SimError;
 use crate::machine::{Machine, RunEnd, RunResult, Step};
@@ -32,7 +47,7 @@ pub struct HostConfig {
     /// The vCPU scheduler.
     pub scheduler: SchedConfig,
     /// The domains' weights (the guest first, then its partner, then its neighbours);
-    /// absent: 256 each.
+    /// absent: 256 each. Every vCPU of a domain has its domain's weight (and warp).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weights: Vec<u64>,
     /// BVT warps in cycles (in the same order); absent: none.
@@ -40,22 +55,25 @@ pub struct HostConfig {
     pub warps: Vec<u64>,
 }
 
-/// The physical CPUs shared by the domains (one vCPU each) and who holds them.
+/// The physical CPUs shared by the domains' vCPUs and who holds them. The scheduler's
+/// entities are the vCPUs, numbered domain by domain (`ents`).
 struct Cpus {
     sched: Box<dyn VcpuScheduler>,
-    /// Physical CPU -> the domain running on it.
+    /// Entity -> (domain, vCPU).
+    ents: Vec<(usize, usize)>,
+    /// Physical CPU -> the entity running on it.
     owner: Vec<Option<usize>>,
-    /// When each physical CPU's current domain got it, or when it became free.
+    /// When each physical CPU's current vCPU got it, or when it became free.
     since: Vec<u64>,
-    /// Up to when each physical CPU's current domain has been charged to the scheduler.
+    /// Up to when each physical CPU's current vCPU has been charged to the scheduler.
     charged: Vec<u64>,
-    /// A domain switch in, per domain: the transition into the hypervisor and back and the
+    /// A vCPU switch in, per domain: the transition into the hypervisor and back and the
     /// scheduler's interrupt handler (VMX costs, or PV's transition and page-table switch).
     switch: Vec<u64>,
-    /// Whether each domain was runnable at the last decision (to tell the scheduler of
+    /// Whether each entity was runnable at the last decision (to tell the scheduler of
     /// wake-ups).
     was_runnable: Vec<bool>,
-    /// Runnable domains without a physical CPU: they do not move until they get one.
+    /// Runnable entities without a physical CPU: they do not move until they get one.
     waiting: Vec<usize>,
 }
 
@@ -73,8 +91,7 @@ impl Host {
         Self::with_cpus(doms, None)
     }
 
-    /// A host whose domains share `cfg.pcpus` physical CPUs under `cfg.scheduler` (each
-    /// domain then has one vCPU).
+    /// A host whose domains' vCPUs share `cfg.pcpus` physical CPUs under `cfg.scheduler`.
     pub fn with_cpus(mut doms: Vec<Machine>, cfg: Option<&HostConfig>) -> Result<Self, SimError> {
         if doms.len() < 2 {
             return Err(SimError::Config("a host needs at least two domains".into()));
@@ -125,22 +142,30 @@ impl Host {
                 return Err(SimError::Config("host.pcpus must be at least 1".into()))
             }
             Some(c) if c.pcpus < vcpus => {
-                if doms.iter().any(|d| d.cfg.vcpus != 1) {
-                    return Err(SimError::Config(format!(
-                        "host.pcpus = {} < {vcpus} vCPUs: sharing physical CPUs needs \
-                         one-vCPU domains",
-                        c.pcpus
-                    )));
-                }
-                let n = doms.len();
-                let weights: Vec<u64> = (0..n)
-                    .map(|i| c.weights.get(i).copied().unwrap_or(256))
+                // Every vCPU is an entity of the scheduler, with its domain's weight and
+                // warp.
+                let ents: Vec<(usize, usize)> = doms
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(d, m)| (0..m.vcpus.len()).map(move |v| (d, v)))
+                    .collect();
+                let weights: Vec<u64> = ents
+                    .iter()
+                    .map(|&(d, _)| c.weights.get(d).copied().unwrap_or(256))
+                    .collect();
+                let warps: Vec<u64> = ents
+                    .iter()
+                    .map(|&(d, _)| c.warps.get(d).copied().unwrap_or(0))
                     .collect();
                 let mhz = u64::from(doms[0].cfg.profile.core.freq_mhz);
                 let sched = c
                     .scheduler
-                    .build(&weights, &c.warps, u64::from(c.pcpus), mhz)
+                    .build(&weights, &warps, u64::from(c.pcpus), mhz)
                     .map_err(|e| SimError::Config(format!("host.scheduler: {e}")))?;
+                // No vCPU has a physical CPU until the scheduler gives it one.
+                for d in &mut doms {
+                    d.descheduled = vec![true; d.vcpus.len()];
+                }
                 let switch = doms
                     .iter()
                     .map(|d| {
@@ -156,11 +181,12 @@ impl Host {
                     .collect();
                 Some(Cpus {
                     sched,
+                    was_runnable: vec![false; ents.len()],
+                    ents,
                     owner: vec![None; c.pcpus as usize],
                     since: vec![0; c.pcpus as usize],
                     charged: vec![0; c.pcpus as usize],
                     switch,
-                    was_runnable: vec![false; n],
                     waiting: Vec::new(),
                 })
             }
@@ -169,48 +195,56 @@ impl Host {
         Ok(Host { doms, cpus })
     }
 
-    /// The scheduler's decisions before the next step: domains that blocked or ended give
-    /// their physical CPU back, wake-ups are told, running domains may be preempted, free
-    /// physical CPUs go to waiting domains (whose clocks move to that moment).
-    fn schedule(&mut self) {
+    /// The scheduler's decisions before the next step: vCPUs that blocked or whose domain
+    /// ended give their physical CPU back, wake-ups are told, running vCPUs may be
+    /// preempted, free physical CPUs go to waiting vCPUs (whose clocks move to that
+    /// moment). Returns the domains that got a physical CPU for one of their vCPUs (as a
+    /// mask over domains).
+    fn schedule(&mut self) -> Vec<bool> {
+        let mut got = vec![false; self.doms.len()];
         let Some(c) = self.cpus.as_mut() else {
-            return;
+            return got;
         };
         let doms = &mut self.doms;
         for p in 0..c.owner.len() {
-            if let Some(d) = c.owner[p] {
-                // The running domain is charged as it runs (Xen debits at each tick).
-                let t = doms[d].clock();
-                c.sched.account(d, t.saturating_sub(c.charged[p]), t);
+            if let Some(e) = c.owner[p] {
+                let (d, v) = c.ents[e];
+                // The running vCPU is charged as it runs (Xen debits at each tick).
+                let t = doms[d].vcpu_clock(v);
+                c.sched.account(e, t.saturating_sub(c.charged[p]), t);
                 c.charged[p] = c.charged[p].max(t);
-                if doms[d].end.is_some() || !doms[d].runnable() {
+                if doms[d].end.is_some() || !doms[d].vcpu_runnable(v) {
                     c.owner[p] = None;
                     c.since[p] = t;
+                    doms[d].descheduled[v] = true;
                 }
             }
         }
-        let on_cpu = |c: &Cpus, d: usize| c.owner.contains(&Some(d));
+        let on_cpu = |c: &Cpus, e: usize| c.owner.contains(&Some(e));
         c.waiting.clear();
-        for (d, dom) in doms.iter().enumerate() {
-            let r = dom.end.is_none() && dom.runnable();
-            if r && !c.was_runnable[d] {
-                c.sched.wake(d, dom.clock());
+        for (e, &(d, v)) in c.ents.iter().enumerate() {
+            let dom = &doms[d];
+            let r = dom.end.is_none() && dom.vcpu_runnable(v);
+            if r && !c.was_runnable[e] {
+                c.sched.wake(e, dom.vcpu_clock(v));
             }
-            c.was_runnable[d] = r;
-            if r && !on_cpu(c, d) {
-                c.waiting.push(d);
+            c.was_runnable[e] = r;
+            if r && !on_cpu(c, e) {
+                c.waiting.push(e);
             }
         }
         if !c.waiting.is_empty() {
             for p in 0..c.owner.len() {
-                let Some(d) = c.owner[p] else {
+                let Some(e) = c.owner[p] else {
                     continue;
                 };
-                let t = doms[d].clock();
-                if c.sched.should_preempt(d, c.since[p], t, &c.waiting) {
+                let (d, v) = c.ents[e];
+                let t = doms[d].vcpu_clock(v);
+                if c.sched.should_preempt(e, c.since[p], t, &c.waiting) {
                     c.owner[p] = None;
                     c.since[p] = t;
-                    c.waiting.push(d);
+                    c.waiting.push(e);
+                    doms[d].descheduled[v] = true;
                 }
             }
         }
@@ -219,13 +253,17 @@ impl Host {
                 continue;
             }
             let at = c.since[p];
-            let d = c.sched.pick(&c.waiting, at);
-            c.waiting.retain(|&w| w != d);
-            doms[d].scheduled_in(at, c.switch[d]);
-            c.owner[p] = Some(d);
-            c.since[p] = doms[d].clock();
+            let e = c.sched.pick(&c.waiting, at);
+            c.waiting.retain(|&w| w != e);
+            let (d, v) = c.ents[e];
+            doms[d].scheduled_in(v, at, c.switch[d]);
+            doms[d].descheduled[v] = false;
+            got[d] = true;
+            c.owner[p] = Some(e);
+            c.since[p] = doms[d].vcpu_clock(v);
             c.charged[p] = c.since[p];
         }
+        got
     }
 
     /// Runs until every domain has ended; the results, domain 0's first, with the others
@@ -235,15 +273,14 @@ impl Host {
         // frames) may let them move again.
         let mut waiting = vec![false; self.doms.len()];
         loop {
-            self.schedule();
-            // Domains waiting for a physical CPU do not move until they get one.
-            let blocked = self
-                .cpus
-                .as_ref()
-                .map_or(&[][..], |c| &c.waiting[..])
-                .to_vec();
+            // A domain that got a physical CPU for a vCPU can move again.
+            for (w, got) in waiting.iter_mut().zip(self.schedule()) {
+                *w &= !got;
+            }
+            // Domains whose every vCPU waits for a physical CPU do not move until one gets
+            // it.
             let live: Vec<usize> = (0..self.doms.len())
-                .filter(|&i| self.doms[i].end.is_none() && !blocked.contains(&i))
+                .filter(|&i| self.doms[i].end.is_none() && self.doms[i].can_move())
                 .collect();
             if live.is_empty() {
                 break;

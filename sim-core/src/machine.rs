@@ -176,9 +176,9 @@ pub struct MachineStats {
     /// On a host with fewer physical CPUs than vCPUs: cycles this domain's vCPUs were
     /// runnable but waited for a physical CPU (the vCPU scheduler gave it to another).
     pub sched_wait_cycles: u64,
-    /// Times the vCPU scheduler switched a physical CPU to this domain.
+    /// Times the vCPU scheduler switched a physical CPU to one of this domain's vCPUs.
     pub domain_switches: u64,
-    /// Cycles of those switches (charged to this domain's vCPU).
+    /// Cycles of those switches (charged to the vCPU switched in).
     pub domain_switch_cycles: u64,
 }
 
@@ -560,6 +560,11 @@ pub struct Machine {
     pub(crate) horizon: Option<u64>,
     /// The platform the machine was wired from: devices, their paths, interrupt routes.
     pub(crate) wiring: crate::wiring::Wiring,
+    /// On a host whose domains share physical CPUs: the vCPUs that have none (empty: every
+    /// vCPU has one). Such a vCPU that could run is held where it is: it neither runs nor
+    /// idles forward, and interrupts sent to it stay pending in its local APIC, until the
+    /// host's scheduler gives it a physical CPU ([`Machine::scheduled_in`]).
+    pub(crate) descheduled: Vec<bool>,
 }
 
 /// What a round of the machine left it doing.
@@ -676,6 +681,7 @@ impl Machine {
             in_host: false,
             horizon: None,
             wiring,
+            descheduled: Vec::new(),
         };
         if policy.is_hvm() {
             hvm_ept::build(&mut m, policy)?;
@@ -967,8 +973,14 @@ impl Machine {
             return Step::Ended;
         }
         let mut any_ran = false;
+        // vCPUs held this round: runnable but without a physical CPU.
+        let mut held = 0u64;
         for i in 0..n {
             if !self.vcpus[i].started || self.end.is_some() {
+                continue;
+            }
+            if self.held(i) {
+                held |= 1 << i;
                 continue;
             }
             self.stats.slices += 1;
@@ -1020,8 +1032,9 @@ impl Machine {
         let horizon = self
             .vcpus
             .iter()
-            .filter(|v| v.started && !v.cpu.state.halted)
-            .map(|v| v.cycles())
+            .enumerate()
+            .filter(|&(i, v)| v.started && !v.cpu.state.halted && held & (1 << i) == 0)
+            .map(|(_, v)| v.cycles())
             .max();
         let mut woke = false;
         if horizon.is_none() {
@@ -1029,11 +1042,19 @@ impl Machine {
             // the queue; every halted vCPU idles up to it.
             let pending = (0..n).any(|i| {
                 let v = &self.vcpus[i];
-                v.started && v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled()
+                v.started
+                    && held & (1 << i) == 0
+                    && v.lapic.highest_pending().is_some()
+                    && v.cpu.state.interrupts_enabled()
             });
             // On a host, no further than the other domains have come: one of them may
-            // yet send something that wakes this one earlier.
-            let own = self.next_event_cycles();
+            // yet send something that wakes this one earlier. A held vCPU's own timer
+            // wakes nothing until it has a physical CPU.
+            let own = if held == 0 {
+                self.next_event_cycles()
+            } else {
+                self.next_event_cycles_except(held)
+            };
             let next = match (own, self.horizon) {
                 (Some(a), Some(h)) => Some(a.min(h)),
                 (a, h) => a.or(h),
@@ -1042,8 +1063,10 @@ impl Machine {
                 woke = true;
             } else if let Some(at) = next {
                 let mut advanced = false;
-                for v in self.vcpus.iter_mut().filter(|v| v.started) {
-                    advanced |= v.idle_until(at) > 0;
+                for (i, v) in self.vcpus.iter_mut().enumerate() {
+                    if v.started && held & (1 << i) == 0 {
+                        advanced |= v.idle_until(at) > 0;
+                    }
                 }
                 // An event of its own (even one already due) wakes the machine; the
                 // horizon alone wakes nothing if it brought no vCPU forward.
@@ -1062,7 +1085,7 @@ impl Machine {
             // vCPUs' time.
             for i in 0..n {
                 let v = &self.vcpus[i];
-                if !v.started || !v.cpu.state.halted {
+                if !v.started || !v.cpu.state.halted || held & (1 << i) != 0 {
                     continue;
                 }
                 if v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled() {
@@ -1102,42 +1125,76 @@ impl Machine {
         .min()
     }
 
-    /// Whether a vCPU can run: not halted, or halted with an interrupt it can take.
-    pub(crate) fn runnable(&self) -> bool {
-        self.vcpus.iter().any(|v| {
-            v.started
-                && (!v.cpu.state.halted
-                    || (v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled()))
-        })
+    /// The earliest event that can wake the vCPUs not in `held` (a mask): their timers,
+    /// the interrupt source, the network, the disk.
+    fn next_event_cycles_except(&self, held: u64) -> Option<u64> {
+        let timers = self.vcpus.iter().enumerate().filter_map(|(i, v)| {
+            if !v.started || held & (1 << i) != 0 {
+                return None;
+            }
+            v.armed.map(|t| self.cycles_of_tsc(t))
+        });
+        let devices = [
+            self.irq_deadline_cycles(),
+            self.net_deadline_cycles(),
+            self.blk_deadline_cycles(),
+        ];
+        timers.chain(devices.into_iter().flatten()).min()
     }
 
-    /// Brings every vCPU's clock to `at` (a physical CPU became free for it then): the time
+    /// Whether vCPU `i` can run: started, and not halted or halted with an interrupt it can
+    /// take.
+    pub(crate) fn vcpu_runnable(&self, i: usize) -> bool {
+        let v = &self.vcpus[i];
+        v.started
+            && (!v.cpu.state.halted
+                || (v.lapic.highest_pending().is_some() && v.cpu.state.interrupts_enabled()))
+    }
+
+    /// Whether vCPU `i` is held: it could run but has no physical CPU.
+    fn held(&self, i: usize) -> bool {
+        self.descheduled.get(i).copied().unwrap_or(false) && self.vcpu_runnable(i)
+    }
+
+    /// Brings vCPU `i`'s clock to `at` (a physical CPU became free for it then): the time
     /// before is waiting for the CPU; then the switch itself, `switch` cycles, and for a
     /// policy without VPID-tagged TLBs (pv) a TLB flush.
-    pub(crate) fn scheduled_in(&mut self, at: u64, switch: u64) {
-        let mut waited = 0;
-        for v in self.vcpus.iter_mut().filter(|v| v.started) {
-            waited = waited.max(v.idle_until(at));
-            v.idle += switch;
-            if self.policy == Policy::Pv {
-                v.mmu
-                    .hv_invalidate(cpu_model::Invalidation::AllIncludingGlobal);
-            }
+    pub(crate) fn scheduled_in(&mut self, i: usize, at: u64, switch: u64) {
+        let v = &mut self.vcpus[i];
+        let waited = v.idle_until(at);
+        v.idle += switch;
+        if self.policy == Policy::Pv {
+            v.mmu
+                .hv_invalidate(cpu_model::Invalidation::AllIncludingGlobal);
         }
         self.stats.sched_wait_cycles += waited;
         self.stats.domain_switches += 1;
         self.stats.domain_switch_cycles += switch;
     }
 
+    /// vCPU `i`'s clock (cycles).
+    pub(crate) fn vcpu_clock(&self, i: usize) -> u64 {
+        self.vcpus[i].cycles()
+    }
+
     /// The machine's time for a host's scheduling (cycles): how far its slowest vCPU has
-    /// come.
+    /// come, leaving out the vCPUs held for want of a physical CPU (they catch up when
+    /// they get one) unless every vCPU is.
     pub(crate) fn clock(&self) -> u64 {
-        self.vcpus
-            .iter()
-            .filter(|v| v.started)
-            .map(|v| v.cycles())
-            .min()
-            .unwrap_or(0)
+        let of = |free: bool| {
+            self.vcpus
+                .iter()
+                .enumerate()
+                .filter(|&(i, v)| v.started && (!free || !self.held(i)))
+                .map(|(_, v)| v.cycles())
+                .min()
+        };
+        of(true).or_else(|| of(false)).unwrap_or(0)
+    }
+
+    /// Whether any vCPU can move: one that is not held for want of a physical CPU.
+    pub(crate) fn can_move(&self) -> bool {
+        (0..self.vcpus.len()).any(|i| self.vcpus[i].started && !self.held(i))
     }
 
     pub(crate) fn finish(mut self) -> RunResult {

@@ -2,7 +2,9 @@
 //! vCPU must give its physical CPU up. Two policies, chosen by name:
 //!
 //! - `credit` (Xen's credit scheduler): each vCPU holds credits, paid out every accounting
-//!   period in proportion to its domain's weight (capped at one period's worth) and
+//!   period in proportion to its weight (its domain's: every vCPU of a domain weighs the
+//!   domain's weight, as Xen's credit scheduler pays a domain its weight times its active
+//!   vCPUs and splits that among them; capped at one period's worth) and
 //!   debited by the cycles it runs. Priority BOOST (woken from blocking and not yet run) >
 //!   UNDER (credit left) > OVER (credit spent); equal priorities go round-robin (least
 //!   recently run first). A running vCPU is preempted at once by a waiting vCPU of higher
