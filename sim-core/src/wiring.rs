@@ -376,7 +376,11 @@ mod tests {
     fn cfg(net: Option<NetPath>, blk: Option<BlkPath>) -> MachineConfig {
         let mut c = MachineConfig::new(MachineProfile::load("nehalem-x5570").unwrap(), "x");
         c.vcpus = 2;
-        c.net = net.map(|path| NetConfig { path, peer: None });
+        c.net = net.map(|path| NetConfig {
+            path,
+            peer: None,
+            rx: Default::default(),
+        });
         c.blk = blk.map(|path| BlkConfig {
             path,
             ..BlkConfig::default()
