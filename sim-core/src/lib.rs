@@ -4,6 +4,7 @@
 //!
 //! Wires `cpu-model`, `mmu` and `devices` together; those three know nothing of each other.
 
+pub(crate) mod bar;
 pub mod blk;
 pub mod error;
 pub mod event_queue;

@@ -97,15 +97,8 @@ impl PhysMem {
                             return v;
                         }
                     }
-                    if let Some(n) = self.net.as_deref_mut() {
-                        if let Some(v) = crate::net::mmio_read(n, pa, size) {
-                            return v;
-                        }
-                    }
-                    if let Some(b) = self.blk.as_deref_mut() {
-                        if let Some(v) = crate::blk::mmio_read(b, pa, size) {
-                            return v;
-                        }
+                    if let Some(v) = self.bar_read(pa, size) {
+                        return v;
                     }
                     self.stats.out_of_range += 1;
                     u64::MAX >> (64 - size * 8)
@@ -139,15 +132,8 @@ impl PhysMem {
                             return;
                         }
                     }
-                    if let Some(n) = self.net.as_deref_mut() {
-                        if crate::net::mmio_write(n, pa, size, v) {
-                            return;
-                        }
-                    }
-                    if let Some(b) = self.blk.as_deref_mut() {
-                        if crate::blk::mmio_write(b, pa, size, v) {
-                            return;
-                        }
+                    if self.bar_write(pa, size, v) {
+                        return;
                     }
                     self.stats.out_of_range += 1
                 }

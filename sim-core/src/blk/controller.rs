@@ -34,26 +34,6 @@ impl Controller {
         }
     }
 
-    /// Whether `pa` is in the BAR.
-    pub(crate) fn contains(&self, pa: u64) -> bool {
-        pa.wrapping_sub(self.base) < AHCI_BAR_BYTES
-    }
-
-    /// Whether an access to `pa` is one the device model emulates.
-    pub(crate) fn traps(&self, pa: u64) -> bool {
-        !self.hardware && self.contains(pa)
-    }
-
-    /// A load from the BAR.
-    pub(crate) fn read(&mut self, pa: u64, size: usize) -> u64 {
-        self.dev.read(pa - self.base, size)
-    }
-
-    /// A store to the BAR.
-    pub(crate) fn write(&mut self, pa: u64, size: usize, value: u64) {
-        self.dev.write(pa - self.base, size, value);
-    }
-
     /// Fetches the commands issued since the last call at `t` and hands each to the disk;
     /// `per_command` runs the device model's work for one command first (emulated) and
     /// returns when it is done. Calls `issued(slot, disk_done_ns)` for every command the
@@ -109,5 +89,27 @@ impl Controller {
             issued,
         );
         (reg, t - now + c.device_model_dispatch)
+    }
+}
+
+impl crate::bar::Bar for Controller {
+    fn base(&self) -> u64 {
+        self.base
+    }
+
+    fn len(&self) -> u64 {
+        AHCI_BAR_BYTES
+    }
+
+    fn emulated(&self) -> bool {
+        !self.hardware
+    }
+
+    fn read(&mut self, pa: u64, size: usize) -> u64 {
+        self.dev.read(pa - self.base, size)
+    }
+
+    fn write(&mut self, pa: u64, size: usize, value: u64) {
+        self.dev.write(pa - self.base, size, value);
     }
 }

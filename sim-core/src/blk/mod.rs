@@ -300,38 +300,11 @@ fn ns_of(mhz: u64, cycles: u64) -> u64 {
     (cycles as u128 * 1000 / mhz as u128) as u64
 }
 
-/// Whether `pa` is a register of an emulated disk controller (an access there exits).
-pub(crate) fn is_mmio(phys: &PhysMem, pa: u64) -> bool {
-    matches!(phys.blk.as_deref(), Some(Blk { path: Path::Ahci(c), .. }) if c.traps(pa))
-}
-
-/// The controller's BAR as (base, length), if the machine has the controller.
-pub(crate) fn mmio_window(phys: &PhysMem) -> Option<(u64, u64)> {
-    match phys.blk.as_deref() {
-        Some(Blk {
-            path: Path::Ahci(c),
-            ..
-        }) => Some((c.base, AHCI_BAR_BYTES)),
-        _ => None,
-    }
-}
-
-/// A load that hit no RAM: the controller's answer if `pa` is in its BAR.
-pub(crate) fn mmio_read(blk: &mut Blk, pa: u64, size: usize) -> Option<u64> {
+/// The controller's register window, if the machine's disk has the controller.
+pub(crate) fn bar(blk: &mut Blk) -> Option<&mut dyn crate::bar::Bar> {
     match &mut blk.path {
-        Path::Ahci(c) if c.contains(pa) => Some(c.read(pa, size)),
-        _ => None,
-    }
-}
-
-/// A store that hit no RAM: true if the controller took it.
-pub(crate) fn mmio_write(blk: &mut Blk, pa: u64, size: usize, value: u64) -> bool {
-    match &mut blk.path {
-        Path::Ahci(c) if c.contains(pa) => {
-            c.write(pa, size, value);
-            true
-        }
-        _ => false,
+        Path::Ahci(c) => Some(&mut **c),
+        Path::Split(_) => None,
     }
 }
 
@@ -431,7 +404,8 @@ impl Machine {
                     .map_err(|e| SimError::Config(format!("blk: {e}")))
             };
             map(BLK_MMIO_BASE, AHCI_BAR_BYTES, 2)?;
-            if let Some((base, len)) = crate::net::mmio_window(&self.phys) {
+            let nic = self.phys.net.as_deref_mut().and_then(crate::net::bar);
+            if let Some((base, len)) = nic.map(|b| (b.base(), b.len())) {
                 map(base, len, 1)?;
             }
             if let Some(w) = crate::irq_path::window(&mut self.phys) {

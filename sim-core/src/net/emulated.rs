@@ -63,12 +63,6 @@ impl Emulated {
         }
     }
 
-    /// Whether an access to `pa` is a register access the device model emulates (the BAR
-    /// of an emulated NIC; hardware and passed-through BARs are reached directly).
-    pub(crate) fn traps(&self, pa: u64) -> bool {
-        !self.hardware && self.contains(pa)
-    }
-
     /// The interrupt the device sends at `now_ns`, if one is due: passed through, it goes
     /// through interrupt remapping (and is dropped, counted, if its entry is missing).
     pub(crate) fn poll_interrupt(&mut self, now_ns: u64) -> Option<InterruptMessage> {
@@ -77,21 +71,6 @@ impl Emulated {
             Some(vf) => vf.remap(m),
             None => Some(m),
         }
-    }
-
-    /// Whether `pa` is in the BAR.
-    pub(crate) fn contains(&self, pa: u64) -> bool {
-        pa.wrapping_sub(self.base) < E1000_BAR_BYTES
-    }
-
-    /// A load from the BAR.
-    pub(crate) fn read(&mut self, pa: u64, size: usize) -> u64 {
-        self.dev.read(pa - self.base, size as u8, 0) & (u64::MAX >> (64 - 8 * size.clamp(1, 8)))
-    }
-
-    /// A store to the BAR.
-    pub(crate) fn write(&mut self, pa: u64, size: usize, value: u64) {
-        self.dev.write(pa - self.base, size as u8, value, 0);
     }
 
     /// After an emulated register access at `now`: the device model's work, a transmit if
@@ -197,5 +176,27 @@ impl Emulated {
     /// The next time a frame lands, if any.
     pub(crate) fn next_landing(&self) -> Option<u64> {
         self.landing.front().map(|&(t, _)| t)
+    }
+}
+
+impl crate::bar::Bar for Emulated {
+    fn base(&self) -> u64 {
+        self.base
+    }
+
+    fn len(&self) -> u64 {
+        E1000_BAR_BYTES
+    }
+
+    fn emulated(&self) -> bool {
+        !self.hardware
+    }
+
+    fn read(&mut self, pa: u64, size: usize) -> u64 {
+        self.dev.read(pa - self.base, size as u8, 0) & (u64::MAX >> (64 - 8 * size.clamp(1, 8)))
+    }
+
+    fn write(&mut self, pa: u64, size: usize, value: u64) {
+        self.dev.write(pa - self.base, size as u8, value, 0);
     }
 }

@@ -328,37 +328,11 @@ pub(crate) fn has_split_driver(phys: &PhysMem) -> bool {
     )
 }
 
-/// Whether `pa` is a register of the network NIC (a load or store there is MMIO).
-pub(crate) fn is_mmio(phys: &PhysMem, pa: u64) -> bool {
-    matches!(phys.net.as_deref(), Some(Net { path: Path::Nic(e), .. }) if e.traps(pa))
-}
-
-/// The NIC's BAR as (base, length), if the machine has the NIC.
-pub(crate) fn mmio_window(phys: &PhysMem) -> Option<(u64, u64)> {
-    match phys.net.as_deref() {
-        Some(Net {
-            path: Path::Nic(e), ..
-        }) => Some((e.base, E1000_BAR_BYTES)),
-        _ => None,
-    }
-}
-
-/// A load that hit no RAM: the NIC's answer if `pa` is in its BAR.
-pub(crate) fn mmio_read(net: &mut Net, pa: u64, size: usize) -> Option<u64> {
+/// The NIC's register window, if the machine's network has the NIC.
+pub(crate) fn bar(net: &mut Net) -> Option<&mut dyn crate::bar::Bar> {
     match &mut net.path {
-        Path::Nic(e) if e.contains(pa) => Some(e.read(pa, size)),
-        _ => None,
-    }
-}
-
-/// A store that hit no RAM: true if the NIC took it.
-pub(crate) fn mmio_write(net: &mut Net, pa: u64, size: usize, value: u64) -> bool {
-    match &mut net.path {
-        Path::Nic(e) if e.contains(pa) => {
-            e.write(pa, size, value);
-            true
-        }
-        _ => false,
+        Path::Nic(e) => Some(e),
+        Path::Split(_) => None,
     }
 }
 

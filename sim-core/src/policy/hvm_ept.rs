@@ -913,18 +913,16 @@ impl ExitState<'_> {
         gpa: u64,
         plat: &mut SlicePlatform,
     ) {
-        if crate::net::is_mmio(phys, gpa) {
-            if let Some((reg, wait)) = crate::net::exit_served(phys, plat.cycles()) {
-                self.extra(wait, plat);
-                let c = self.exits.last().map_or(0, |e| e.1);
-                crate::net::record_exit(phys, reg, c);
-            }
-        } else if crate::blk::is_mmio(phys, gpa) {
-            if let Some((reg, wait)) = crate::blk::exit_served(phys, plat.cycles()) {
-                self.extra(wait, plat);
-                let c = self.exits.last().map_or(0, |e| e.1);
-                crate::blk::record_exit(phys, reg, c);
-            }
+        use crate::bar::Device;
+        let (served, record): (fn(_, _) -> _, fn(_, _, _)) = match phys.emulated_device_at(gpa) {
+            Some(Device::Nic) => (crate::net::exit_served, crate::net::record_exit),
+            Some(Device::Disk) => (crate::blk::exit_served, crate::blk::record_exit),
+            None => return,
+        };
+        if let Some((reg, wait)) = served(phys, plat.cycles()) {
+            self.extra(wait, plat);
+            let c = self.exits.last().map_or(0, |e| e.1);
+            record(phys, reg, c);
         }
     }
 
@@ -1035,8 +1033,7 @@ fn handle(
                 let gpa = exit.guest_physical & !0xfff;
                 if irq_path::window(mem.mem.phys)
                     .is_some_and(|w| gpa.wrapping_sub(w.range().0) < w.range().1)
-                    || crate::net::is_mmio(mem.mem.phys, gpa)
-                    || crate::blk::is_mmio(mem.mem.phys, gpa)
+                    || mem.mem.phys.emulated_device_at(gpa).is_some()
                 {
                     // A device register: never mapped, every access exits and is emulated.
                     let Some(em) = st.emu.as_deref_mut() else {
@@ -1157,16 +1154,10 @@ fn handle(
                 let mut mmio = window.and_then(|w| hvm_shadow::handle_mmio(&exit, mem, v, cpu, w));
                 // The device (NIC or disk controller) whose BAR the access hit, by base.
                 let mut device = None;
-                for w in [
-                    crate::net::mmio_window(mem.mem.phys),
-                    crate::blk::mmio_window(mem.mem.phys),
-                ]
-                .into_iter()
-                .flatten()
-                {
+                for (_, base, len) in mem.mem.phys.emulated_windows().into_iter().flatten() {
                     if mmio.is_none() {
-                        mmio = hvm_shadow::handle_mmio(&exit, mem, v, cpu, w);
-                        device = mmio.is_some().then_some(w.0);
+                        mmio = hvm_shadow::handle_mmio(&exit, mem, v, cpu, (base, len));
+                        device = mmio.is_some().then_some(base);
                     }
                 }
                 let r = match mmio {
