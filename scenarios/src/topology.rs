@@ -168,6 +168,21 @@ pub enum NodeKind {
         /// What the peer does: sink, source, echo or client.
         role: String,
     },
+    /// A neighbour of a guest: another domain on the host, in the guest's modes, sharing
+    /// its physical CPUs and service domain but linked to nobody. Its vCPUs are counted,
+    /// not drawn.
+    Neighbour {
+        /// The guest it neighbours.
+        of: String,
+        /// Its place among the guest's neighbours.
+        index: usize,
+        /// Its workload.
+        workload: String,
+        /// Its vCPUs.
+        vcpus: u32,
+        /// Memory in MiB.
+        memory_mib: u64,
+    },
     /// The partner of a guest: a second domain on the host, in the guest's modes, the far
     /// end of its network. Its vCPUs are counted, not drawn: the graph places only the
     /// guest's vCPUs on physical CPUs.
@@ -276,6 +291,16 @@ impl fmt::Display for NodeKind {
             NodeKind::Peer { domain, mode, role } => {
                 write!(f, "wire peer of {domain} / {mode} ({role})")
             }
+            NodeKind::Neighbour {
+                of,
+                index,
+                workload,
+                vcpus,
+                memory_mib,
+            } => write!(
+                f,
+                "neighbour {index} of {of} ({workload}, {vcpus} vCPUs, {memory_mib} MiB)"
+            ),
             NodeKind::Partner {
                 of,
                 workload,
@@ -499,6 +524,16 @@ pub fn build(s: &Scenario) -> Topology {
             .iter()
             .filter_map(|m| specs.iter().find(|r| r.guest == d.name && &r.mode == m))
             .collect();
+        for (index, n) in d.neighbours.iter().enumerate() {
+            let node = g.add_node(NodeKind::Neighbour {
+                of: d.name.clone(),
+                index,
+                workload: n.workload.clone(),
+                vcpus: n.vcpus,
+                memory_mib: n.memory_mib,
+            });
+            g.add_edge(shared.machine, node, EdgeKind::Hosts);
+        }
         let mut partner: Option<Endpoint> = None;
         for r in &runs {
             let Some(net) = &r.net else {
@@ -885,7 +920,9 @@ fn node_attrs(n: &NodeKind) -> &'static str {
         NodeKind::Lapic { .. } => "shape=component",
         NodeKind::Console { .. } | NodeKind::ExitPort { .. } => "shape=cds",
         NodeKind::ServiceDomain => "shape=folder, style=filled, fillcolor=\"#e6d8f0\"",
-        NodeKind::Partner { .. } => "shape=folder, style=filled, fillcolor=\"#f6e7c8\"",
+        NodeKind::Partner { .. } | NodeKind::Neighbour { .. } => {
+            "shape=folder, style=filled, fillcolor=\"#f6e7c8\""
+        }
         NodeKind::Bridge => "shape=hexagon",
         NodeKind::Iommu => "shape=box3d",
         NodeKind::Nic { .. } | NodeKind::DiskController { .. } => {
@@ -957,6 +994,13 @@ pub fn summary(g: &Topology) -> String {
         )
     });
     let partners = count(&|n| matches!(n, NodeKind::Partner { .. }));
+    let neighbours = count(&|n| matches!(n, NodeKind::Neighbour { .. }));
+    // Only a scenario with neighbours says so.
+    let neighbours = if neighbours > 0 {
+        format!(", {neighbours} neighbour domains")
+    } else {
+        String::new()
+    };
     // Only a scenario with a network says so: the line for one without stays as it was.
     let network = if nics + netfronts > 0 {
         format!(
@@ -978,7 +1022,7 @@ pub fn summary(g: &Topology) -> String {
         String::new()
     };
     format!(
-        "{domains} domains, {vcpus} vCPUs on {pcpus} physical CPUs, {devices} devices, {routes} interrupt routes{network}{block} ({} nodes, {} edges)",
+        "{domains} domains{neighbours}, {vcpus} vCPUs on {pcpus} physical CPUs, {devices} devices, {routes} interrupt routes{network}{block} ({} nodes, {} edges)",
         g.node_count(),
         g.edge_count()
     )

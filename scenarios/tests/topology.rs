@@ -613,3 +613,30 @@ fn the_block_claim_draws_every_path_it_measures() {
     assert_eq!(edges(&g, EdgeKind::DiskRequests), 12);
     assert!(has_label(&topology::to_dot(&g), "slow disk (256 MiB)"));
 }
+
+#[test]
+fn neighbours_are_domains_of_the_host_linked_to_nobody() {
+    let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("io-contention.toml");
+    let l = scenarios::schema::load(&f, false).unwrap();
+    let g = topology::build(&l.scenario);
+    let neighbours: Vec<_> = g
+        .node_indices()
+        .filter(|&n| matches!(g[n], NodeKind::Neighbour { .. }))
+        .collect();
+    assert_eq!(neighbours.len(), 2);
+    for n in neighbours {
+        // Hosted by the machine, and no other edge: no network, nothing drawn inside.
+        let edges: Vec<_> = g
+            .edges_directed(n, petgraph::Direction::Incoming)
+            .chain(g.edges_directed(n, petgraph::Direction::Outgoing))
+            .collect();
+        assert_eq!(edges.len(), 1);
+        assert_eq!(*edges[0].weight(), EdgeKind::Hosts);
+    }
+    let dot = topology::to_dot(&g);
+    assert!(
+        dot.contains("neighbour 1 of rr-beside-dd (dd, 1 vCPUs, 64 MiB)"),
+        "{dot}"
+    );
+    assert!(topology::summary(&g).contains("2 neighbour domains"));
+}
