@@ -213,3 +213,36 @@ fn network_settings_are_checked_with_their_location() {
         "{e}"
     );
 }
+
+#[test]
+fn disk_settings_are_checked_with_their_location() {
+    const DD: &str = "[guest]\nworkload = \"dd\"\nargs = [\"read\", 4, 10]\n";
+    // An unknown field names its table and line.
+    let e = err(&format!("{DD}[guest.blk]\nsize_gib = 4\n"));
+    assert!(e.contains("size_gib") && e.contains(":5:"), "{e}");
+    // Out-of-range values name the field.
+    let e = err(&format!("{DD}[guest.blk]\nsize_mib = 0\n"));
+    assert!(e.contains("guest.blk") && e.contains("size_mib = 0"), "{e}");
+    let e = err(&format!("[machine.blk]\nmb_per_s = 0\n{DD}"));
+    assert!(
+        e.contains("machine.blk") && e.contains("mb_per_s = 0"),
+        "{e}"
+    );
+    let e = err(&format!("{DD}[guest.blk]\npath = \"nvme\"\n"));
+    assert!(e.contains("nvme"), "{e}");
+    // Sweeps over the disk: bad values are located.
+    let e = err(&format!(
+        "[machine.blk]\n{DD}[sweep]\ngrid = {{ \"machine.blk.path\" = [\"pv\", \"scsi\"] }}\n"
+    ));
+    assert!(
+        e.contains("sweep.grid.\"machine.blk.path\"[1]") && e.contains("scsi"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "[machine.blk]\n{DD}[sweep]\ngrid = {{ \"machine.blk.mb_per_s\" = [0] }}\n"
+    ));
+    assert!(e.contains("must be positive"), "{e}");
+    // A neighbour's workload is checked like a guest's.
+    let e = err(&format!("{DD}[[guest.neighbours]]\nworkload = \"nope\"\n"));
+    assert!(e.contains("neighbours[0]") && e.contains("nope"), "{e}");
+}
