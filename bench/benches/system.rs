@@ -102,6 +102,7 @@ fn bench(c: &mut Criterion) {
         size_mib: 256,
         access_ns: 0,
         mb_per_s: 4000,
+        persistent: false,
     };
     for mode in ["hvm-ept", "hybrid", "pv"] {
         for (name, args) in [

@@ -218,6 +218,7 @@ fn disk_domain(mode: &str, args: &str) -> Machine {
         size_mib: 64,
         access_ns: 0,
         mb_per_s: 4000,
+        persistent: false,
     });
     Machine::with_policy(
         cfg,

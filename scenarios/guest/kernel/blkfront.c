@@ -14,6 +14,12 @@
  * A request carries at most 11 segments (pages) of the block layer's pool; its request id
  * is an index into a table of the 32 requests in flight.
  *
+ * Persistent grants (Linux's feature-persistent): when hvsim_blkif_connect answers with
+ * bit 0 set, the backend keeps what it maps. Each pool page is then granted writable the
+ * first time a request uses it, under a reference it keeps for the life of the kernel,
+ * and no grant is ended: the backend maps each page once and copies the data between it
+ * and its own buffers instead of mapping and unmapping per request.
+ *
  * Hypercalls per operation (all others are memory accesses):
  *   I/O:    every request of the I/O is written to the ring, then one push, then one
  *           EVTCHNOP_send only when RING_PUSH_REQUESTS_AND_CHECK_NOTIFY says the backend
@@ -88,6 +94,28 @@ static u32 shadow_nfree;
 static u16 gref_free[NR_DATA_GREFS]; /* stack of free data references */
 static u32 gref_nfree;
 static u64 grants_stuck; /* grants the backend still held at their response (never reused) */
+static int persistent;    /* the backend keeps its mappings (connect answered bit 0) */
+/* Persistent grants: pool page -> its reference (0: not granted yet). */
+#define MAX_PERSISTENT 64
+static u64 persistent_pa[MAX_PERSISTENT];
+static u16 persistent_ref[MAX_PERSISTENT];
+static u32 npersistent;
+
+/* The persistent reference of page `pa`, granting it (writable) on first use. */
+static u16 persistent_grant(u64 pa)
+{
+    for (u32 i = 0; i < npersistent; i++)
+        if (persistent_pa[i] == pa)
+            return persistent_ref[i];
+    if (npersistent == MAX_PERSISTENT || gref_nfree == 0)
+        panic("blkfront: more than %u persistently granted pages", MAX_PERSISTENT);
+    u16 ref = gref_free[--gref_nfree];
+    gnttab_grant(ref, pa, 0);
+    blk_stats.grants++;
+    persistent_pa[npersistent] = pa;
+    persistent_ref[npersistent++] = ref;
+    return ref;
+}
 
 static i64 hc(u64 nr, u64 a1, u64 a2, u64 a3)
 {
@@ -112,7 +140,7 @@ static void blkfront_submit(struct blk_req *req)
         panic("blkfront: malformed request (%u sectors in %u pages)", req->nsect, req->npages);
     if (ring_free_requests(&ring) == 0 || shadow_nfree == 0)
         panic("blkfront: ring full");
-    if (gref_nfree < req->npages)
+    if (!persistent && gref_nfree < req->npages)
         panic("blkfront: out of grant references");
     u16 id = shadow_free[--shadow_nfree];
     struct shadow *s = &shadow[id];
@@ -126,10 +154,15 @@ static void blkfront_submit(struct blk_req *req)
     u32 left = req->nsect;
     for (u32 i = 0; i < req->npages; i++) {
         u32 n = left < SECTS_PER_PAGE ? left : (u32)SECTS_PER_PAGE;
-        u16 ref = gref_free[--gref_nfree];
-        /* A read's page is written by the backend, a write's only read. */
-        gnttab_grant(ref, req->page_pa[i], req->write);
-        blk_stats.grants++;
+        u16 ref;
+        if (persistent) {
+            ref = persistent_grant(req->page_pa[i]);
+        } else {
+            ref = gref_free[--gref_nfree];
+            /* A read's page is written by the backend, a write's only read. */
+            gnttab_grant(ref, req->page_pa[i], req->write);
+            blk_stats.grants++;
+        }
         s->gref[i] = ref;
         r->seg[i].gref = ref;
         r->seg[i].first_sect = 0;
@@ -148,10 +181,13 @@ static void blkfront_commit(void)
         notify();
 }
 
-/* Ends the grants of a finished request; 0, or -1 when the backend still held one. */
+/* Ends the grants of a finished request; 0, or -1 when the backend still held one.
+ * Persistent grants are kept. */
 static int end_grants(struct shadow *s)
 {
     int stuck = 0;
+    if (persistent)
+        return 0;
     for (u32 i = 0; i < s->nseg; i++) {
         if (gnttab_end(s->gref[i]) < 0) {
             grants_stuck++;
@@ -229,6 +265,8 @@ const struct blk_driver *blkfront_init(void)
     i64 r = hc(HC_BLKIF_CONNECT, GREF_RING, port, 0);
     if (r < 0)
         panic("blkfront: hvsim_blkif_connect: %ld", r);
-    kprintf("hvsim-kernel: blkfront: port %u, %u-entry ring\n", port, RING_ENTRIES);
+    persistent = (r & 1) != 0;
+    kprintf("hvsim-kernel: blkfront: port %u, %u-entry ring%s\n", port, RING_ENTRIES,
+            persistent ? ", persistent grants" : "");
     return &ops;
 }

@@ -68,6 +68,10 @@ pub struct BlkbackStats {
     /// The frontend broke the ring protocol (a producer index out of range): blkback
     /// stopped serving it.
     pub protocol_errors: u64,
+    /// Persistent grants: segments served through a mapping kept from earlier requests.
+    pub persistent_hits: u64,
+    /// Persistent grants: bytes copied between the kept mappings and blkback's buffers.
+    pub copied_bytes: u64,
 }
 
 /// One data page of a request, mapped.
@@ -107,6 +111,10 @@ pub(crate) struct Blkback {
     /// Requests at the disk, by slot (boxed: 32 requests of 11 segments each).
     inflight: Box<[Option<Inflight>; RING_ENTRIES]>,
     broken: bool,
+    /// Persistent grants (Linux's feature-persistent): mappings are kept, by reference,
+    /// and data is copied through them instead of mapping and unmapping per request.
+    pub(crate) persistent: bool,
+    kept: std::collections::BTreeMap<u32, u64>,
     pub(crate) stats: BlkbackStats,
 }
 
@@ -120,6 +128,8 @@ impl Blkback {
             run_at: None,
             inflight: Box::new([None; RING_ENTRIES]),
             broken: false,
+            persistent: false,
+            kept: std::collections::BTreeMap::new(),
             stats: BlkbackStats::default(),
         }
     }
@@ -205,27 +215,39 @@ impl Blkback {
                     notify |= self.respond(mem, req.id, req.op, RSP_ERROR);
                     continue;
                 }
-                // Map every page (a read's pages are written by the disk's data).
-                let access = if req.op == OP_READ {
+                // Map every page (a read's pages are written by the disk's data; a
+                // persistent mapping is writable and kept).
+                let access = if req.op == OP_READ || self.persistent {
                     Access::Write
                 } else {
                     Access::Read
                 };
                 let mut mapped = 0;
                 for s in req.segs[..req.nseg].iter_mut() {
+                    if let Some(&gpa) = self.kept.get(&s.gref).filter(|_| self.persistent) {
+                        s.gpa = gpa;
+                        mapped += 1;
+                        self.stats.persistent_hits += 1;
+                        continue;
+                    }
                     t = dom0.run(t, Work::GrantMap, c.grant_map_op);
                     match self.grants.map(mem, s.gref, DOM0, access) {
                         Ok(gpa) => {
                             s.gpa = gpa;
                             mapped += 1;
+                            if self.persistent {
+                                self.kept.insert(s.gref, gpa);
+                            }
                         }
                         Err(_) => break,
                     }
                 }
                 if mapped < req.nseg {
-                    for s in &req.segs[..mapped] {
-                        t = dom0.run(t, Work::GrantMap, c.grant_map_op);
-                        let _ = self.grants.unmap(mem, s.gref, DOM0);
+                    if !self.persistent {
+                        for s in &req.segs[..mapped] {
+                            t = dom0.run(t, Work::GrantMap, c.grant_map_op);
+                            let _ = self.grants.unmap(mem, s.gref, DOM0);
+                        }
                     }
                     notify |= self.respond(mem, req.id, req.op, RSP_ERROR);
                     continue;
@@ -247,6 +269,11 @@ impl Blkback {
                         lba += s.sectors();
                     }
                     self.stats.sectors_written += sectors;
+                    if self.persistent {
+                        // The data leaves the kept mappings by a copy into blkback's bio
+                        // pages.
+                        t = self.copy(t, sectors, dom0, c);
+                    }
                 }
                 let done = disk.schedule(ns(t), op, req.sector, sectors);
                 self.inflight[slot] = Some(req);
@@ -278,11 +305,33 @@ impl Blkback {
     ) -> u64 {
         let s = dom0.start(at, c.dom0_wakeup);
         let mut t = dom0.run(s, Work::BlkbackResponse, c.blkback_response);
-        let nseg = self.inflight[slot].map_or(0, |r| r.nseg);
-        for _ in 0..nseg {
+        let Some(req) = self.inflight[slot] else {
+            return t;
+        };
+        if self.persistent {
+            // A read's data reaches the kept mappings by a copy; nothing is unmapped.
+            if req.op == OP_READ {
+                let sectors = req.segs[..req.nseg].iter().map(Segment::sectors).sum();
+                t = self.copy_cost(t, sectors, dom0, c);
+            }
+            return t;
+        }
+        for _ in 0..req.nseg {
             t = dom0.run(t, Work::GrantMap, c.grant_map_op);
         }
         t
+    }
+
+    /// Charges a copy of `sectors` through the kept mappings from `t`, counted.
+    fn copy(&mut self, t: u64, sectors: u64, dom0: &mut ServiceDomain, c: &IoProfile) -> u64 {
+        self.stats.copied_bytes += sectors * SECTOR_BYTES;
+        self.copy_cost(t, sectors, dom0, c)
+    }
+
+    /// The service domain's memcpy of `sectors` (at the profile's grant-copy rate).
+    fn copy_cost(&self, t: u64, sectors: u64, dom0: &mut ServiceDomain, c: &IoProfile) -> u64 {
+        let kib = (sectors * SECTOR_BYTES).div_ceil(1024);
+        dom0.run(t, Work::BlkbackCopy, kib * c.grant_copy_per_kib)
     }
 
     /// Completes request `slot`: a read's sectors into the granted pages, the grants
@@ -302,8 +351,17 @@ impl Blkback {
                 self.stats.sectors_read += s.sectors();
             }
         }
-        for s in &req.segs[..req.nseg] {
-            let _ = self.grants.unmap(mem, s.gref, DOM0);
+        if req.op == OP_READ && self.persistent {
+            self.stats.copied_bytes += req.segs[..req.nseg]
+                .iter()
+                .map(Segment::sectors)
+                .sum::<u64>()
+                * SECTOR_BYTES;
+        }
+        if !self.persistent {
+            for s in &req.segs[..req.nseg] {
+                let _ = self.grants.unmap(mem, s.gref, DOM0);
+            }
         }
         if self.broken {
             return false;

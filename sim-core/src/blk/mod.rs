@@ -84,6 +84,10 @@ pub struct BlkConfig {
     /// The disk's transfer rate, MB/s (decimal megabytes), at least 1.
     #[serde(default = "default_mb_per_s")]
     pub mb_per_s: u64,
+    /// Split driver: blkback offers persistent grants (Linux's feature-persistent): the
+    /// frontend grants each data page once, blkback maps it once and copies through it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub persistent: bool,
 }
 
 impl Default for BlkConfig {
@@ -93,6 +97,7 @@ impl Default for BlkConfig {
             size_mib: default_size_mib(),
             access_ns: default_access_ns(),
             mb_per_s: default_mb_per_s(),
+            persistent: false,
         }
     }
 }
@@ -389,7 +394,9 @@ impl Machine {
             .write_sized(b + boot_info::BLK_SECTORS, 8, sectors);
         let path = if split {
             self.phys.write_sized(b + boot_info::BLK_KIND, 8, 2);
-            Path::Split(Box::new(Blkback::new(self.phys.size())))
+            let mut b = Box::new(Blkback::new(self.phys.size()));
+            b.persistent = cfg.persistent;
+            Path::Split(b)
         } else {
             if self.phys.size() > BLK_MMIO_BASE {
                 return Err(SimError::Config(format!(
@@ -727,7 +734,8 @@ fn connect(
             )
             .map_err(|e| devices::evtchn::EventChannels::errno(&e).abs())?;
         b.port = Some(port);
-        Ok(0)
+        // Bit 0 of the answer: the backend keeps its mappings (persistent grants).
+        Ok(u64::from(b.persistent))
     })
     .unwrap_or(Err(38))
 }

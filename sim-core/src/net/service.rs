@@ -59,6 +59,8 @@ pub(crate) enum Work {
     BlkbackRequest,
     /// Blkback's per-completion work.
     BlkbackResponse,
+    /// Blkback's copies through persistently mapped grants.
+    BlkbackCopy,
 }
 
 impl Work {
@@ -78,6 +80,7 @@ impl Work {
             Work::DeviceModelBlkComplete => "device_model_blk_complete",
             Work::BlkbackRequest => "blkback_request",
             Work::BlkbackResponse => "blkback_response",
+            Work::BlkbackCopy => "blkback_copy",
         }
     }
 }
