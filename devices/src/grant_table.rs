@@ -216,6 +216,25 @@ impl GrantTable {
         by: DomId,
         access: Access,
     ) -> Result<(u16, u64), DeviceError> {
+        let (flags, gpa, _) = self.entry(mem, gref, by, GTF_PERMIT_ACCESS)?;
+        if access == Access::Write && flags & GTF_READONLY != 0 {
+            self.stats.refused_readonly += 1;
+            return Err(DeviceError::GrantReadOnly { gref });
+        }
+        Ok((flags, gpa))
+    }
+
+    /// Reads entry `gref` and checks what every use checks: the reference is in the
+    /// table, the entry is of type `kind`, granted to `by`, and names a frame inside the
+    /// granting domain's memory; counts a refusal. The entry's flags, the frame's gPA and
+    /// the entry's own gPA if accepted.
+    fn entry(
+        &mut self,
+        mem: &mut dyn Dma,
+        gref: GrantRef,
+        by: DomId,
+        kind: u16,
+    ) -> Result<(u16, u64, u64), DeviceError> {
         if gref >= self.capacity() {
             self.stats.refused_bad_ref += 1;
             return Err(DeviceError::GrantBadRef { gref });
@@ -234,7 +253,7 @@ impl GrantTable {
         let flags = u16::from_le_bytes([e[0], e[1]]);
         let domid = u16::from_le_bytes([e[2], e[3]]);
         let frame = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-        if flags & GTF_TYPE_MASK != GTF_PERMIT_ACCESS {
+        if flags & GTF_TYPE_MASK != kind {
             self.stats.refused_not_permitted += 1;
             return Err(DeviceError::GrantNotPermitted { gref, flags });
         }
@@ -246,10 +265,6 @@ impl GrantTable {
                 by,
             });
         }
-        if access == Access::Write && flags & GTF_READONLY != 0 {
-            self.stats.refused_readonly += 1;
-            return Err(DeviceError::GrantReadOnly { gref });
-        }
         let gpa = u64::from(frame) * PAGE_BYTES;
         if gpa + PAGE_BYTES > self.mem_bytes {
             self.stats.refused_bad_frame += 1;
@@ -258,7 +273,7 @@ impl GrantTable {
                 frame: u64::from(frame),
             });
         }
-        Ok((flags, gpa))
+        Ok((flags, gpa, at))
     }
 
     /// Maps grant `gref` for `by` with `access`: checks the entry and returns the granted
@@ -364,46 +379,12 @@ impl GrantTable {
         gref: GrantRef,
         by: DomId,
     ) -> Result<u64, DeviceError> {
-        if gref >= self.capacity() {
-            self.stats.refused_bad_ref += 1;
-            return Err(DeviceError::GrantBadRef { gref });
-        }
-        let at = self.entry_gpa(gref);
-        let mut e = [0u8; ENTRY_BYTES as usize];
-        if !mem.read(at, &mut e) {
-            self.stats.refused_bad_frame += 1;
-            return Err(DeviceError::GrantBadFrame {
-                gref,
-                frame: at / PAGE_BYTES,
-            });
-        }
-        let flags = u16::from_le_bytes([e[0], e[1]]);
-        let domid = u16::from_le_bytes([e[2], e[3]]);
-        let frame = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
-        if flags & GTF_TYPE_MASK != GTF_ACCEPT_TRANSFER {
-            self.stats.refused_not_permitted += 1;
-            return Err(DeviceError::GrantNotPermitted { gref, flags });
-        }
+        let (flags, gpa, at) = self.entry(mem, gref, by, GTF_ACCEPT_TRANSFER)?;
         if flags & (GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED) != 0 {
             self.stats.refused_transfer_completed += 1;
             return Err(DeviceError::GrantTransferCompleted { gref });
         }
-        if domid != by {
-            self.stats.refused_wrong_domain += 1;
-            return Err(DeviceError::GrantWrongDomain {
-                gref,
-                granted_to: domid,
-                by,
-            });
-        }
-        let gpa = u64::from(frame) * PAGE_BYTES;
-        if gpa + PAGE_BYTES > self.mem_bytes {
-            self.stats.refused_bad_frame += 1;
-            return Err(DeviceError::GrantBadFrame {
-                gref,
-                frame: u64::from(frame),
-            });
-        }
+        let frame = (gpa / PAGE_BYTES) as u32;
         // The frame received (the same frame: the deviation), then the flags, so the guest
         // never sees a completed entry without its frame.
         let done = flags | GTF_TRANSFER_COMMITTED | GTF_TRANSFER_COMPLETED;
