@@ -4,7 +4,9 @@
 //! NIC and the disk controller both sit behind this one trait, so physical memory and the
 //! hypervisor's exit handling name no device.
 
+use crate::machine::ExitCount;
 use crate::phys_mem::PhysMem;
+use std::collections::BTreeMap;
 
 /// A device's register window.
 pub(crate) trait Bar {
@@ -86,5 +88,53 @@ impl PhysMem {
     pub(crate) fn emulated_windows(&mut self) -> [Option<(Device, u64, u64)>; 2] {
         self.bars()
             .map(|(d, b)| b.filter(|b| b.emulated()).map(|b| (d, b.base(), b.len())))
+    }
+}
+
+/// What an emulated device's register exits cost, kept by the device's path: the exits by
+/// register with their cycles, and the cycles vCPUs waited on the device model inside
+/// them (not CPU use: the device model runs on the service domain's CPU).
+#[derive(Debug, Default)]
+pub(crate) struct RegisterExits {
+    by_register: BTreeMap<&'static str, ExitCount>,
+    blocked: u64,
+}
+
+impl RegisterExits {
+    /// A vCPU waited `cycles` on the device model.
+    pub(crate) fn waited(&mut self, cycles: u64) {
+        self.blocked += cycles;
+    }
+
+    /// Cycles vCPUs waited on the device model.
+    pub(crate) fn blocked(&self) -> u64 {
+        self.blocked
+    }
+
+    /// The exits by register name, for a result.
+    pub(crate) fn by_register(&self) -> BTreeMap<String, ExitCount> {
+        self.by_register
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
+    }
+
+    fn record(&mut self, reg: &'static str, cycles: u64) {
+        let e = self.by_register.entry(reg).or_default();
+        e.count += 1;
+        e.cycles += cycles;
+    }
+}
+
+impl PhysMem {
+    /// Records an exit on register `reg` of `device`, with its cycles.
+    pub(crate) fn record_register_exit(&mut self, device: Device, reg: &'static str, cycles: u64) {
+        let exits = match device {
+            Device::Nic => self.net.as_deref_mut().map(|n| &mut n.reg_exits),
+            Device::Disk => self.blk.as_deref_mut().map(|b| &mut b.reg_exits),
+        };
+        if let Some(e) = exits {
+            e.record(reg, cycles);
+        }
     }
 }

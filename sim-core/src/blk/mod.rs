@@ -19,7 +19,7 @@ use crate::error::SimError;
 use crate::loader::{boot_info, BOOT_INFO_PHYS};
 use crate::machine::{ExitCount, Machine};
 use crate::net::service::{self, ServiceDomainStats, Work};
-use crate::net::GuestDma;
+use crate::net::{cycles_of, ns_of, GuestDma};
 use crate::phys_mem::PhysMem;
 use crate::profile::IoProfile;
 use blkback::{Blkback, BlkbackStats};
@@ -199,8 +199,8 @@ pub(crate) struct Blk {
     epoch: [u64; 32],
     /// When the controller's interrupt or the frontend's notification is owed.
     signal_at: Option<u64>,
-    exits: BTreeMap<&'static str, ExitCount>,
-    blocked: u64,
+    /// Exits on the controller's registers, and the vCPUs' waits on the device model.
+    pub(crate) reg_exits: crate::bar::RegisterExits,
     requests: u64,
     latency: Histogram,
 }
@@ -211,7 +211,7 @@ impl Blk {
     }
 
     fn cycles(&self, ns: u64) -> u64 {
-        (ns as u128 * self.mhz as u128).div_ceil(1000) as u64
+        cycles_of(self.mhz, ns)
     }
 
     fn push(&mut self, at: u64, ev: Event, slot: usize) {
@@ -301,10 +301,6 @@ impl Blk {
     }
 }
 
-fn ns_of(mhz: u64, cycles: u64) -> u64 {
-    (cycles as u128 * 1000 / mhz as u128) as u64
-}
-
 /// The controller's register window, if the machine's disk has the controller.
 pub(crate) fn bar(blk: &mut Blk) -> Option<&mut dyn crate::bar::Bar> {
     match &mut blk.path {
@@ -348,19 +344,10 @@ pub(crate) fn exit_served(phys: &mut PhysMem, now: u64) -> Option<(&'static str,
         }
     }
     if let Some((_, w)) = r {
-        b.blocked += w;
+        b.reg_exits.waited(w);
     }
     phys.blk = Some(blk);
     r
-}
-
-/// Records an exit on controller register `reg` with its cycles.
-pub(crate) fn record_exit(phys: &mut PhysMem, reg: &'static str, cycles: u64) {
-    if let Some(b) = phys.blk.as_deref_mut() {
-        let e = b.exits.entry(reg).or_default();
-        e.count += 1;
-        e.cycles += cycles;
-    }
 }
 
 impl Machine {
@@ -377,10 +364,10 @@ impl Machine {
         })?;
         // The path is the platform's (resolved and checked when it was wired).
         use crate::wiring::BlkAttach;
-        let attach = match self.wiring.blk() {
-            Some(a) => a,
-            None => crate::wiring::resolve_blk(cfg.path, self.policy).map_err(SimError::Config)?,
-        };
+        let attach = self
+            .wiring
+            .blk()
+            .ok_or_else(|| SimError::Config("blk: the platform was wired without a disk".into()))?;
         let split = attach == BlkAttach::Split;
         let sectors = cfg.size_mib << 11;
         let disk = Disk::new(DiskConfig {
@@ -462,8 +449,7 @@ impl Machine {
             issued_at: [0; 32],
             epoch: [0; 32],
             signal_at: None,
-            exits: BTreeMap::new(),
-            blocked: 0,
+            reg_exits: crate::bar::RegisterExits::default(),
             requests: 0,
             latency: Histogram::new(),
         }));
@@ -578,11 +564,11 @@ impl Machine {
             latency: b.latency.clone(),
             dom0: b.dom0.get().stats().clone(),
             device: None,
-            exits_by_register: b.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            exits_by_register: b.reg_exits.by_register(),
             blkback: None,
             grants: None,
             ring: None,
-            device_model_blocked_cycles: b.blocked,
+            device_model_blocked_cycles: b.reg_exits.blocked(),
         };
         match &b.path {
             Path::Ahci(c) => {

@@ -193,9 +193,8 @@ pub(crate) struct Net {
     mhz: u64,
     /// When the frontend is to be notified (split driver).
     notify_at: Option<u64>,
-    exits: BTreeMap<&'static str, ExitCount>,
-    /// Cycles vCPUs spent blocked on the device model (its round trips and work).
-    blocked: u64,
+    /// Exits on the NIC's registers, and the vCPUs' waits on the device model in them.
+    pub(crate) reg_exits: crate::bar::RegisterExits,
 }
 
 impl Net {
@@ -209,7 +208,7 @@ impl Net {
     }
 
     fn cycles(&self, ns: u64) -> u64 {
-        (ns as u128 * self.mhz as u128).div_ceil(1000) as u64
+        cycles_of(self.mhz, ns)
     }
 
     /// Starts the peer at `now` once the guest's side is ready.
@@ -251,7 +250,7 @@ impl Net {
             let Some(f) = peer.pop_due(now_ns) else {
                 break;
             };
-            let at = (due as u128 * self.mhz as u128).div_ceil(1000) as u64;
+            let at = cycles_of(self.mhz, due);
             match &mut self.path {
                 Path::Nic(e) => e.from_wire(f, at, &mut self.dom0.get(), &self.costs),
                 Path::Split(b) if b.direct => b.from_wire(f, at),
@@ -289,8 +288,15 @@ impl Net {
     }
 }
 
-fn ns_of(mhz: u64, cycles: u64) -> u64 {
+/// Core cycles at `mhz` as nanoseconds (rounded down): the device paths' clock is the
+/// wire's and the disk's.
+pub(crate) fn ns_of(mhz: u64, cycles: u64) -> u64 {
     (cycles as u128 * 1000 / mhz as u128) as u64
+}
+
+/// Nanoseconds as core cycles at `mhz` (rounded up: nothing happens before its time).
+pub(crate) fn cycles_of(mhz: u64, ns: u64) -> u64 {
+    (ns as u128 * mhz as u128).div_ceil(1000) as u64
 }
 
 /// Guest memory as devices and backends reach it.
@@ -361,19 +367,10 @@ pub(crate) fn exit_served(phys: &mut PhysMem, now: u64) -> Option<(&'static str,
         _ => None,
     };
     if let Some((_, w)) = r {
-        n.blocked += w;
+        n.reg_exits.waited(w);
     }
     phys.net = Some(net);
     r
-}
-
-/// Records an exit on NIC register `reg` with its cycles.
-pub(crate) fn record_exit(phys: &mut PhysMem, reg: &'static str, cycles: u64) {
-    if let Some(n) = phys.net.as_deref_mut() {
-        let e = n.exits.entry(reg).or_default();
-        e.count += 1;
-        e.cycles += cycles;
-    }
 }
 
 impl Machine {
@@ -392,10 +389,9 @@ impl Machine {
         })?;
         // The path is the platform's (resolved and checked when it was wired).
         use crate::wiring::NetAttach;
-        let attach = match self.wiring.net() {
-            Some(a) => a,
-            None => crate::wiring::resolve_net(cfg.path, self.policy).map_err(SimError::Config)?,
-        };
+        let attach = self.wiring.net().ok_or_else(|| {
+            SimError::Config("net: the platform was wired without a network".into())
+        })?;
         let assigned = matches!(attach, NetAttach::Passthrough { .. });
         let split = matches!(attach, NetAttach::Split | NetAttach::Direct);
         if cfg.rx == NetRx::Flip && attach != NetAttach::Split {
@@ -472,8 +468,7 @@ impl Machine {
             costs,
             mhz: u64::from(self.cfg.profile.core.freq_mhz),
             notify_at: None,
-            exits: BTreeMap::new(),
-            blocked: 0,
+            reg_exits: crate::bar::RegisterExits::default(),
         }));
         Ok(())
     }
@@ -600,7 +595,7 @@ impl Machine {
         let dom0_shared = n.dom0.shared();
         // A vCPU blocked on the device model leaves its physical CPU idle (the device
         // model runs on the service domain's): that time is not CPU use.
-        let guest_busy = guest_busy.saturating_sub(n.blocked);
+        let guest_busy = guest_busy.saturating_sub(n.reg_exits.blocked());
         let util = if elapsed == 0 {
             0.0
         } else {
@@ -616,7 +611,7 @@ impl Machine {
             dom0,
             dom0_shared,
             device: None,
-            exits_by_register: n.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            exits_by_register: n.reg_exits.by_register(),
             interrupt_exits: ExitCount::default(),
             iommu: None,
             rx: None,
@@ -626,7 +621,7 @@ impl Machine {
             rx_ring: None,
             dropped_at_bridge: 0,
             link: n.link.as_ref().map(|l| l.stats.clone()),
-            device_model_blocked_cycles: n.blocked,
+            device_model_blocked_cycles: n.reg_exits.blocked(),
             guest_busy_cycles: guest_busy,
             cpu_utilisation: util,
         };

@@ -905,8 +905,9 @@ impl ExitState<'_> {
         self.extra(c, plat);
     }
 
-    /// An emulated access to the network NIC or the disk controller at `gpa`: the device model in the service
-    /// domain serves it while the vCPU waits; the exit is recorded by register.
+    /// An emulated access to the network NIC or the disk controller at `gpa`: the device
+    /// model in the service domain serves it while the vCPU waits; the exit is recorded by
+    /// register.
     fn device_model(
         &mut self,
         phys: &mut crate::phys_mem::PhysMem,
@@ -914,15 +915,17 @@ impl ExitState<'_> {
         plat: &mut SlicePlatform,
     ) {
         use crate::bar::Device;
-        let (served, record): (fn(_, _) -> _, fn(_, _, _)) = match phys.emulated_device_at(gpa) {
-            Some(Device::Nic) => (crate::net::exit_served, crate::net::record_exit),
-            Some(Device::Disk) => (crate::blk::exit_served, crate::blk::record_exit),
-            None => return,
+        let Some(device) = phys.emulated_device_at(gpa) else {
+            return;
         };
-        if let Some((reg, wait)) = served(phys, plat.cycles()) {
+        let served = match device {
+            Device::Nic => crate::net::exit_served(phys, plat.cycles()),
+            Device::Disk => crate::blk::exit_served(phys, plat.cycles()),
+        };
+        if let Some((reg, wait)) = served {
             self.extra(wait, plat);
             let c = self.exits.last().map_or(0, |e| e.1);
-            record(phys, reg, c);
+            phys.record_register_exit(device, reg, c);
         }
     }
 
